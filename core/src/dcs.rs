@@ -1,0 +1,229 @@
+//! What the node sees in the DCS (etcd), as typed facts.
+//!
+//! These mirror Patroni's keys under `/<namespace>/<scope>/` (see
+//! `reference/patroni-interfaces.md`, section 2). Parsing the JSON values is
+//! the runtime's job; a value it cannot parse arrives here as absent, never as
+//! a guess.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pg::TimelineSwitch;
+
+/// The DCS as seen in one step: a consistent read, or the fact that it could
+/// not be read.
+// One observation holds one view; boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DcsView {
+    Reachable(ClusterView),
+    /// No answer (timeout or error) since `since_ms` on the node's monotonic
+    /// clock. Unknown is not lost (safety rule 6).
+    Unreachable {
+        since_ms: u64,
+    },
+}
+
+/// One consistent read of the cluster prefix.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The etcd header revision of the read. A view older than one already
+    /// seen is ignored.
+    pub revision: u64,
+    /// `initialize`: `None` when absent, `Some("")` while a bootstrap runs,
+    /// else the system identifier of the cluster.
+    pub initialize: Option<String>,
+    /// `config`, parsed; `None` when absent or invalid.
+    pub config: Option<DynamicConfig>,
+    pub leader: Option<LeaderKey>,
+    pub members: BTreeMap<String, Member>,
+    pub sync: Option<SyncKey>,
+    pub failover: Option<FailoverKey>,
+    /// `history`: the timeline switches of the cluster, oldest first.
+    pub history: Vec<TimelineSwitch>,
+    /// `status`: the leader's last published WAL position.
+    pub optime_lsn: Option<u64>,
+    /// `failsafe`: the members the leader last saw, when failsafe mode is on.
+    pub failsafe: Option<BTreeSet<String>>,
+}
+
+impl ClusterView {
+    /// The timeline a new leader must be on at least: the last switch's
+    /// timeline plus one, as in Patroni (`[]` means timeline 1).
+    pub fn cluster_timeline(&self) -> u32 {
+        self.history
+            .last()
+            .map_or(1, |s| s.timeline.saturating_add(1))
+    }
+
+    /// The leader's name, when the key exists.
+    pub fn leader_name(&self) -> Option<&str> {
+        self.leader.as_ref().map(|l| l.name.as_str())
+    }
+}
+
+/// The `leader` key: who holds the lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderKey {
+    pub name: String,
+    /// `mod_revision` of the key.
+    pub revision: u64,
+}
+
+/// A member's published state (`members/<name>`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub role: MemberRole,
+    pub state: MemberState,
+    pub timeline: u32,
+    /// WAL position: written location on a primary, max(received, replayed)
+    /// on a replica.
+    pub lsn: u64,
+    pub tags: Tags,
+    pub api_url: String,
+    pub conn_url: String,
+}
+
+impl Member {
+    pub fn is_running(&self) -> bool {
+        self.state == MemberState::Running
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum MemberRole {
+    Primary,
+    Replica,
+    #[default]
+    Uninitialized,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum MemberState {
+    Running,
+    Starting,
+    Stopping,
+    #[default]
+    Stopped,
+    Crashed,
+    CreatingReplica,
+    InitializingNewCluster,
+    Rewinding,
+}
+
+/// A member's tags (Patroni's `tags` section).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tags {
+    pub nofailover: bool,
+    /// Higher wins at equal WAL position; 0 or less behaves like `nofailover`.
+    pub failover_priority: i64,
+    pub nosync: bool,
+    pub noloadbalance: bool,
+    pub replicatefrom: Option<String>,
+    pub clonefrom: bool,
+}
+
+impl Tags {
+    /// Patroni's default priority is 1.
+    pub fn new() -> Tags {
+        Tags {
+            failover_priority: 1,
+            ..Tags::default()
+        }
+    }
+
+    /// Whether this member may ever be promoted (Patroni `tags.py`: a
+    /// priority of zero or less means the same as `nofailover`).
+    pub fn can_fail_over(&self) -> bool {
+        !self.nofailover && self.failover_priority > 0
+    }
+}
+
+/// The `sync` key: who the leader says Postgres waits for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncKey {
+    pub leader: Option<String>,
+    pub members: BTreeSet<String>,
+    /// Quorum mode: how many of `members` acknowledge each commit.
+    pub quorum: Option<u32>,
+    pub revision: u64,
+}
+
+/// The `failover` key: a switchover (with `leader`) or a manual failover
+/// (only `candidate`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverKey {
+    pub leader: Option<String>,
+    pub candidate: Option<String>,
+    /// Wall-clock time, milliseconds since the epoch.
+    pub scheduled_at_wall_ms: Option<i64>,
+    pub revision: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncMode {
+    #[default]
+    Off,
+    On,
+    Quorum,
+}
+
+/// Dynamic configuration (the `config` key, seeded from `bootstrap.dcs`), in
+/// the core's units. Defaults are Patroni's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DynamicConfig {
+    pub ttl_ms: u64,
+    pub loop_wait_ms: u64,
+    pub retry_timeout_ms: u64,
+    pub maximum_lag_on_failover_bytes: u64,
+    /// `None` is Patroni's -1: no limit.
+    pub maximum_lag_on_syncnode_bytes: Option<u64>,
+    pub synchronous_mode: SyncMode,
+    pub synchronous_mode_strict: bool,
+    pub synchronous_node_count: u32,
+    pub failsafe_mode: bool,
+    pub check_timeline: bool,
+    pub use_pg_rewind: bool,
+    pub primary_start_timeout_ms: u64,
+    pub primary_stop_timeout_ms: u64,
+    pub pause: bool,
+    /// keel's own: the largest rate difference between this node's clock and
+    /// etcd's, in parts per million. The lease deadline gives it back.
+    pub max_clock_drift_ppm: u64,
+}
+
+impl Default for DynamicConfig {
+    fn default() -> Self {
+        DynamicConfig {
+            ttl_ms: 30_000,
+            loop_wait_ms: 10_000,
+            retry_timeout_ms: 10_000,
+            maximum_lag_on_failover_bytes: 1_048_576,
+            maximum_lag_on_syncnode_bytes: None,
+            synchronous_mode: SyncMode::Off,
+            synchronous_mode_strict: false,
+            synchronous_node_count: 1,
+            failsafe_mode: false,
+            check_timeline: false,
+            use_pg_rewind: false,
+            primary_start_timeout_ms: 300_000,
+            primary_stop_timeout_ms: 0,
+            pause: false,
+            max_clock_drift_ppm: 10_000,
+        }
+    }
+}
+
+impl DynamicConfig {
+    pub fn sync_enabled(&self) -> bool {
+        self.synchronous_mode != SyncMode::Off
+    }
+
+    /// How long after a renewal was sent this node may still act as leader:
+    /// the TTL less the drift margin (safety rule 1).
+    pub fn lease_validity_ms(&self) -> u64 {
+        let margin = crate::time::drift_margin_ms(self.ttl_ms, self.max_clock_drift_ppm);
+        self.ttl_ms.saturating_sub(margin)
+    }
+}

@@ -1,0 +1,91 @@
+//! Bootstrap race and first clone (behaviour 1): exactly one node wins the
+//! `initialize` key and runs initdb; the others wait for a leader and clone.
+
+use super::{Ctx, Verdict};
+use crate::dcs::ClusterView;
+use crate::decision::{Action, Reason};
+use crate::input::ActionResult;
+use crate::pg::DataDir;
+use crate::rank::Rank;
+use crate::role::Role;
+
+pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
+    if let (Some(cluster), Some(local)) = (view.initialize.as_deref(), cx.obs.pg.system_id()) {
+        if !cluster.is_empty() && cluster != local.to_string() {
+            let reason = Reason::SystemIdMismatch {
+                local,
+                cluster: cluster.to_owned(),
+            };
+            return Some((Vec::new(), reason));
+        }
+    }
+    match cx.obs.pg.data {
+        DataDir::Initialised(_) => after_initdb(cx),
+        DataDir::Empty => Some(empty(cx, view)),
+    }
+}
+
+/// initdb finished: take the lock before starting Postgres as primary.
+fn after_initdb(cx: &mut Ctx) -> Option<Verdict> {
+    if cx.next.role != Role::Bootstrapping || cx.holds_lease() {
+        return None;
+    }
+    if cx.outcome(|a| *a == Action::AcquireLease) == Some(ActionResult::Failed) {
+        cx.next.role = Role::Replica;
+        return None;
+    }
+    Some((vec![Action::AcquireLease], Reason::BootstrapDoneTakingLease))
+}
+
+fn empty(cx: &mut Ctx, view: &ClusterView) -> Verdict {
+    if cx.next.role == Role::Bootstrapping {
+        if cx.outcome(|a| *a == Action::Bootstrap) == Some(ActionResult::Failed) {
+            cx.next.role = Role::Uninitialized;
+            return (vec![Action::CancelInitialize], Reason::BootstrapFailed);
+        }
+        return (vec![Action::Bootstrap], Reason::WonBootstrapRace);
+    }
+    if let Some(source) = clone_source(cx, view) {
+        if cx.outcome(|a| matches!(a, Action::CloneFrom { .. })) == Some(ActionResult::Failed) {
+            cx.next.role = Role::Uninitialized;
+            return (Vec::new(), Reason::CloneFailed { source });
+        }
+        cx.next.role = Role::Cloning;
+        return (
+            vec![Action::CloneFrom {
+                source: source.clone(),
+            }],
+            Reason::Cloning { source },
+        );
+    }
+    match view.initialize.as_deref() {
+        None if view.leader.is_none() => (vec![Action::TakeInitializeKey], Reason::BootstrapRace),
+        Some("") => (Vec::new(), Reason::LostBootstrapRace),
+        _ => (Vec::new(), Reason::WaitingForLeaderToClone),
+    }
+}
+
+/// A running member tagged `clonefrom` (the furthest ahead), else the leader
+/// (Patroni's `get_clone_member`, made deterministic).
+fn clone_source(cx: &Ctx, view: &ClusterView) -> Option<String> {
+    let leader = view.leader_name().filter(|l| *l != cx.me())?;
+    let tagged = view
+        .members
+        .iter()
+        .filter(|(name, m)| *name != cx.me() && m.tags.clonefrom && m.is_running())
+        .max_by(|(a, ma), (b, mb)| {
+            let ra = Rank {
+                lsn: ma.lsn,
+                priority: 0,
+                name: a,
+            };
+            let rb = Rank {
+                lsn: mb.lsn,
+                priority: 0,
+                name: b,
+            };
+            ra.cmp(&rb)
+        })
+        .map(|(name, _)| name.clone());
+    Some(tagged.unwrap_or_else(|| leader.to_owned()))
+}

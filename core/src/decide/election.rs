@@ -1,0 +1,154 @@
+//! The leader race (behaviour 5, safety rule 2, behaviour 12): with no
+//! leader, a replica takes the lock only if it is the healthiest member it
+//! can see. The lock's compare-and-swap settles any remaining tie.
+
+use super::{rewind, switchover, Ctx, Verdict};
+use crate::dcs::{ClusterView, SyncMode};
+use crate::decision::{Action, Reason, StartAs, Unfit};
+use crate::pg::PgProcess;
+use crate::rank::Rank;
+
+/// No lock held by this node and no other leader: reclaim a key that still
+/// names us, or race.
+pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Verdict {
+    if view.leader_name() == Some(cx.me()) {
+        // Our key outlived our lease (an agent restart, a renewal whose
+        // answer was lost): confirm it before acting as leader.
+        return (
+            vec![Action::RenewLease {
+                optime_lsn: cx.optime(),
+            }],
+            Reason::ReclaimingLease,
+        );
+    }
+    if cx.outcome(|a| *a == Action::AcquireLease) == Some(crate::input::ActionResult::Failed) {
+        return (Vec::new(), Reason::LeaseTakenElsewhere);
+    }
+    match cx.obs.pg.process {
+        PgProcess::Stopped => {
+            let start = Action::StartPostgres {
+                role: StartAs::Replica { upstream: None },
+            };
+            return (vec![start], Reason::NoLeaderStartingReadOnly);
+        }
+        PgProcess::Starting => return (Vec::new(), Reason::WaitingForPostgres),
+        PgProcess::RunningPrimary | PgProcess::RunningReplica => {}
+    }
+    if let Some(p) = cx
+        .next
+        .failsafe_promise
+        .as_ref()
+        .filter(|p| p.until_ms > cx.now())
+    {
+        return (
+            Vec::new(),
+            Reason::FailsafePromise {
+                leader: p.leader.clone(),
+            },
+        );
+    }
+    let requested = switchover::requested_candidate(view.failover.as_ref());
+    let manual = requested == Some(cx.me());
+    if let Some(candidate) = requested.filter(|c| *c != cx.me()) {
+        let healthy = view
+            .members
+            .get(candidate)
+            .is_some_and(|m| m.is_running() && m.tags.can_fail_over());
+        if healthy {
+            let candidate = candidate.to_owned();
+            return (Vec::new(), Reason::WaitingForCandidate { candidate });
+        }
+    }
+    match fitness(cx, view, manual) {
+        Ok(()) => (vec![Action::AcquireLease], Reason::TakingLease),
+        Err(why) => (Vec::new(), Reason::NotHealthiest { why }),
+    }
+}
+
+/// Whether this node may take the lock. A requested candidate (`manual`)
+/// skips the lag limit and the ranking, as the operator chose it, but never
+/// the safety checks: nofailover, diverged history, synchronous membership.
+pub(super) fn fitness(cx: &Ctx, view: &ClusterView, manual: bool) -> Result<(), Unfit> {
+    let pg = &cx.obs.pg;
+    let tags = &cx.obs.tags;
+    if !tags.can_fail_over() {
+        return Err(Unfit::NoFailoverTag);
+    }
+    if let Some(fork_lsn) = rewind::divergence(pg, &view.history, None) {
+        return Err(Unfit::Diverged { fork_lsn });
+    }
+    let cluster_timeline = view.cluster_timeline();
+    if cx.cfg.check_timeline && pg.timeline < cluster_timeline {
+        return Err(Unfit::OlderTimeline {
+            timeline: pg.timeline,
+            cluster_timeline,
+        });
+    }
+    let position = pg.wal_position();
+    let reference = view.optime_lsn.unwrap_or(0).max(cx.prev.last_leader_lsn);
+    let lag_bytes = reference.saturating_sub(position);
+    let max_bytes = cx.cfg.maximum_lag_on_failover_bytes;
+    if !manual && lag_bytes > max_bytes {
+        return Err(Unfit::Lagging {
+            lag_bytes,
+            max_bytes,
+        });
+    }
+    sync_fitness(cx, view)?;
+    if manual {
+        return Ok(());
+    }
+    let me = Rank {
+        lsn: position,
+        priority: tags.failover_priority,
+        name: cx.me(),
+    };
+    for (name, m) in &view.members {
+        let rival = name != cx.me() && m.is_running() && m.tags.can_fail_over();
+        if !rival || !in_sync_set(cx, view, name) || m.timeline < pg.timeline {
+            continue;
+        }
+        // A member on a newer timeline saw a promotion this node did not.
+        let other = Rank {
+            lsn: m.lsn,
+            priority: m.tags.failover_priority,
+            name,
+        };
+        if m.timeline > pg.timeline || other > me {
+            return Err(Unfit::BehindMember {
+                member: name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// In synchronous mode only a member of the sync key may win; in quorum
+/// mode it must also see enough of the key's members to know it is the
+/// furthest of any set that overlaps every acknowledged commit.
+fn sync_fitness(cx: &Ctx, view: &ClusterView) -> Result<(), Unfit> {
+    if cx.cfg.synchronous_mode == SyncMode::Off {
+        return Ok(());
+    }
+    let Some(key) = view.sync.as_ref().filter(|k| k.members.contains(cx.me())) else {
+        return Err(Unfit::NotSyncStandby);
+    };
+    if cx.cfg.synchronous_mode == SyncMode::Quorum {
+        let quorum = key.quorum.unwrap_or(0) as usize;
+        let visible = key
+            .members
+            .iter()
+            .filter(|m| *m == cx.me() || view.members.get(*m).is_some_and(|x| x.is_running()))
+            .count();
+        if quorum == 0 || visible + quorum < key.members.len() + 1 {
+            let needed = (key.members.len() + 1).saturating_sub(quorum);
+            return Err(Unfit::QuorumNotVisible { visible, needed });
+        }
+    }
+    Ok(())
+}
+
+fn in_sync_set(cx: &Ctx, view: &ClusterView, name: &str) -> bool {
+    cx.cfg.synchronous_mode == SyncMode::Off
+        || view.sync.as_ref().is_some_and(|k| k.members.contains(name))
+}

@@ -1,0 +1,101 @@
+//! Following a leader (behaviour 9) and repairing a diverged history
+//! (behaviour 10, safety rule 4): a replica streams from the leader, or from
+//! its `replicatefrom` member; it never streams from a history that
+//! diverged from its own. It rewinds first (stopped cleanly, with
+//! `use_pg_rewind` and hint bits in WAL), else it is re-initialised.
+
+use super::{rewind, Ctx, Verdict};
+use crate::dcs::ClusterView;
+use crate::decision::{Action, Reason, StartAs, StopMode};
+use crate::pg::{DataDir, PgProcess};
+use crate::role::Role;
+
+pub(super) fn decide(cx: &mut Ctx, view: &ClusterView, leader: &str) -> Verdict {
+    let pg = &cx.obs.pg;
+    let leader_timeline = view.members.get(leader).map(|m| m.timeline);
+    if let Some(fork_lsn) = rewind::divergence(pg, &view.history, leader_timeline) {
+        return repair(cx, leader, fork_lsn);
+    }
+    cx.next.rewind_attempted = false;
+    let upstream = upstream(cx, view, leader);
+    match pg.process {
+        PgProcess::Stopped => {
+            let start = Action::StartPostgres {
+                role: StartAs::Replica {
+                    upstream: Some(upstream.clone()),
+                },
+            };
+            (vec![start], Reason::StartingReplica { upstream })
+        }
+        PgProcess::Starting => (Vec::new(), Reason::WaitingForPostgres),
+        _ if pg.upstream.as_deref() != Some(upstream.as_str()) => {
+            let follow = Action::Follow {
+                upstream: Some(upstream.clone()),
+            };
+            (vec![follow], Reason::ChangingUpstream { upstream })
+        }
+        _ => (
+            Vec::new(),
+            Reason::Following {
+                leader: leader.to_owned(),
+                upstream,
+            },
+        ),
+    }
+}
+
+/// The `replicatefrom` member when it runs and is not this node, else the
+/// leader (Patroni falls back the same way).
+fn upstream(cx: &Ctx, view: &ClusterView, leader: &str) -> String {
+    cx.obs
+        .tags
+        .replicatefrom
+        .as_deref()
+        .filter(|m| *m != cx.me() && view.members.get(*m).is_some_and(|x| x.is_running()))
+        .unwrap_or(leader)
+        .to_owned()
+}
+
+fn repair(cx: &mut Ctx, leader: &str, fork_lsn: u64) -> Verdict {
+    let pg = &cx.obs.pg;
+    if pg.is_running() || pg.process == PgProcess::Starting {
+        return (
+            vec![Action::StopPostgres {
+                mode: StopMode::Fast,
+            }],
+            Reason::StoppingToRewind { fork_lsn },
+        );
+    }
+    let DataDir::Initialised(control) = &pg.data else {
+        unreachable!("bootstrap handles an empty data directory before following");
+    };
+    let why = if !cx.cfg.use_pg_rewind {
+        Some("use_pg_rewind is off")
+    } else if !control.rewindable() {
+        Some("neither wal_log_hints nor data checksums are on")
+    } else if cx.prev.rewind_attempted {
+        Some("a rewind already ran and the history still diverges")
+    } else {
+        None
+    };
+    let source = leader.to_owned();
+    if let Some(why) = why {
+        cx.next.role = Role::Cloning;
+        return (
+            vec![Action::Reinitialize { source }],
+            Reason::RewindImpossible {
+                why: why.to_owned(),
+            },
+        );
+    }
+    if !control.state.is_clean() {
+        return (vec![Action::RecoverCrash], Reason::RecoveringBeforeRewind);
+    }
+    cx.next.role = Role::Rewinding;
+    (
+        vec![Action::Rewind {
+            source: source.clone(),
+        }],
+        Reason::Rewinding { source, fork_lsn },
+    )
+}

@@ -1,0 +1,168 @@
+//! The lease holder: promote after taking the lock, keep the lock while
+//! Postgres is primary, restart a crashed primary within
+//! `primary_start_timeout` (behaviour 6), and the leader's housekeeping:
+//! history, initialize key, config, synchronous standbys.
+
+use super::{switchover, sync, Ctx, Verdict};
+use crate::dcs::ClusterView;
+use crate::decision::{Action, Reason, StartAs};
+use crate::pg::{PgProcess, TimelineSwitch};
+
+/// `None` when this node's lock is not (or no longer) visible in the DCS:
+/// it then goes the replica way.
+pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
+    if view.leader_name() != Some(cx.me()) {
+        cx.next.lease_deadline_ms = None;
+        return None;
+    }
+    Some(match cx.obs.pg.process {
+        PgProcess::RunningReplica => promote(cx, view),
+        PgProcess::Stopped | PgProcess::Starting => primary_down(cx, view),
+        PgProcess::RunningPrimary => primary(cx, view),
+    })
+}
+
+/// Promote only with the lock, and with enough lease left to be worth it
+/// (rule 2). In synchronous mode the sync key names this node as leader
+/// (and nobody else yet) before Postgres promotes (rule 3).
+fn promote(cx: &mut Ctx, view: &ClusterView) -> Verdict {
+    let mut actions = Vec::new();
+    if cx.cfg.sync_enabled()
+        && view.sync.as_ref().and_then(|s| s.leader.as_deref()) != Some(cx.me())
+    {
+        actions.push(Action::WriteSyncKey {
+            members: Default::default(),
+            quorum: None,
+            expected_revision: view.sync.as_ref().map(|s| s.revision),
+        });
+        return (actions, Reason::ClaimingSyncKey);
+    }
+    if cx.cfg.synchronous_mode_strict && cx.obs.pg.sync_standby_names.members.is_empty() {
+        // Strict mode: commits wait for a standby from the first write on.
+        actions.push(Action::SetSyncStandbyNames(sync::placeholder(&cx.cfg)));
+    }
+    actions.push(Action::Promote);
+    if let Some(f) = &view.failover {
+        actions.push(Action::ClearFailoverRequest {
+            revision: f.revision,
+        });
+    }
+    (actions, Reason::Promoting)
+}
+
+/// Postgres is down while this node holds the lock: restart it in place
+/// while within `primary_start_timeout`; past it, release the lock if some
+/// other member could take over (Patroni's behaviour).
+fn primary_down(cx: &mut Ctx, view: &ClusterView) -> Verdict {
+    let renew = Action::RenewLease {
+        optime_lsn: cx.optime(),
+    };
+    if cx.obs.pg.process == PgProcess::Starting {
+        return (vec![renew], Reason::WaitingForPostgres);
+    }
+    let now = cx.now();
+    let since = cx.prev.primary_down_since_ms.unwrap_or(now);
+    cx.next.primary_down_since_ms = Some(since);
+    let down_ms = now - since;
+    let timeout_ms = cx.cfg.primary_start_timeout_ms;
+    let someone_else = view
+        .members
+        .iter()
+        .any(|(name, m)| name != cx.me() && m.is_running() && m.tags.can_fail_over());
+    if down_ms >= timeout_ms && someone_else {
+        let actions = vec![Action::ReleaseLease {
+            optime_lsn: cx.optime(),
+        }];
+        return (actions, Reason::PrimaryStartTimedOut { down_ms });
+    }
+    let actions = vec![
+        renew,
+        Action::StartPostgres {
+            role: StartAs::Primary,
+        },
+    ];
+    if cx.prev.primary_down_since_ms.is_none() && view.initialize.as_deref() == Some("") {
+        return (actions, Reason::StartingAsPrimary);
+    }
+    (
+        actions,
+        Reason::PrimaryDown {
+            down_ms,
+            timeout_ms,
+        },
+    )
+}
+
+/// The healthy leader renews its lease every step, then does at most one
+/// piece of housekeeping, most urgent first.
+fn primary(cx: &mut Ctx, view: &ClusterView) -> Verdict {
+    if let Some(v) = switchover::as_leader(cx, view) {
+        return v;
+    }
+    let mut actions = vec![Action::RenewLease {
+        optime_lsn: cx.optime(),
+    }];
+    let pg = &cx.obs.pg;
+    let reason = if view.initialize.as_deref().is_none_or(str::is_empty) {
+        let system_id = pg.system_id().unwrap_or_default();
+        actions.push(Action::WriteInitializeKey { system_id });
+        Reason::WritingInitializeKey
+    } else if view.config.is_none() {
+        actions.push(Action::WriteClusterConfig);
+        Reason::SeedingConfig
+    } else if let Some(switches) = history_to_publish(cx, view) {
+        actions.push(Action::WriteHistory { switches });
+        Reason::PublishingHistory {
+            timeline: pg.timeline,
+        }
+    } else if let Some((sync_actions, reason)) = sync::decide(cx, view) {
+        actions.extend(sync_actions);
+        reason
+    } else if let Some(in_ms) = view
+        .failover
+        .as_ref()
+        .and_then(|f| switchover::scheduled_in_ms(cx, f))
+    {
+        Reason::SwitchoverScheduled { in_ms }
+    } else {
+        Reason::LeaderHealthy {
+            name: cx.me().to_owned(),
+        }
+    };
+    (actions, reason)
+}
+
+/// After a promotion the cluster history lags the local one: publish the
+/// local history, marking this node as the one promoted into its timeline,
+/// and keeping the names already known for earlier switches.
+fn history_to_publish(cx: &Ctx, view: &ClusterView) -> Option<Vec<TimelineSwitch>> {
+    let pg = &cx.obs.pg;
+    if pg.timeline <= 1 || view.cluster_timeline() >= pg.timeline {
+        return None;
+    }
+    let last = pg.history.last()?;
+    if last.timeline + 1 != pg.timeline {
+        return None;
+    }
+    let switches = pg
+        .history
+        .iter()
+        .map(|local| {
+            let known = view
+                .history
+                .iter()
+                .find(|c| c.timeline == local.timeline && c.fork_lsn == local.fork_lsn)
+                .and_then(|c| c.new_leader.clone());
+            let new_leader = if local.timeline == last.timeline {
+                Some(cx.me().to_owned())
+            } else {
+                known.or_else(|| local.new_leader.clone())
+            };
+            TimelineSwitch {
+                new_leader,
+                ..local.clone()
+            }
+        })
+        .collect();
+    Some(switches)
+}

@@ -1,0 +1,364 @@
+//! `decide`: the pure planning half of `step`. It reads the state and the
+//! observation and returns the next state and the decision; `step` checks
+//! invariants and swaps the state in.
+//!
+//! The rules are tried in a fixed order, safety first: shutdown requests
+//! are remembered, fencing (rules 1 and 6) overrides everything including
+//! pause, then the DCS-unknown case (rule 5), bootstrap, pause, operator
+//! requests, and finally the leader or replica paths.
+
+mod bootstrap;
+mod election;
+mod fencing;
+mod follow;
+mod leader;
+mod operator;
+mod pause;
+pub(crate) mod rewind;
+mod switchover;
+mod sync;
+
+use crate::dcs::{ClusterView, DcsView, DynamicConfig, MemberRole, MemberState};
+use crate::decision::{Action, Decision, MemberStatus, Reason};
+use crate::input::{ActionResult, Observation, Request};
+use crate::limits::ACTIONS_MAX;
+use crate::pg::{DataDir, PgProcess};
+use crate::role::Role;
+use crate::state::{FailsafePromise, State};
+use crate::time::drift_margin_ms;
+
+/// The next state and the decision that leads to it.
+pub(crate) struct Plan {
+    pub next: State,
+    pub decision: Decision,
+}
+
+pub(crate) fn decide(prev: &State, obs: &Observation) -> Plan {
+    let mut cx = Ctx::new(prev, obs);
+    let (actions, reason) = route(&mut cx);
+    cx.finish(actions, reason)
+}
+
+/// What a rule returns: the actions in order and the reason.
+pub(crate) type Verdict = (Vec<Action>, Reason);
+
+fn route(cx: &mut Ctx) -> Verdict {
+    if let Some(v) = fencing::decide(cx) {
+        return v;
+    }
+    if let Some(v) = operator::shutdown(cx) {
+        return v;
+    }
+    let Some(view) = cx.view else {
+        return fencing::dcs_unknown(cx);
+    };
+    if let Some(v) = bootstrap::decide(cx, view) {
+        return v;
+    }
+    if cx.cfg.pause {
+        return pause::decide(cx, view);
+    }
+    if let Some(v) = operator::request(cx, view) {
+        return v;
+    }
+    if cx.holds_lease() {
+        if let Some(v) = leader::decide(cx, view) {
+            return v;
+        }
+    }
+    match view.leader_name() {
+        Some(leader) if leader != cx.me() => follow::decide(cx, view, leader),
+        _ => election::decide(cx, view),
+    }
+}
+
+/// The working context of one decision: the inputs, the effective config and
+/// the next state under construction.
+pub(crate) struct Ctx<'a> {
+    pub prev: &'a State,
+    pub obs: &'a Observation,
+    /// The DCS view, unless unreachable or older than one already seen.
+    pub view: Option<&'a ClusterView>,
+    pub cfg: DynamicConfig,
+    pub next: State,
+    /// A renewal failed definitely: the lock is gone now (rule 6).
+    pub lock_lost: bool,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(prev: &'a State, obs: &'a Observation) -> Ctx<'a> {
+        let view = match &obs.dcs {
+            DcsView::Reachable(v) if v.revision >= prev.seen_revision => Some(v),
+            _ => None,
+        };
+        let cfg = view
+            .and_then(|v| v.config.clone())
+            .unwrap_or_else(|| prev.config.clone());
+        let mut cx = Ctx {
+            prev,
+            obs,
+            view,
+            cfg,
+            next: prev.clone(),
+            lock_lost: false,
+        };
+        cx.next.config = cx.cfg.clone();
+        if let Some(v) = view {
+            cx.observe_view(v);
+        }
+        cx.fold_outcomes();
+        cx.fold_request();
+        cx
+    }
+
+    fn observe_view(&mut self, view: &ClusterView) {
+        self.next.seen_revision = view.revision;
+        self.next.known_members = view
+            .members
+            .keys()
+            .filter(|m| **m != self.prev.name)
+            .cloned()
+            .collect();
+        if let Some(leader) = view.leader_name() {
+            if let Some(m) = view.members.get(leader) {
+                self.next.last_leader_lsn = self.next.last_leader_lsn.max(m.lsn);
+            }
+            if self.prev.last_leader.as_deref() != Some(leader) {
+                self.next.last_leader = Some(leader.to_owned());
+                self.next.leader_changes += 1;
+            }
+        }
+        if let Some(optime) = view.optime_lsn {
+            self.next.last_leader_lsn = self.next.last_leader_lsn.max(optime);
+        }
+    }
+
+    /// Folds the previous decision's outcomes into the next state. A lease
+    /// counts from when its request was sent (rule 1); only a definite
+    /// failure of a renewal means the lock is gone (rule 6).
+    fn fold_outcomes(&mut self) {
+        let now = self.obs.now_ms;
+        let validity = self.cfg.lease_validity_ms();
+        for outcome in &self.obs.outcomes {
+            let sent = outcome.sent_at_ms.min(now);
+            match (&outcome.action, outcome.result) {
+                (Action::AcquireLease | Action::RenewLease { .. }, ActionResult::Done) => {
+                    let deadline = sent.saturating_add(validity);
+                    self.next.lease_deadline_ms = Some(
+                        self.next
+                            .lease_deadline_ms
+                            .map_or(deadline, |d| d.max(deadline)),
+                    );
+                }
+                (Action::CheckFailsafe { .. }, ActionResult::Done) => {
+                    // Every member confirmed: none of them races until this
+                    // much later by its own clock (rule 4, failsafe mode).
+                    if let Some(d) = self.next.lease_deadline_ms {
+                        self.next.lease_deadline_ms = Some(d.max(sent.saturating_add(validity)));
+                    }
+                }
+                (Action::RenewLease { .. }, ActionResult::Failed) => {
+                    self.next.lease_deadline_ms = None;
+                    self.lock_lost = true;
+                }
+                (Action::ReleaseLease { .. }, _) => self.next.lease_deadline_ms = None,
+                (Action::TakeInitializeKey, ActionResult::Done) => {
+                    self.next.role = Role::Bootstrapping;
+                }
+                (Action::CloneFrom { .. } | Action::Reinitialize { .. }, ActionResult::Done) => {
+                    self.next.role = Role::Replica;
+                    self.next.rewind_attempted = false;
+                }
+                (Action::CloneFrom { .. } | Action::Reinitialize { .. }, ActionResult::Failed) => {
+                    self.next.role = Role::Uninitialized;
+                }
+                (Action::Rewind { .. }, ActionResult::Done | ActionResult::Failed) => {
+                    self.next.role = Role::Replica;
+                    self.next.rewind_attempted = true;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn fold_request(&mut self) {
+        match &self.obs.request {
+            Some(Request::Shutdown) => self.next.shutdown = true,
+            Some(Request::FailsafePing { leader }) => {
+                // Promise not to race for as long as the leader's extension
+                // can last, plus the drift margin in the leader's favour.
+                let ttl = self.cfg.ttl_ms;
+                let margin = drift_margin_ms(ttl, self.cfg.max_clock_drift_ppm);
+                self.next.failsafe_promise = Some(FailsafePromise {
+                    leader: leader.clone(),
+                    until_ms: self.obs.now_ms.saturating_add(ttl + margin),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    pub fn me(&self) -> &str {
+        &self.prev.name
+    }
+
+    pub fn now(&self) -> u64 {
+        self.obs.now_ms
+    }
+
+    /// Holds a lease whose deadline lies ahead.
+    pub fn holds_lease(&self) -> bool {
+        self.next.lease_remaining_ms(self.now()).is_some()
+    }
+
+    /// The outcome of `pred`-matching actions in the previous decision.
+    pub fn outcome(&self, pred: impl Fn(&Action) -> bool) -> Option<ActionResult> {
+        self.obs
+            .outcomes
+            .iter()
+            .find(|o| pred(&o.action))
+            .map(|o| o.result)
+    }
+
+    /// When the lease has this little time left without a confirmed renewal,
+    /// the leader demotes gently while it still can (rule 6): `retry_timeout`,
+    /// at most half the lease.
+    pub fn gentle_demote_ms(&self) -> u64 {
+        self.cfg
+            .retry_timeout_ms
+            .min(self.cfg.lease_validity_ms() / 2)
+    }
+
+    pub fn optime(&self) -> u64 {
+        self.obs.pg.wal_position()
+    }
+
+    /// What this node publishes in its member key.
+    fn member_status(&self) -> MemberStatus {
+        let pg = &self.obs.pg;
+        let role = match (&pg.data, pg.process) {
+            (DataDir::Empty, _) => MemberRole::Uninitialized,
+            (_, PgProcess::RunningPrimary) => MemberRole::Primary,
+            _ => MemberRole::Replica,
+        };
+        let state = match (self.next.role, pg.process) {
+            (Role::Bootstrapping, _) => MemberState::InitializingNewCluster,
+            (Role::Cloning, _) => MemberState::CreatingReplica,
+            (Role::Rewinding, _) => MemberState::Rewinding,
+            (_, PgProcess::RunningPrimary | PgProcess::RunningReplica) => MemberState::Running,
+            (_, PgProcess::Starting) => MemberState::Starting,
+            (Role::Leader, PgProcess::Stopped) => MemberState::Crashed,
+            (_, PgProcess::Stopped) => MemberState::Stopped,
+        };
+        MemberStatus {
+            role,
+            state,
+            timeline: pg.timeline,
+            lsn: pg.wal_position(),
+            tags: self.obs.tags.clone(),
+        }
+    }
+
+    fn finish(mut self, mut actions: Vec<Action>, reason: Reason) -> Plan {
+        self.settle_role(&actions);
+        if let Some(view) = self.view {
+            let status = self.member_status();
+            let published = view.members.get(self.me()).is_some_and(|m| {
+                m.role == status.role
+                    && m.state == status.state
+                    && m.timeline == status.timeline
+                    && m.lsn == status.lsn
+                    && m.tags == status.tags
+            });
+            if !published && !self.next.shutdown {
+                actions.push(Action::PublishMember(status));
+            }
+        }
+        assert!(
+            actions.len() <= ACTIONS_MAX,
+            "planned {} actions",
+            actions.len()
+        );
+        let wake_after_ms = self.wake_after(&actions);
+        Plan {
+            next: self.next,
+            decision: Decision {
+                actions,
+                reason,
+                wake_after_ms,
+            },
+        }
+    }
+
+    /// The role follows from the lease and the actions: the lease makes a
+    /// leader, giving it up makes a replica.
+    fn settle_role(&mut self, actions: &[Action]) {
+        let next = &mut self.next;
+        if next.shutdown {
+            next.role = Role::Stopped;
+            next.lease_deadline_ms = None;
+            return;
+        }
+        let gives_up = actions
+            .iter()
+            .any(|a| matches!(a, Action::Demote { .. } | Action::ReleaseLease { .. }));
+        if gives_up {
+            next.lease_deadline_ms = None;
+        }
+        let holds = next.lease_remaining_ms(self.obs.now_ms).is_some();
+        if !holds {
+            next.lease_deadline_ms = None;
+        }
+        let has_data = matches!(self.obs.pg.data, DataDir::Initialised(_));
+        next.role = match next.role {
+            _ if holds => Role::Leader,
+            Role::Leader => Role::Replica,
+            Role::Uninitialized if has_data => Role::Replica,
+            role => role,
+        };
+        if !holds || self.obs.pg.is_running() {
+            next.primary_down_since_ms = None;
+        }
+    }
+
+    /// Step again at once after actions that changed something (unless the
+    /// same action just failed: no busy loop), else on the loop timer, and
+    /// never later than the next lease or schedule boundary.
+    fn wake_after(&self, actions: &[Action]) -> u64 {
+        let failed_again = actions.iter().any(|a| {
+            self.obs.outcomes.iter().any(|o| {
+                o.action == *a && matches!(o.result, ActionResult::Failed | ActionResult::Unknown)
+            })
+        });
+        if actions.iter().any(|a| !a.is_routine()) && !failed_again {
+            return 0;
+        }
+        let now = self.now();
+        let mut wake = self.cfg.loop_wait_ms;
+        if let Some(deadline) = self.next.lease_deadline_ms {
+            let gentle_at = deadline.saturating_sub(self.gentle_demote_ms());
+            wake = wake.min(gentle_at.saturating_sub(now).max(1));
+        }
+        if let Some(p) = &self.next.failsafe_promise {
+            if p.until_ms > now {
+                wake = wake.min(p.until_ms - now);
+            }
+        }
+        if let Some(since) = self.next.primary_down_since_ms {
+            let end = since.saturating_add(self.cfg.primary_start_timeout_ms);
+            if end > now {
+                wake = wake.min(end - now);
+            }
+        }
+        if let Some(at) = self
+            .view
+            .and_then(|v| v.failover.as_ref()?.scheduled_at_wall_ms)
+        {
+            let in_ms = at.saturating_sub(self.obs.wall_ms);
+            if in_ms > 0 {
+                wake = wake.min(in_ms as u64);
+            }
+        }
+        wake
+    }
+}

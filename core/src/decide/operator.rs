@@ -1,0 +1,69 @@
+//! Requests from the operator: shutdown (SIGTERM), restart, reinitialize.
+
+use super::{Ctx, Verdict};
+use crate::dcs::ClusterView;
+use crate::decision::{Action, DemoteMode, Reason, StopMode};
+use crate::input::Request;
+use crate::role::Role;
+
+/// On shutdown the leader stops Postgres first and only then releases the
+/// lock, so that a replica takes over at once and never overlaps with it.
+pub(super) fn shutdown(cx: &mut Ctx) -> Option<Verdict> {
+    if !cx.next.shutdown {
+        return None;
+    }
+    let pg = &cx.obs.pg;
+    let leader = cx.holds_lease() || cx.prev.role == Role::Leader;
+    let mut actions = Vec::new();
+    if pg.is_running_primary() {
+        actions.push(Action::Demote {
+            mode: DemoteMode::Offline,
+        });
+    } else if pg.is_running() {
+        actions.push(Action::StopPostgres {
+            mode: StopMode::Fast,
+        });
+    }
+    if leader && cx.holds_lease() && cx.view.is_some() {
+        actions.push(Action::ReleaseLease {
+            optime_lsn: cx.optime(),
+        });
+    }
+    if actions.is_empty() {
+        return Some((actions, Reason::ShutDown));
+    }
+    Some((actions, Reason::ShuttingDown { leader }))
+}
+
+/// Restart and reinitialize. A leader is never reinitialized: that would
+/// throw away the only complete copy (Patroni answers the same).
+pub(super) fn request(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
+    match cx.obs.request.as_ref()? {
+        Request::Restart if cx.obs.pg.is_running() => {
+            Some((vec![Action::RestartPostgres], Reason::Restarting))
+        }
+        Request::Reinitialize => {
+            if cx.holds_lease() || view.leader_name() == Some(cx.me()) {
+                let why = "I am the leader, can not reinitialize".to_owned();
+                return Some((Vec::new(), Reason::ReinitializeRefused { why }));
+            }
+            let Some(leader) = view.leader_name() else {
+                let why = "cluster has no leader, can not reinitialize".to_owned();
+                return Some((Vec::new(), Reason::ReinitializeRefused { why }));
+            };
+            let source = leader.to_owned();
+            let mut actions = Vec::new();
+            if cx.obs.pg.is_running() {
+                actions.push(Action::StopPostgres {
+                    mode: StopMode::Fast,
+                });
+            }
+            actions.push(Action::Reinitialize {
+                source: source.clone(),
+            });
+            cx.next.role = Role::Cloning;
+            Some((actions, Reason::Reinitializing { source }))
+        }
+        _ => None,
+    }
+}

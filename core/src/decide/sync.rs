@@ -1,0 +1,245 @@
+//! Synchronous replication (behaviour 11, safety rules 3 and 8).
+//!
+//! The sync key must name only members that Postgres already waits for, so
+//! that whoever the key allows to be promoted has every acknowledged commit.
+//! In `on` mode: to add a standby, change `synchronous_standby_names` first,
+//! wait until Postgres reports it synchronous, then write the key; to remove
+//! one, write the key first, then change Postgres. One change per step; the
+//! next step sees its effect. In `quorum` mode the same guarantee is kept by
+//! a counting rule (see [`quorum_safe`]).
+
+use std::collections::BTreeSet;
+
+use super::{Ctx, Verdict};
+use crate::dcs::{ClusterView, SyncKey, SyncMode};
+use crate::decision::{Action, Reason};
+use crate::pg::{StandbySyncState, SyncNames};
+
+/// A standby name nobody has: with it, strict mode blocks commits rather
+/// than let them go asynchronous.
+pub(crate) const PLACEHOLDER: &str = "__keel_strict_sync_placeholder__";
+
+pub(crate) fn placeholder(cfg: &crate::dcs::DynamicConfig) -> SyncNames {
+    SyncNames {
+        members: [PLACEHOLDER.to_owned()].into(),
+        num: 1,
+        quorum: cfg.synchronous_mode == SyncMode::Quorum,
+    }
+}
+
+pub(super) fn decide(cx: &Ctx, view: &ClusterView) -> Option<Verdict> {
+    let pg_names = &cx.obs.pg.sync_standby_names;
+    if !cx.cfg.sync_enabled() {
+        if pg_names.members.is_empty() {
+            return None;
+        }
+        let change = "synchronous mode is off: commits no longer wait for standbys".to_owned();
+        return Some((
+            vec![Action::SetSyncStandbyNames(SyncNames::default())],
+            Reason::SyncChange { change },
+        ));
+    }
+    let quorum = cx.cfg.synchronous_mode == SyncMode::Quorum;
+    let Some(key) = view
+        .sync
+        .as_ref()
+        .filter(|s| s.leader.as_deref() == Some(cx.me()))
+    else {
+        // The key exists from the start, naming nobody, so that no
+        // asynchronous replica can win an election (rule 3).
+        let action = Action::WriteSyncKey {
+            members: BTreeSet::new(),
+            quorum: quorum.then_some(0),
+            expected_revision: view.sync.as_ref().map(|s| s.revision),
+        };
+        let change = "claiming the sync key for this leader, naming nobody yet".to_owned();
+        return Some((vec![action], Reason::SyncChange { change }));
+    };
+    let desired = desired_standbys(cx, view, key);
+    if quorum {
+        quorum_step(cx, key, &desired)
+    } else {
+        on_step(cx, key, desired)
+    }
+}
+
+fn on_step(cx: &Ctx, key: &SyncKey, desired: Vec<String>) -> Option<Verdict> {
+    let pg = &cx.obs.pg;
+    let desired: BTreeSet<String> = desired.into_iter().collect();
+    let removed: BTreeSet<String> = key.members.difference(&desired).cloned().collect();
+    if !removed.is_empty() {
+        let members = key.members.intersection(&desired).cloned().collect();
+        let change = format!("removing {} from the sync key first", list(&removed));
+        return Some((write_key(key, members, None), Reason::SyncChange { change }));
+    }
+    let target = if desired.is_empty() && cx.cfg.synchronous_mode_strict {
+        if pg.sync_standby_names.members.is_empty() {
+            placeholder(&cx.cfg)
+        } else {
+            pg.sync_standby_names.clone()
+        }
+    } else {
+        let num = desired.len() as u32;
+        SyncNames {
+            members: desired.clone(),
+            num,
+            quorum: false,
+        }
+    };
+    if pg.sync_standby_names != target {
+        let change = format!("synchronous_standby_names becomes {}", render(&target));
+        return Some((
+            vec![Action::SetSyncStandbyNames(target)],
+            Reason::SyncChange { change },
+        ));
+    }
+    let confirmed = confirmed(cx);
+    let added: BTreeSet<String> = desired
+        .intersection(&confirmed)
+        .filter(|m| !key.members.contains(*m))
+        .cloned()
+        .collect();
+    if !added.is_empty() {
+        let members = key.members.union(&added).cloned().collect();
+        let change = format!(
+            "{} confirmed synchronous: adding to the sync key",
+            list(&added)
+        );
+        return Some((write_key(key, members, None), Reason::SyncChange { change }));
+    }
+    if desired.is_empty() && cx.cfg.synchronous_mode_strict {
+        let why = "strict mode and no healthy standby: commits wait".to_owned();
+        return Some((Vec::new(), Reason::SyncBlocked { why }));
+    }
+    None
+}
+
+/// Quorum mode. Postgres runs `ANY qp (P)`: every acknowledged commit is on
+/// at least `qp` members of P. The key `(K, qk)` promises that it is on at
+/// least `qk` members of K, so an election needs `|K| - qk + 1` of them and
+/// picks the furthest. The promise holds while `qk <= qp - |P \ K|`.
+fn quorum_step(cx: &Ctx, key: &SyncKey, desired: &[String]) -> Option<Verdict> {
+    let pg_names = &cx.obs.pg.sync_standby_names;
+    let members: BTreeSet<String> = desired.iter().cloned().collect();
+    let num = (cx.cfg.synchronous_node_count as usize).min(members.len()) as u32;
+    let target = if members.is_empty() && cx.cfg.synchronous_mode_strict {
+        placeholder(&cx.cfg)
+    } else {
+        SyncNames {
+            members: members.clone(),
+            num,
+            quorum: true,
+        }
+    };
+    let key_quorum = key.quorum.unwrap_or(0);
+    if *pg_names != target && quorum_safe(&key.members, key_quorum, &target) {
+        let change = format!("synchronous_standby_names becomes {}", render(&target));
+        return Some((
+            vec![Action::SetSyncStandbyNames(target)],
+            Reason::SyncChange { change },
+        ));
+    }
+    let safe_now = pg_names
+        .num
+        .saturating_sub(pg_names.members.difference(&members).count() as u32);
+    let key_target = num.min(safe_now);
+    if key.members != members || key_quorum != key_target {
+        let change = format!(
+            "sync key becomes {} with quorum {key_target}",
+            list(&members)
+        );
+        return Some((
+            write_key(key, members, Some(key_target)),
+            Reason::SyncChange { change },
+        ));
+    }
+    None
+}
+
+/// Whether the key `(members, quorum)` keeps its promise under `names`.
+pub(crate) fn quorum_safe(members: &BTreeSet<String>, quorum: u32, names: &SyncNames) -> bool {
+    let outside = names.members.difference(members).count() as u32;
+    quorum == 0 || quorum + outside <= names.num
+}
+
+/// Healthy standbys, best first: streaming from this leader, with a live
+/// member key and a recent reply (rule 8), not `nosync`, within
+/// `maximum_lag_on_syncnode`. Current sync members stay first, for
+/// stability; then the furthest WAL; then the name.
+fn desired_standbys(cx: &Ctx, view: &ClusterView, key: &SyncKey) -> Vec<String> {
+    let reply_timeout_ms = cx.cfg.ttl_ms / 2;
+    let leader_lsn = cx.optime();
+    let mut rows: Vec<_> = cx
+        .obs
+        .pg
+        .replication
+        .iter()
+        .filter(|r| r.streaming && r.name != cx.me() && r.reply_age_ms <= reply_timeout_ms)
+        .filter(|r| view.members.get(&r.name).is_some_and(|m| !m.tags.nosync))
+        .filter(|r| {
+            let lag = leader_lsn.saturating_sub(r.flush_lsn);
+            cx.cfg
+                .maximum_lag_on_syncnode_bytes
+                .is_none_or(|max| lag <= max)
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        let ka = (
+            !key.members.contains(&a.name),
+            std::cmp::Reverse(a.flush_lsn),
+            &a.name,
+        );
+        let kb = (
+            !key.members.contains(&b.name),
+            std::cmp::Reverse(b.flush_lsn),
+            &b.name,
+        );
+        ka.cmp(&kb)
+    });
+    rows.dedup_by(|a, b| a.name == b.name);
+    let count = match cx.cfg.synchronous_mode {
+        SyncMode::Quorum => rows.len(),
+        _ => cx.cfg.synchronous_node_count as usize,
+    };
+    rows.into_iter()
+        .take(count)
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+/// Standbys Postgres reports as synchronous now.
+fn confirmed(cx: &Ctx) -> BTreeSet<String> {
+    cx.obs
+        .pg
+        .replication
+        .iter()
+        .filter(|r| r.streaming)
+        .filter(|r| {
+            matches!(
+                r.sync_state,
+                StandbySyncState::Sync | StandbySyncState::Quorum
+            )
+        })
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+fn write_key(key: &SyncKey, members: BTreeSet<String>, quorum: Option<u32>) -> Vec<Action> {
+    vec![Action::WriteSyncKey {
+        members,
+        quorum,
+        expected_revision: Some(key.revision),
+    }]
+}
+
+fn list(names: &BTreeSet<String>) -> String {
+    names.iter().cloned().collect::<Vec<_>>().join(", ")
+}
+
+pub(crate) fn render(names: &SyncNames) -> String {
+    if names.members.is_empty() {
+        return "'' (asynchronous)".to_owned();
+    }
+    let kind = if names.quorum { "ANY" } else { "FIRST" };
+    format!("{kind} {} ({})", names.num, list(&names.members))
+}

@@ -1,0 +1,502 @@
+//! What `step` returns: the ordered actions, when to wake, and why.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dcs::{MemberRole, MemberState, Tags};
+use crate::pg::{SyncNames, TimelineSwitch};
+use crate::time::secs;
+
+/// One step's output. The runtime carries out `actions` in order, stops at
+/// the first that fails, and reports every outcome in the next observation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    pub reason: Reason,
+    /// Step again after this long at the latest (0: as soon as the actions
+    /// are done).
+    pub wake_after_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Create `initialize` if absent (create-only transaction).
+    TakeInitializeKey,
+    /// Delete `initialize` after a failed bootstrap (Patroni's
+    /// `cancel_initialization`); the runtime also moves the half-made data
+    /// directory aside.
+    CancelInitialize,
+    /// Run initdb with the configured options.
+    Bootstrap,
+    /// Write the system identifier into `initialize`.
+    WriteInitializeKey {
+        system_id: u64,
+    },
+    /// Seed `config` from the local `bootstrap.dcs`.
+    WriteClusterConfig,
+    /// Base backup from `source` into the empty data directory.
+    CloneFrom {
+        source: String,
+    },
+    /// Create `leader` with this node's lease, only if absent.
+    AcquireLease,
+    /// Keep the lease alive, only while `leader` names this node; then write
+    /// `status` with the optime.
+    RenewLease {
+        optime_lsn: u64,
+    },
+    /// Delete `leader`, only if it names this node; `status` gets the optime.
+    ReleaseLease {
+        optime_lsn: u64,
+    },
+    /// `pg_ctl promote`.
+    Promote,
+    /// Stop accepting writes.
+    Demote {
+        mode: DemoteMode,
+    },
+    StartPostgres {
+        role: StartAs,
+    },
+    StopPostgres {
+        mode: StopMode,
+    },
+    /// Restart on an operator's request, in the same role.
+    RestartPostgres,
+    /// Point `primary_conninfo` at `upstream` (the leader when `None` is not
+    /// meant: `None` means no upstream at all) and reload.
+    Follow {
+        upstream: Option<String>,
+    },
+    /// Start Postgres alone until it reaches a clean shutdown, as pg_rewind
+    /// requires of its target.
+    RecoverCrash,
+    Rewind {
+        source: String,
+    },
+    /// Remove the data directory and clone again from `source`.
+    Reinitialize {
+        source: String,
+    },
+    PublishMember(MemberStatus),
+    /// Write `sync` (compare-and-swap on `expected_revision`; `None` means
+    /// create only if absent).
+    WriteSyncKey {
+        members: BTreeSet<String>,
+        quorum: Option<u32>,
+        expected_revision: Option<u64>,
+    },
+    /// Set `synchronous_standby_names` and reload.
+    SetSyncStandbyNames(SyncNames),
+    /// Delete `failover` (compare-and-swap on its revision).
+    ClearFailoverRequest {
+        revision: u64,
+    },
+    /// Replace `history` with these switches.
+    WriteHistory {
+        switches: Vec<TimelineSwitch>,
+    },
+    /// Ask each member over its REST API to confirm this node as primary
+    /// while etcd is unreachable (Patroni's failsafe mode).
+    CheckFailsafe {
+        members: BTreeSet<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DemoteMode {
+    /// CHECKPOINT, fast shutdown, start again as a read-only standby.
+    Graceful,
+    /// Immediate shutdown (no more writes now), start again as a standby.
+    Immediate,
+    /// Fast shutdown and stay down (agent shutdown).
+    Offline,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopMode {
+    Fast,
+    Immediate,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartAs {
+    Primary,
+    /// A standby streaming from `upstream`, or from nobody yet.
+    Replica {
+        upstream: Option<String>,
+    },
+}
+
+/// What the node publishes in `members/<name>` (the runtime adds its URLs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub role: MemberRole,
+    pub state: MemberState,
+    pub timeline: u32,
+    pub lsn: u64,
+    pub tags: Tags,
+}
+
+impl Action {
+    /// Actions that leave no state to follow up on: the next step may wait
+    /// for the loop timer after them.
+    pub fn is_routine(&self) -> bool {
+        matches!(
+            self,
+            Action::RenewLease { .. } | Action::PublishMember(_) | Action::CheckFailsafe { .. }
+        )
+    }
+}
+
+/// Why a member may not take the lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Unfit {
+    NoFailoverTag,
+    Lagging {
+        lag_bytes: u64,
+        max_bytes: u64,
+    },
+    OlderTimeline {
+        timeline: u32,
+        cluster_timeline: u32,
+    },
+    Diverged {
+        fork_lsn: u64,
+    },
+    NotSyncStandby,
+    QuorumNotVisible {
+        visible: usize,
+        needed: usize,
+    },
+    BehindMember {
+        member: String,
+    },
+    NotRunning,
+    UnknownMember,
+}
+
+impl fmt::Display for Unfit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unfit::NoFailoverTag => write!(f, "tagged nofailover"),
+            Unfit::Lagging {
+                lag_bytes,
+                max_bytes,
+            } => {
+                write!(f, "{lag_bytes} bytes behind the leader's last position (maximum_lag_on_failover is {max_bytes})")
+            }
+            Unfit::OlderTimeline {
+                timeline,
+                cluster_timeline,
+            } => {
+                write!(
+                    f,
+                    "on timeline {timeline}, behind the cluster's timeline {cluster_timeline}"
+                )
+            }
+            Unfit::Diverged { fork_lsn } => {
+                write!(
+                    f,
+                    "its history diverged from the cluster's at {}",
+                    Lsn(*fork_lsn)
+                )
+            }
+            Unfit::NotSyncStandby => write!(f, "not a synchronous standby"),
+            Unfit::QuorumNotVisible { visible, needed } => {
+                write!(f, "sees {visible} of the quorum members, needs {needed}")
+            }
+            Unfit::BehindMember { member } => write!(f, "{member} is ahead"),
+            Unfit::NotRunning => write!(f, "not running"),
+            Unfit::UnknownMember => write!(f, "not a member of the cluster"),
+        }
+    }
+}
+
+/// An LSN rendered the way Postgres does: `0/3000060`.
+pub struct Lsn(pub u64);
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+/// Why a decision was made. `Display` reads as an operator's log line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    // Safety.
+    LeaseExpired {
+        overdue_ms: u64,
+    },
+    NoLease,
+    LockLost {
+        holder: Option<String>,
+    },
+    LeaseRunningOut {
+        remaining_ms: u64,
+    },
+    FailsafeHolding {
+        members: usize,
+    },
+    DcsUnreachableLeader {
+        unreachable_ms: u64,
+        remaining_ms: u64,
+    },
+    DcsUnreachableReplica {
+        unreachable_ms: u64,
+    },
+    StaleView {
+        revision: u64,
+        seen_revision: u64,
+    },
+    // Shutdown and operator requests.
+    ShuttingDown {
+        leader: bool,
+    },
+    ShutDown,
+    Restarting,
+    Reinitializing {
+        source: String,
+    },
+    ReinitializeRefused {
+        why: String,
+    },
+    FailsafePromise {
+        leader: String,
+    },
+    Paused {
+        leader: bool,
+    },
+    // Bootstrap and clone.
+    SystemIdMismatch {
+        local: u64,
+        cluster: String,
+    },
+    BootstrapRace,
+    WonBootstrapRace,
+    LostBootstrapRace,
+    BootstrapFailed,
+    BootstrapInProgress,
+    BootstrapDoneTakingLease,
+    WaitingForLeaderToClone,
+    Cloning {
+        source: String,
+    },
+    CloneFailed {
+        source: String,
+    },
+    // Leader.
+    LeaderHealthy {
+        name: String,
+    },
+    Promoting,
+    ClaimingSyncKey,
+    PublishingHistory {
+        timeline: u32,
+    },
+    WritingInitializeKey,
+    SeedingConfig,
+    SyncChange {
+        change: String,
+    },
+    SyncBlocked {
+        why: String,
+    },
+    PrimaryDown {
+        down_ms: u64,
+        timeout_ms: u64,
+    },
+    PrimaryStartTimedOut {
+        down_ms: u64,
+    },
+    StartingAsPrimary,
+    // Switchover.
+    Switchover {
+        candidate: Option<String>,
+    },
+    SwitchoverScheduled {
+        in_ms: u64,
+    },
+    SwitchoverRefused {
+        why: String,
+    },
+    // Election.
+    TakingLease,
+    ReclaimingLease,
+    NotHealthiest {
+        why: Unfit,
+    },
+    LeaseTakenElsewhere,
+    WaitingForCandidate {
+        candidate: String,
+    },
+    NoLeaderStartingReadOnly,
+    // Following.
+    Following {
+        leader: String,
+        upstream: String,
+    },
+    StartingReplica {
+        upstream: String,
+    },
+    ChangingUpstream {
+        upstream: String,
+    },
+    StoppingToRewind {
+        fork_lsn: u64,
+    },
+    RecoveringBeforeRewind,
+    Rewinding {
+        source: String,
+        fork_lsn: u64,
+    },
+    RewindImpossible {
+        why: String,
+    },
+    WaitingForPostgres,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Reason::*;
+        match self {
+            LeaseExpired { overdue_ms } => write!(
+                f,
+                "demoting: the lease deadline passed {} ago without a confirmed renewal",
+                secs(*overdue_ms)
+            ),
+            NoLease => write!(f, "demoting: Postgres runs as primary but I hold no lease"),
+            LockLost { holder: Some(h) } => {
+                write!(f, "demoting: the leader lock is gone, {h} holds it now")
+            }
+            LockLost { holder: None } => write!(f, "demoting: the leader lock is gone"),
+            LeaseRunningOut { remaining_ms } => write!(
+                f,
+                "demoting gently: the lease expires in {} and no renewal was confirmed",
+                secs(*remaining_ms)
+            ),
+            FailsafeHolding { members } => write!(
+                f,
+                "failsafe: etcd is unreachable, asking all {members} other members to confirm me as primary"
+            ),
+            DcsUnreachableLeader { unreachable_ms, remaining_ms } => write!(
+                f,
+                "no action: etcd has not answered for {}; I stay primary while the lease lasts ({} left)",
+                secs(*unreachable_ms),
+                secs(*remaining_ms)
+            ),
+            DcsUnreachableReplica { unreachable_ms } => write!(
+                f,
+                "no action: etcd has not answered for {}; nobody promotes without it",
+                secs(*unreachable_ms)
+            ),
+            StaleView { revision, seen_revision } => write!(
+                f,
+                "ignored: the DCS view at revision {revision} is older than revision {seen_revision}; acting as if etcd were unreachable"
+            ),
+            ShuttingDown { leader: true } => {
+                write!(f, "shutting down: stopping Postgres, then releasing the leader lock")
+            }
+            ShuttingDown { leader: false } => write!(f, "shutting down: stopping Postgres"),
+            ShutDown => write!(f, "no action: shut down"),
+            Restarting => write!(f, "restarting Postgres on request"),
+            Reinitializing { source } => {
+                write!(f, "reinitializing: removing the data directory and cloning from {source}")
+            }
+            ReinitializeRefused { why } => write!(f, "reinitialize refused: {why}"),
+            FailsafePromise { leader } => write!(
+                f,
+                "no action: I confirmed {leader} as primary in failsafe mode and will not race for the lock"
+            ),
+            Paused { leader: true } => {
+                write!(f, "paused: no automatic action; I keep the leader lock")
+            }
+            Paused { leader: false } => write!(f, "paused: no automatic action"),
+            SystemIdMismatch { local, cluster } => write!(
+                f,
+                "refusing to run: the data directory's system identifier {local} is not the cluster's {cluster}"
+            ),
+            BootstrapRace => write!(f, "bootstrap: no cluster yet, racing for the initialize key"),
+            WonBootstrapRace => write!(f, "bootstrap: won the initialize key, running initdb"),
+            LostBootstrapRace => {
+                write!(f, "bootstrap: another member is initializing the cluster; waiting for a leader to clone")
+            }
+            BootstrapFailed => write!(f, "bootstrap failed: releasing the initialize key"),
+            BootstrapInProgress => write!(f, "bootstrap: initdb is running"),
+            BootstrapDoneTakingLease => write!(f, "bootstrap: initdb done, taking the leader lock"),
+            WaitingForLeaderToClone => write!(f, "no action: waiting for a leader to clone from"),
+            Cloning { source } => write!(f, "cloning from {source} (base backup)"),
+            CloneFailed { source } => write!(f, "clone from {source} failed; will try again"),
+            LeaderHealthy { name } => write!(f, "no action: I am {name}, the leader with the lock"),
+            Promoting => write!(f, "promoting: I hold the lock"),
+            ClaimingSyncKey => write!(f, "sync: writing the sync key for myself before promoting"),
+            PublishingHistory { timeline } => {
+                write!(f, "leader: recording the switch to timeline {timeline} in the history")
+            }
+            WritingInitializeKey => write!(f, "leader: recording the system identifier in the initialize key"),
+            SeedingConfig => write!(f, "leader: the config key is missing, writing bootstrap.dcs"),
+            SyncChange { change } => write!(f, "sync: {change}"),
+            SyncBlocked { why } => write!(f, "sync: {why}"),
+            PrimaryDown { down_ms, timeout_ms } => write!(
+                f,
+                "starting Postgres as primary: it has been down {} (primary_start_timeout {})",
+                secs(*down_ms),
+                secs(*timeout_ms)
+            ),
+            PrimaryStartTimedOut { down_ms } => write!(
+                f,
+                "releasing the leader lock: Postgres has been down {}, past primary_start_timeout",
+                secs(*down_ms)
+            ),
+            StartingAsPrimary => write!(f, "starting Postgres as primary: I hold the lock"),
+            Switchover { candidate: Some(c) } => {
+                write!(f, "switchover to {c}: demoting, then releasing the leader lock")
+            }
+            Switchover { candidate: None } => {
+                write!(f, "switchover: demoting, then releasing the leader lock")
+            }
+            SwitchoverScheduled { in_ms } => {
+                write!(f, "no action: switchover scheduled in {}", secs(*in_ms))
+            }
+            SwitchoverRefused { why } => write!(f, "switchover refused: {why}"),
+            TakingLease => {
+                write!(f, "no leader: I am the healthiest member, taking the leader lock")
+            }
+            ReclaimingLease => write!(f, "the leader key names me: confirming the lease"),
+            NotHealthiest { why } => write!(f, "no leader, but I do not race: {why}"),
+            LeaseTakenElsewhere => write!(f, "no action: another member took the leader lock"),
+            WaitingForCandidate { candidate } => {
+                write!(f, "no leader: leaving the lock to the requested candidate {candidate}")
+            }
+            NoLeaderStartingReadOnly => {
+                write!(f, "no leader: starting Postgres read-only before racing")
+            }
+            Following { leader, upstream } if leader == upstream => {
+                write!(f, "no action: following leader {leader}")
+            }
+            Following { leader, upstream } => {
+                write!(f, "no action: following {upstream} (leader {leader})")
+            }
+            StartingReplica { upstream } => write!(f, "starting Postgres as a replica of {upstream}"),
+            ChangingUpstream { upstream } => write!(f, "following {upstream} now"),
+            StoppingToRewind { fork_lsn } => write!(
+                f,
+                "stopping Postgres: its history diverged from the leader's at {}",
+                Lsn(*fork_lsn)
+            ),
+            RecoveringBeforeRewind => {
+                write!(f, "crash recovery: pg_rewind needs a cleanly shut down data directory")
+            }
+            Rewinding { source, fork_lsn } => write!(
+                f,
+                "rewinding from {source}: history diverged at {}",
+                Lsn(*fork_lsn)
+            ),
+            RewindImpossible { why } => write!(f, "cannot rewind ({why}); reinitializing"),
+            WaitingForPostgres => write!(f, "no action: waiting for Postgres to finish starting"),
+        }
+    }
+}

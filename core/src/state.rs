@@ -1,0 +1,73 @@
+//! The one serializable memory a node keeps between steps.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dcs::DynamicConfig;
+use crate::role::Role;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// This member's name.
+    pub name: String,
+    pub role: Role,
+    /// While this node holds the leader lease: the instant (own monotonic
+    /// clock) at which it must no longer be writable. The last confirmed
+    /// renewal's send time plus the TTL, less the drift margin (rule 1).
+    pub lease_deadline_ms: Option<u64>,
+    /// The highest DCS revision seen; older views are ignored.
+    pub seen_revision: u64,
+    /// The last dynamic config read from the DCS: what the node goes by while
+    /// etcd is unreachable.
+    pub config: DynamicConfig,
+    /// The other members in the last view: whom failsafe mode must hear from.
+    pub known_members: BTreeSet<String>,
+    /// The leader's last known WAL position, for the failover lag check when
+    /// `status` is missing.
+    pub last_leader_lsn: u64,
+    /// The last leader seen, to count leader changes.
+    pub last_leader: Option<String>,
+    pub leader_changes: u64,
+    /// When this node, holding the lease, first saw its Postgres down.
+    pub primary_down_since_ms: Option<u64>,
+    /// Until when this node promised a failsafe leader not to race.
+    pub failsafe_promise: Option<FailsafePromise>,
+    /// A rewind ran (or failed) since the last clone: if the history still
+    /// diverges, the next repair is a reinitialize.
+    pub rewind_attempted: bool,
+    pub shutdown: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailsafePromise {
+    pub leader: String,
+    pub until_ms: u64,
+}
+
+impl State {
+    pub fn new(name: impl Into<String>) -> State {
+        State {
+            name: name.into(),
+            role: Role::Uninitialized,
+            lease_deadline_ms: None,
+            seen_revision: 0,
+            config: DynamicConfig::default(),
+            known_members: BTreeSet::new(),
+            last_leader_lsn: 0,
+            last_leader: None,
+            leader_changes: 0,
+            primary_down_since_ms: None,
+            failsafe_promise: None,
+            rewind_attempted: false,
+            shutdown: false,
+        }
+    }
+
+    /// Time left on the lease at `now_ms`, if one is held and not yet expired.
+    pub fn lease_remaining_ms(&self, now_ms: u64) -> Option<u64> {
+        self.lease_deadline_ms
+            .filter(|d| *d > now_ms)
+            .map(|d| d - now_ms)
+    }
+}

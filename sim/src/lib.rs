@@ -1,0 +1,1 @@
+//! keel-sim: the deterministic cluster simulator (issue 4).
