@@ -15,6 +15,8 @@ pub struct Observation {
     /// Wall-clock time (milliseconds since the epoch), for scheduled
     /// switchovers and display only, never for safety.
     pub wall_ms: i64,
+    /// Read after the previous decision's actions were carried out, so
+    /// that it shows their effect.
     pub dcs: DcsView,
     pub pg: PgFacts,
     /// This node's tags from its local configuration.

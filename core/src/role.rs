@@ -45,6 +45,10 @@ pub const TRANSITIONS: &[(Role, Role)] = &[
     (Rewinding, Replica),
     (Rewinding, Cloning),
     (Leader, Replica),
+    // The lease can lapse between two steps: a former leader repairs its
+    // history like any replica.
+    (Leader, Rewinding),
+    (Leader, Cloning),
     (Uninitialized, Stopped),
     (Bootstrapping, Stopped),
     (Cloning, Stopped),

@@ -108,6 +108,14 @@ impl<'a> Ctx<'a> {
         }
         cx.fold_outcomes();
         cx.fold_request();
+        // The view is read after the previous actions ran: a key that does
+        // not name this node is a definite fact, the lock is gone (rule 6).
+        if view.is_some_and(|v| v.leader_name() != Some(prev.name.as_str()))
+            && cx.next.lease_deadline_ms.is_some()
+        {
+            cx.next.lease_deadline_ms = None;
+            cx.lock_lost = true;
+        }
         cx
     }
 
@@ -239,6 +247,8 @@ impl<'a> Ctx<'a> {
         let role = match (&pg.data, pg.process) {
             (DataDir::Empty, _) => MemberRole::Uninitialized,
             (_, PgProcess::RunningPrimary) => MemberRole::Primary,
+            // A leader whose Postgres is down is still the primary member.
+            _ if self.next.role == Role::Leader && !pg.is_running_replica() => MemberRole::Primary,
             _ => MemberRole::Replica,
         };
         let state = match (self.next.role, pg.process) {
@@ -310,10 +320,18 @@ impl<'a> Ctx<'a> {
             next.lease_deadline_ms = None;
         }
         let has_data = matches!(self.obs.pg.data, DataDir::Initialised(_));
+        let repairing = actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::CloneFrom { .. } | Action::Reinitialize { .. } | Action::Rewind { .. }
+            )
+        });
         next.role = match next.role {
             _ if holds => Role::Leader,
             Role::Leader => Role::Replica,
             Role::Uninitialized if has_data => Role::Replica,
+            // A repair whose outcome was not reported, yet the data is there.
+            Role::Cloning | Role::Rewinding if has_data && !repairing => Role::Replica,
             role => role,
         };
         if !holds || self.obs.pg.is_running() {

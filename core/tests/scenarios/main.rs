@@ -5,14 +5,14 @@
 mod harness;
 
 mod bootstrap;
-mod lease;
-mod fencing;
 mod dcs_unreachable;
+mod election;
+mod fencing;
+mod follow;
+mod lease;
 mod operator;
 mod pause;
-mod election;
-mod switchover;
 mod primary_down;
-mod follow;
 mod rewind;
+mod switchover;
 mod sync;
