@@ -52,9 +52,7 @@ impl ClusterView {
     /// The timeline a new leader must be on at least: the last switch's
     /// timeline plus one, as in Patroni (`[]` means timeline 1).
     pub fn cluster_timeline(&self) -> u32 {
-        self.history
-            .last()
-            .map_or(1, |s| s.timeline.saturating_add(1))
+        self.history.last().map_or(1, |s| s.timeline.saturating_add(1))
     }
 
     /// The leader's name, when the key exists.
@@ -127,10 +125,7 @@ pub struct Tags {
 impl Tags {
     /// Patroni's default priority is 1.
     pub fn new() -> Tags {
-        Tags {
-            failover_priority: 1,
-            ..Tags::default()
-        }
+        Tags { failover_priority: 1, ..Tags::default() }
     }
 
     /// Whether this member may ever be promoted (Patroni `tags.py`: a

@@ -144,10 +144,7 @@ impl Action {
     /// Actions that leave no state to follow up on: the next step may wait
     /// for the loop timer after them.
     pub fn is_routine(&self) -> bool {
-        matches!(
-            self,
-            Action::RenewLease { .. } | Action::PublishMember(_) | Action::CheckFailsafe { .. }
-        )
+        matches!(self, Action::RenewLease { .. } | Action::PublishMember(_) | Action::CheckFailsafe { .. })
     }
 }
 
@@ -155,54 +152,29 @@ impl Action {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Unfit {
     NoFailoverTag,
-    Lagging {
-        lag_bytes: u64,
-        max_bytes: u64,
-    },
-    OlderTimeline {
-        timeline: u32,
-        cluster_timeline: u32,
-    },
-    Diverged {
-        fork_lsn: u64,
-    },
+    Lagging { lag_bytes: u64, max_bytes: u64 },
+    OlderTimeline { timeline: u32, cluster_timeline: u32 },
+    Diverged { fork_lsn: u64 },
     NotSyncStandby,
-    QuorumNotVisible {
-        visible: usize,
-        needed: usize,
-    },
-    BehindMember {
-        member: String,
-    },
+    QuorumNotVisible { visible: usize, needed: usize },
+    BehindMember { member: String },
     NotRunning,
     UnknownMember,
+    NotInFailsafeSet,
 }
 
 impl fmt::Display for Unfit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Unfit::NoFailoverTag => write!(f, "tagged nofailover"),
-            Unfit::Lagging {
-                lag_bytes,
-                max_bytes,
-            } => {
+            Unfit::Lagging { lag_bytes, max_bytes } => {
                 write!(f, "{lag_bytes} bytes behind the leader's last position (maximum_lag_on_failover is {max_bytes})")
             }
-            Unfit::OlderTimeline {
-                timeline,
-                cluster_timeline,
-            } => {
-                write!(
-                    f,
-                    "on timeline {timeline}, behind the cluster's timeline {cluster_timeline}"
-                )
+            Unfit::OlderTimeline { timeline, cluster_timeline } => {
+                write!(f, "on timeline {timeline}, behind the cluster's timeline {cluster_timeline}")
             }
             Unfit::Diverged { fork_lsn } => {
-                write!(
-                    f,
-                    "its history diverged from the cluster's at {}",
-                    Lsn(*fork_lsn)
-                )
+                write!(f, "its history diverged from the cluster's at {}", Lsn(*fork_lsn))
             }
             Unfit::NotSyncStandby => write!(f, "not a synchronous standby"),
             Unfit::QuorumNotVisible { visible, needed } => {
@@ -211,6 +183,7 @@ impl fmt::Display for Unfit {
             Unfit::BehindMember { member } => write!(f, "{member} is ahead"),
             Unfit::NotRunning => write!(f, "not running"),
             Unfit::UnknownMember => write!(f, "not a member of the cluster"),
+            Unfit::NotInFailsafeSet => write!(f, "not listed in the failsafe key"),
         }
     }
 }
@@ -228,53 +201,24 @@ impl fmt::Display for Lsn {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reason {
     // Safety.
-    LeaseExpired {
-        overdue_ms: u64,
-    },
+    LeaseExpired { overdue_ms: u64 },
     NoLease,
-    LockLost {
-        holder: Option<String>,
-    },
-    LeaseRunningOut {
-        remaining_ms: u64,
-    },
-    FailsafeHolding {
-        members: usize,
-    },
-    DcsUnreachableLeader {
-        unreachable_ms: u64,
-        remaining_ms: u64,
-    },
-    DcsUnreachableReplica {
-        unreachable_ms: u64,
-    },
-    StaleView {
-        revision: u64,
-        seen_revision: u64,
-    },
+    LockLost { holder: Option<String> },
+    LeaseRunningOut { remaining_ms: u64 },
+    FailsafeHolding { members: usize },
+    DcsUnreachableLeader { unreachable_ms: u64, remaining_ms: u64 },
+    DcsUnreachableReplica { unreachable_ms: u64 },
+    StaleView { revision: u64, seen_revision: u64 },
     // Shutdown and operator requests.
-    ShuttingDown {
-        leader: bool,
-    },
+    ShuttingDown { leader: bool },
     ShutDown,
     Restarting,
-    Reinitializing {
-        source: String,
-    },
-    ReinitializeRefused {
-        why: String,
-    },
-    FailsafePromise {
-        leader: String,
-    },
-    Paused {
-        leader: bool,
-    },
+    Reinitializing { source: String },
+    ReinitializeRefused { why: String },
+    FailsafePromise { leader: String },
+    Paused { leader: bool },
     // Bootstrap and clone.
-    SystemIdMismatch {
-        local: u64,
-        cluster: String,
-    },
+    SystemIdMismatch { local: u64, cluster: String },
     BootstrapRace,
     WonBootstrapRace,
     LostBootstrapRace,
@@ -282,80 +226,39 @@ pub enum Reason {
     BootstrapInProgress,
     BootstrapDoneTakingLease,
     WaitingForLeaderToClone,
-    Cloning {
-        source: String,
-    },
-    CloneFailed {
-        source: String,
-    },
+    Cloning { source: String },
+    CloneFailed { source: String },
     // Leader.
-    LeaderHealthy {
-        name: String,
-    },
+    LeaderHealthy { name: String },
     Promoting,
     ClaimingSyncKey,
-    PublishingHistory {
-        timeline: u32,
-    },
+    PublishingHistory { timeline: u32 },
     WritingInitializeKey,
     SeedingConfig,
-    SyncChange {
-        change: String,
-    },
-    SyncBlocked {
-        why: String,
-    },
-    PrimaryDown {
-        down_ms: u64,
-        timeout_ms: u64,
-    },
-    PrimaryStartTimedOut {
-        down_ms: u64,
-    },
+    SyncChange { change: String },
+    SyncBlocked { why: String },
+    PrimaryDown { down_ms: u64, timeout_ms: u64 },
+    PrimaryStartTimedOut { down_ms: u64 },
     StartingAsPrimary,
     // Switchover.
-    Switchover {
-        candidate: Option<String>,
-    },
-    SwitchoverScheduled {
-        in_ms: u64,
-    },
-    SwitchoverRefused {
-        why: String,
-    },
+    Switchover { candidate: Option<String> },
+    SwitchoverScheduled { in_ms: u64 },
+    SwitchoverRefused { why: String },
     // Election.
     TakingLease,
     ReclaimingLease,
-    NotHealthiest {
-        why: Unfit,
-    },
+    NotHealthiest { why: Unfit },
     LeaseTakenElsewhere,
-    WaitingForCandidate {
-        candidate: String,
-    },
+    WaitingForCandidate { candidate: String },
     NoLeaderStartingReadOnly,
     // Following.
-    Following {
-        leader: String,
-        upstream: String,
-    },
-    StartingReplica {
-        upstream: String,
-    },
-    ChangingUpstream {
-        upstream: String,
-    },
-    StoppingToRewind {
-        fork_lsn: u64,
-    },
+    Following { leader: String, upstream: String },
+    StartingReplica { upstream: String },
+    ChangingUpstream { upstream: String },
+    StoppingToRewind { fork_lsn: u64 },
     RecoveringBeforeRewind,
-    Rewinding {
-        source: String,
-        fork_lsn: u64,
-    },
-    RewindImpossible {
-        why: String,
-    },
+    Rewinding { source: String, fork_lsn: u64 },
+    RewindImpossible { why: String },
     WaitingForPostgres,
 }
 

@@ -12,10 +12,7 @@ pub fn check(prev: &State, obs: &Observation, next: &State, decision: &Decision)
     let now = obs.now_ms;
     let actions = &decision.actions;
     let lease_ahead = next.lease_deadline_ms.is_some_and(|d| d > now);
-    assert!(
-        actions.len() <= ACTIONS_MAX,
-        "more than {ACTIONS_MAX} actions: {actions:?}"
-    );
+    assert!(actions.len() <= ACTIONS_MAX, "more than {ACTIONS_MAX} actions: {actions:?}");
     assert!(
         role::is_allowed(prev.role, next.role),
         "role {} -> {} is not in the transition table",
@@ -31,24 +28,16 @@ pub fn check(prev: &State, obs: &Observation, next: &State, decision: &Decision)
     }
     // Rule 2: promote only with a lease whose deadline lies ahead.
     if actions.contains(&Action::Promote) {
-        assert!(
-            lease_ahead,
-            "rule 2: promote without a lease ahead at {now} ms"
-        );
+        assert!(lease_ahead, "rule 2: promote without a lease ahead at {now} ms");
         assert!(!next.config.pause, "promote while paused");
     }
     // Rule 5: nobody takes the lock or promotes without a DCS view.
     if !matches!(obs.dcs, DcsView::Reachable(_)) {
         assert!(
-            !actions
-                .iter()
-                .any(|a| matches!(a, Action::AcquireLease | Action::Promote)),
+            !actions.iter().any(|a| matches!(a, Action::AcquireLease | Action::Promote)),
             "rule 5: took the lock or promoted without etcd: {actions:?}"
         );
     }
     let demotes = actions.iter().any(|a| matches!(a, Action::Demote { .. }));
-    assert!(
-        !(demotes && actions.contains(&Action::Promote)),
-        "promote and demote at once"
-    );
+    assert!(!(demotes && actions.contains(&Action::Promote)), "promote and demote at once");
 }

@@ -23,9 +23,7 @@ pub mod step;
 pub mod time;
 pub mod trace;
 
-pub use dcs::{
-    ClusterView, DcsView, DynamicConfig, Member, MemberRole, MemberState, SyncMode, Tags,
-};
+pub use dcs::{ClusterView, DcsView, DynamicConfig, Member, MemberRole, MemberState, SyncMode, Tags};
 pub use decide::rewind::divergence;
 pub use decision::{Action, Decision, DemoteMode, MemberStatus, Reason, StartAs, StopMode, Unfit};
 pub use input::{ActionResult, Observation, Outcome, Request};

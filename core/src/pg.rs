@@ -63,10 +63,7 @@ impl PgFacts {
     }
 
     pub fn is_running(&self) -> bool {
-        matches!(
-            self.process,
-            PgProcess::RunningPrimary | PgProcess::RunningReplica
-        )
+        matches!(self.process, PgProcess::RunningPrimary | PgProcess::RunningReplica)
     }
 
     /// How far this node's WAL reaches: the written location on a primary,
@@ -125,10 +122,7 @@ pub enum ControlState {
 impl ControlState {
     /// pg_rewind refuses a target that was not shut down cleanly.
     pub fn is_clean(self) -> bool {
-        matches!(
-            self,
-            ControlState::ShutDown | ControlState::ShutDownInRecovery
-        )
+        matches!(self, ControlState::ShutDown | ControlState::ShutDownInRecovery)
     }
 }
 

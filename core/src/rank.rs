@@ -34,11 +34,7 @@ mod tests {
     use super::*;
 
     fn r(lsn: u64, priority: i64, name: &str) -> Rank<'_> {
-        Rank {
-            lsn,
-            priority,
-            name,
-        }
+        Rank { lsn, priority, name }
     }
 
     #[test]

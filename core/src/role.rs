@@ -33,6 +33,8 @@ pub const TRANSITIONS: &[(Role, Role)] = &[
     (Uninitialized, Cloning),
     (Uninitialized, Replica),
     (Uninitialized, Leader),
+    // A restarted agent with no memory over a diverged data directory.
+    (Uninitialized, Rewinding),
     (Bootstrapping, Uninitialized),
     (Bootstrapping, Leader),
     (Bootstrapping, Replica),
@@ -90,11 +92,8 @@ mod tests {
 
     #[test]
     fn leader_is_reached_only_from_replica_bootstrap_or_fresh_start() {
-        let sources: Vec<Role> = TRANSITIONS
-            .iter()
-            .filter(|(_, to)| *to == Leader)
-            .map(|(f, _)| *f)
-            .collect();
+        let sources: Vec<Role> =
+            TRANSITIONS.iter().filter(|(_, to)| *to == Leader).map(|(f, _)| *f).collect();
         assert_eq!(sources, vec![Uninitialized, Bootstrapping, Replica]);
     }
 

@@ -66,8 +66,6 @@ impl State {
 
     /// Time left on the lease at `now_ms`, if one is held and not yet expired.
     pub fn lease_remaining_ms(&self, now_ms: u64) -> Option<u64> {
-        self.lease_deadline_ms
-            .filter(|d| *d > now_ms)
-            .map(|d| d - now_ms)
+        self.lease_deadline_ms.filter(|d| *d > now_ms).map(|d| d - now_ms)
     }
 }

@@ -16,9 +16,7 @@ pub struct Node {
 
 impl Node {
     pub fn new(name: impl Into<String>) -> Node {
-        Node {
-            state: State::new(name),
-        }
+        Node { state: State::new(name) }
     }
 
     /// Resumes from a saved state (a trace's starting point).

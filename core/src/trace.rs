@@ -30,11 +30,7 @@ pub fn replay(start: State, entries: &[TraceEntry]) -> Result<State, Box<Mismatc
     for (index, entry) in entries.iter().enumerate() {
         let replayed = node.step(&entry.observation);
         if replayed != entry.decision {
-            return Err(Box::new(Mismatch {
-                index,
-                recorded: entry.decision.clone(),
-                replayed,
-            }));
+            return Err(Box::new(Mismatch { index, recorded: entry.decision.clone(), replayed }));
         }
     }
     Ok(node.state().clone())

@@ -12,10 +12,7 @@ use crate::role::Role;
 pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
     if let (Some(cluster), Some(local)) = (view.initialize.as_deref(), cx.obs.pg.system_id()) {
         if !cluster.is_empty() && cluster != local.to_string() {
-            let reason = Reason::SystemIdMismatch {
-                local,
-                cluster: cluster.to_owned(),
-            };
+            let reason = Reason::SystemIdMismatch { local, cluster: cluster.to_owned() };
             return Some((Vec::new(), reason));
         }
     }
@@ -51,12 +48,7 @@ fn empty(cx: &mut Ctx, view: &ClusterView) -> Verdict {
             return (Vec::new(), Reason::CloneFailed { source });
         }
         cx.next.role = Role::Cloning;
-        return (
-            vec![Action::CloneFrom {
-                source: source.clone(),
-            }],
-            Reason::Cloning { source },
-        );
+        return (vec![Action::CloneFrom { source: source.clone() }], Reason::Cloning { source });
     }
     match view.initialize.as_deref() {
         None if view.leader.is_none() => (vec![Action::TakeInitializeKey], Reason::BootstrapRace),
@@ -74,16 +66,8 @@ fn clone_source(cx: &Ctx, view: &ClusterView) -> Option<String> {
         .iter()
         .filter(|(name, m)| *name != cx.me() && m.tags.clonefrom && m.is_running())
         .max_by(|(a, ma), (b, mb)| {
-            let ra = Rank {
-                lsn: ma.lsn,
-                priority: 0,
-                name: a,
-            };
-            let rb = Rank {
-                lsn: mb.lsn,
-                priority: 0,
-                name: b,
-            };
+            let ra = Rank { lsn: ma.lsn, priority: 0, name: a };
+            let rb = Rank { lsn: mb.lsn, priority: 0, name: b };
             ra.cmp(&rb)
         })
         .map(|(name, _)| name.clone());

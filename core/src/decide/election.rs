@@ -11,51 +11,46 @@ use crate::rank::Rank;
 /// No lock held by this node and no other leader: reclaim a key that still
 /// names us, or race.
 pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Verdict {
+    let switching_away = view.failover.as_ref().and_then(|f| f.leader.as_deref()) == Some(cx.me());
     if view.leader_name() == Some(cx.me()) {
+        if switching_away {
+            // Demoted for a switchover whose release did not go through:
+            // release again rather than take the lock back.
+            let release = Action::ReleaseLease { optime_lsn: cx.optime() };
+            return (vec![release], Reason::Switchover { candidate: None });
+        }
         // Our key outlived our lease (an agent restart, a renewal whose
         // answer was lost): confirm it before acting as leader.
-        return (
-            vec![Action::RenewLease {
-                optime_lsn: cx.optime(),
-            }],
-            Reason::ReclaimingLease,
-        );
+        return (vec![Action::RenewLease { optime_lsn: cx.optime() }], Reason::ReclaimingLease);
     }
     if cx.outcome(|a| *a == Action::AcquireLease) == Some(crate::input::ActionResult::Failed) {
         return (Vec::new(), Reason::LeaseTakenElsewhere);
     }
     match cx.obs.pg.process {
         PgProcess::Stopped => {
-            let start = Action::StartPostgres {
-                role: StartAs::Replica { upstream: None },
-            };
+            let start = Action::StartPostgres { role: StartAs::Replica { upstream: None } };
             return (vec![start], Reason::NoLeaderStartingReadOnly);
         }
         PgProcess::Starting => return (Vec::new(), Reason::WaitingForPostgres),
         PgProcess::RunningPrimary | PgProcess::RunningReplica => {}
     }
-    if let Some(p) = cx
-        .next
-        .failsafe_promise
-        .as_ref()
-        .filter(|p| p.until_ms > cx.now())
-    {
-        return (
-            Vec::new(),
-            Reason::FailsafePromise {
-                leader: p.leader.clone(),
-            },
-        );
+    if let Some(p) = cx.next.failsafe_promise.as_ref().filter(|p| p.until_ms > cx.now()) {
+        return (Vec::new(), Reason::FailsafePromise { leader: p.leader.clone() });
     }
     let requested = switchover::requested_candidate(view.failover.as_ref());
     let manual = requested == Some(cx.me());
     if let Some(candidate) = requested.filter(|c| *c != cx.me()) {
-        let healthy = view
-            .members
-            .get(candidate)
-            .is_some_and(|m| m.is_running() && m.tags.can_fail_over());
-        if healthy {
+        if switchover::candidate_fitness(cx, view, candidate, false).is_ok() {
             let candidate = candidate.to_owned();
+            return (Vec::new(), Reason::WaitingForCandidate { candidate });
+        }
+    }
+    if switching_away {
+        // The operator asked this node to step down: leave the lock to any
+        // fit member, and take it back only if there is none (Patroni).
+        let mut others = view.members.keys().filter(|m| *m != cx.me());
+        if let Some(other) = others.find(|m| switchover::candidate_fitness(cx, view, m, false).is_ok()) {
+            let candidate = other.clone();
             return (Vec::new(), Reason::WaitingForCandidate { candidate });
         }
     }
@@ -74,50 +69,43 @@ pub(super) fn fitness(cx: &Ctx, view: &ClusterView, manual: bool) -> Result<(), 
     if !tags.can_fail_over() {
         return Err(Unfit::NoFailoverTag);
     }
+    // Failsafe mode: only members the leader last listed may take the lock
+    // (Patroni's `/failsafe` key), for only they answered its pings.
+    if cx.cfg.failsafe_mode && view.failsafe.as_ref().is_some_and(|f| !f.contains(cx.me())) {
+        return Err(Unfit::NotInFailsafeSet);
+    }
     if let Some(fork_lsn) = rewind::divergence(pg, &view.history, None) {
         return Err(Unfit::Diverged { fork_lsn });
     }
     let cluster_timeline = view.cluster_timeline();
     if cx.cfg.check_timeline && pg.timeline < cluster_timeline {
-        return Err(Unfit::OlderTimeline {
-            timeline: pg.timeline,
-            cluster_timeline,
-        });
+        return Err(Unfit::OlderTimeline { timeline: pg.timeline, cluster_timeline });
     }
     let position = pg.wal_position();
     let reference = view.optime_lsn.unwrap_or(0).max(cx.prev.last_leader_lsn);
     let lag_bytes = reference.saturating_sub(position);
     let max_bytes = cx.cfg.maximum_lag_on_failover_bytes;
     if !manual && lag_bytes > max_bytes {
-        return Err(Unfit::Lagging {
-            lag_bytes,
-            max_bytes,
-        });
+        return Err(Unfit::Lagging { lag_bytes, max_bytes });
     }
     sync_fitness(cx, view)?;
     if manual {
         return Ok(());
     }
-    let me = Rank {
-        lsn: position,
-        priority: tags.failover_priority,
-        name: cx.me(),
-    };
+    let me = Rank { lsn: position, priority: tags.failover_priority, name: cx.me() };
+    let stepping_down = view.failover.as_ref().and_then(|f| f.leader.as_deref());
     for (name, m) in &view.members {
-        let rival = name != cx.me() && m.is_running() && m.tags.can_fail_over();
+        let rival = name != cx.me()
+            && m.is_running()
+            && m.tags.can_fail_over()
+            && Some(name.as_str()) != stepping_down;
         if !rival || !in_sync_set(cx, view, name) || m.timeline < pg.timeline {
             continue;
         }
         // A member on a newer timeline saw a promotion this node did not.
-        let other = Rank {
-            lsn: m.lsn,
-            priority: m.tags.failover_priority,
-            name,
-        };
+        let other = Rank { lsn: m.lsn, priority: m.tags.failover_priority, name };
         if m.timeline > pg.timeline || other > me {
-            return Err(Unfit::BehindMember {
-                member: name.clone(),
-            });
+            return Err(Unfit::BehindMember { member: name.clone() });
         }
     }
     Ok(())
@@ -130,9 +118,17 @@ fn sync_fitness(cx: &Ctx, view: &ClusterView) -> Result<(), Unfit> {
     if cx.cfg.synchronous_mode == SyncMode::Off {
         return Ok(());
     }
-    let Some(key) = view.sync.as_ref().filter(|k| k.members.contains(cx.me())) else {
+    let Some(key) = view.sync.as_ref() else {
         return Err(Unfit::NotSyncStandby);
     };
+    // The leader the key names has every commit it acknowledged itself
+    // (Patroni's `SyncState.matches(name, check_leader=True)`).
+    if key.leader.as_deref() == Some(cx.me()) {
+        return Ok(());
+    }
+    if !key.members.contains(cx.me()) {
+        return Err(Unfit::NotSyncStandby);
+    }
     if cx.cfg.synchronous_mode == SyncMode::Quorum {
         let quorum = key.quorum.unwrap_or(0) as usize;
         let visible = key
@@ -150,5 +146,5 @@ fn sync_fitness(cx: &Ctx, view: &ClusterView) -> Result<(), Unfit> {
 
 fn in_sync_set(cx: &Ctx, view: &ClusterView, name: &str) -> bool {
     cx.cfg.synchronous_mode == SyncMode::Off
-        || view.sync.as_ref().is_some_and(|k| k.members.contains(name))
+        || view.sync.as_ref().is_some_and(|k| k.members.contains(name) || k.leader.as_deref() == Some(name))
 }

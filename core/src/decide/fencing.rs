@@ -16,14 +16,7 @@ pub(super) fn decide(cx: &mut Ctx) -> Option<Verdict> {
         return None;
     }
     let now = cx.now();
-    let immediate = |reason| {
-        Some((
-            vec![Action::Demote {
-                mode: DemoteMode::Immediate,
-            }],
-            reason,
-        ))
-    };
+    let immediate = |reason| Some((vec![Action::Demote { mode: DemoteMode::Immediate }], reason));
     let holder = cx.view.and_then(|v| v.leader_name()).map(str::to_owned);
     let Some(deadline) = cx.next.lease_deadline_ms else {
         if cx.lock_lost {
@@ -32,9 +25,7 @@ pub(super) fn decide(cx: &mut Ctx) -> Option<Verdict> {
         return immediate(Reason::NoLease);
     };
     if now >= deadline {
-        return immediate(Reason::LeaseExpired {
-            overdue_ms: now - deadline,
-        });
+        return immediate(Reason::LeaseExpired { overdue_ms: now - deadline });
     }
     // A definite fact from the DCS: the key is gone or names someone else.
     if cx.view.is_some() && holder.as_deref() != Some(cx.me()) {
@@ -42,13 +33,9 @@ pub(super) fn decide(cx: &mut Ctx) -> Option<Verdict> {
     }
     let remaining_ms = deadline - now;
     if remaining_ms <= cx.gentle_demote_ms() {
-        let mut actions = vec![Action::Demote {
-            mode: DemoteMode::Graceful,
-        }];
+        let mut actions = vec![Action::Demote { mode: DemoteMode::Graceful }];
         if cx.view.is_some() {
-            actions.push(Action::ReleaseLease {
-                optime_lsn: cx.optime(),
-            });
+            actions.push(Action::ReleaseLease { optime_lsn: cx.optime() });
         }
         return Some((actions, Reason::LeaseRunningOut { remaining_ms }));
     }
@@ -61,10 +48,7 @@ pub(super) fn decide(cx: &mut Ctx) -> Option<Verdict> {
 pub(super) fn dcs_unknown(cx: &mut Ctx) -> Verdict {
     let now = cx.now();
     if let DcsView::Reachable(v) = &cx.obs.dcs {
-        let reason = Reason::StaleView {
-            revision: v.revision,
-            seen_revision: cx.prev.seen_revision,
-        };
+        let reason = Reason::StaleView { revision: v.revision, seen_revision: cx.prev.seen_revision };
         return (dcs_unknown_actions(cx), reason);
     }
     let since = match cx.obs.dcs {
@@ -74,13 +58,10 @@ pub(super) fn dcs_unknown(cx: &mut Ctx) -> Verdict {
     let unreachable_ms = now.saturating_sub(since);
     let actions = dcs_unknown_actions(cx);
     let reason = match cx.next.lease_remaining_ms(now) {
-        Some(_) if !actions.is_empty() => Reason::FailsafeHolding {
-            members: cx.prev.known_members.len(),
-        },
-        Some(remaining_ms) if cx.obs.pg.is_running_primary() => Reason::DcsUnreachableLeader {
-            unreachable_ms,
-            remaining_ms,
-        },
+        Some(_) if !actions.is_empty() => Reason::FailsafeHolding { members: cx.prev.known_members.len() },
+        Some(remaining_ms) if cx.obs.pg.is_running_primary() => {
+            Reason::DcsUnreachableLeader { unreachable_ms, remaining_ms }
+        }
         _ => Reason::DcsUnreachableReplica { unreachable_ms },
     };
     (actions, reason)
@@ -88,9 +69,7 @@ pub(super) fn dcs_unknown(cx: &mut Ctx) -> Verdict {
 
 fn dcs_unknown_actions(cx: &Ctx) -> Vec<Action> {
     if cx.cfg.failsafe_mode && cx.holds_lease() && cx.obs.pg.is_running_primary() {
-        vec![Action::CheckFailsafe {
-            members: cx.prev.known_members.clone(),
-        }]
+        vec![Action::CheckFailsafe { members: cx.prev.known_members.clone() }]
     } else {
         Vec::new()
     }

@@ -5,14 +5,16 @@
 //! `use_pg_rewind` and hint bits in WAL), else it is re-initialised.
 
 use super::{rewind, Ctx, Verdict};
-use crate::dcs::ClusterView;
+use crate::dcs::{ClusterView, MemberRole};
 use crate::decision::{Action, Reason, StartAs, StopMode};
 use crate::pg::{DataDir, PgProcess};
 use crate::role::Role;
 
 pub(super) fn decide(cx: &mut Ctx, view: &ClusterView, leader: &str) -> Verdict {
     let pg = &cx.obs.pg;
-    let leader_timeline = view.members.get(leader).map(|m| m.timeline);
+    // The leader's member key may lag its promotion; the history may not
+    // have it yet either: the newer of the two.
+    let leader_timeline = view.members.get(leader).map(|m| m.timeline.max(view.cluster_timeline()));
     if let Some(fork_lsn) = rewind::divergence(pg, &view.history, leader_timeline) {
         return repair(cx, leader, fork_lsn);
     }
@@ -20,27 +22,15 @@ pub(super) fn decide(cx: &mut Ctx, view: &ClusterView, leader: &str) -> Verdict 
     let upstream = upstream(cx, view, leader);
     match pg.process {
         PgProcess::Stopped => {
-            let start = Action::StartPostgres {
-                role: StartAs::Replica {
-                    upstream: Some(upstream.clone()),
-                },
-            };
+            let start = Action::StartPostgres { role: StartAs::Replica { upstream: Some(upstream.clone()) } };
             (vec![start], Reason::StartingReplica { upstream })
         }
         PgProcess::Starting => (Vec::new(), Reason::WaitingForPostgres),
         _ if pg.upstream.as_deref() != Some(upstream.as_str()) => {
-            let follow = Action::Follow {
-                upstream: Some(upstream.clone()),
-            };
+            let follow = Action::Follow { upstream: Some(upstream.clone()) };
             (vec![follow], Reason::ChangingUpstream { upstream })
         }
-        _ => (
-            Vec::new(),
-            Reason::Following {
-                leader: leader.to_owned(),
-                upstream,
-            },
-        ),
+        _ => (Vec::new(), Reason::Following { leader: leader.to_owned(), upstream }),
     }
 }
 
@@ -51,7 +41,10 @@ fn upstream(cx: &Ctx, view: &ClusterView, leader: &str) -> String {
         .tags
         .replicatefrom
         .as_deref()
-        .filter(|m| *m != cx.me() && view.members.get(*m).is_some_and(|x| x.is_running()))
+        .filter(|m| {
+            *m != cx.me()
+                && view.members.get(*m).is_some_and(|x| x.is_running() && x.role == MemberRole::Replica)
+        })
         .unwrap_or(leader)
         .to_owned()
 }
@@ -59,12 +52,7 @@ fn upstream(cx: &Ctx, view: &ClusterView, leader: &str) -> String {
 fn repair(cx: &mut Ctx, leader: &str, fork_lsn: u64) -> Verdict {
     let pg = &cx.obs.pg;
     if pg.is_running() || pg.process == PgProcess::Starting {
-        return (
-            vec![Action::StopPostgres {
-                mode: StopMode::Fast,
-            }],
-            Reason::StoppingToRewind { fork_lsn },
-        );
+        return (vec![Action::StopPostgres { mode: StopMode::Fast }], Reason::StoppingToRewind { fork_lsn });
     }
     let DataDir::Initialised(control) = &pg.data else {
         unreachable!("bootstrap handles an empty data directory before following");
@@ -73,7 +61,7 @@ fn repair(cx: &mut Ctx, leader: &str, fork_lsn: u64) -> Verdict {
         Some("use_pg_rewind is off")
     } else if !control.rewindable() {
         Some("neither wal_log_hints nor data checksums are on")
-    } else if cx.prev.rewind_attempted {
+    } else if cx.next.rewind_attempted {
         Some("a rewind already ran and the history still diverges")
     } else {
         None
@@ -81,21 +69,11 @@ fn repair(cx: &mut Ctx, leader: &str, fork_lsn: u64) -> Verdict {
     let source = leader.to_owned();
     if let Some(why) = why {
         cx.next.role = Role::Cloning;
-        return (
-            vec![Action::Reinitialize { source }],
-            Reason::RewindImpossible {
-                why: why.to_owned(),
-            },
-        );
+        return (vec![Action::Reinitialize { source }], Reason::RewindImpossible { why: why.to_owned() });
     }
     if !control.state.is_clean() {
         return (vec![Action::RecoverCrash], Reason::RecoveringBeforeRewind);
     }
     cx.next.role = Role::Rewinding;
-    (
-        vec![Action::Rewind {
-            source: source.clone(),
-        }],
-        Reason::Rewinding { source, fork_lsn },
-    )
+    (vec![Action::Rewind { source: source.clone() }], Reason::Rewinding { source, fork_lsn })
 }

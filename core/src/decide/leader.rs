@@ -4,8 +4,8 @@
 //! history, initialize key, config, synchronous standbys.
 
 use super::{switchover, sync, Ctx, Verdict};
-use crate::dcs::ClusterView;
-use crate::decision::{Action, Reason, StartAs};
+use crate::dcs::{ClusterView, SyncMode};
+use crate::decision::{Action, Reason, StartAs, StopMode};
 use crate::pg::{PgProcess, TimelineSwitch};
 
 /// `None` when this node's lock is not (or no longer) visible in the DCS:
@@ -27,12 +27,10 @@ pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
 /// (and nobody else yet) before Postgres promotes (rule 3).
 fn promote(cx: &mut Ctx, view: &ClusterView) -> Verdict {
     let mut actions = Vec::new();
-    if cx.cfg.sync_enabled()
-        && view.sync.as_ref().and_then(|s| s.leader.as_deref()) != Some(cx.me())
-    {
+    if cx.cfg.sync_enabled() && view.sync.as_ref().and_then(|s| s.leader.as_deref()) != Some(cx.me()) {
         actions.push(Action::WriteSyncKey {
             members: Default::default(),
-            quorum: None,
+            quorum: (cx.cfg.synchronous_mode == SyncMode::Quorum).then_some(0),
             expected_revision: view.sync.as_ref().map(|s| s.revision),
         });
         return (actions, Reason::ClaimingSyncKey);
@@ -43,9 +41,7 @@ fn promote(cx: &mut Ctx, view: &ClusterView) -> Verdict {
     }
     actions.push(Action::Promote);
     if let Some(f) = &view.failover {
-        actions.push(Action::ClearFailoverRequest {
-            revision: f.revision,
-        });
+        actions.push(Action::ClearFailoverRequest { revision: f.revision });
     }
     (actions, Reason::Promoting)
 }
@@ -54,43 +50,35 @@ fn promote(cx: &mut Ctx, view: &ClusterView) -> Verdict {
 /// while within `primary_start_timeout`; past it, release the lock if some
 /// other member could take over (Patroni's behaviour).
 fn primary_down(cx: &mut Ctx, view: &ClusterView) -> Verdict {
-    let renew = Action::RenewLease {
-        optime_lsn: cx.optime(),
-    };
-    if cx.obs.pg.process == PgProcess::Starting {
-        return (vec![renew], Reason::WaitingForPostgres);
-    }
+    let renew = Action::RenewLease { optime_lsn: cx.optime() };
     let now = cx.now();
     let since = cx.prev.primary_down_since_ms.unwrap_or(now);
     cx.next.primary_down_since_ms = Some(since);
     let down_ms = now - since;
     let timeout_ms = cx.cfg.primary_start_timeout_ms;
+    // Only a member that could really win the race counts (Patroni's
+    // `is_failover_possible`): releasing to nobody leaves the cluster
+    // without a primary for good.
     let someone_else = view
         .members
-        .iter()
-        .any(|(name, m)| name != cx.me() && m.is_running() && m.tags.can_fail_over());
+        .keys()
+        .any(|name| name != cx.me() && switchover::candidate_fitness(cx, view, name, true).is_ok());
     if down_ms >= timeout_ms && someone_else {
-        let actions = vec![Action::ReleaseLease {
-            optime_lsn: cx.optime(),
-        }];
+        let mut actions = Vec::new();
+        if cx.obs.pg.process == PgProcess::Starting {
+            actions.push(Action::StopPostgres { mode: StopMode::Immediate });
+        }
+        actions.push(Action::ReleaseLease { optime_lsn: cx.optime() });
         return (actions, Reason::PrimaryStartTimedOut { down_ms });
     }
-    let actions = vec![
-        renew,
-        Action::StartPostgres {
-            role: StartAs::Primary,
-        },
-    ];
+    if cx.obs.pg.process == PgProcess::Starting {
+        return (vec![renew], Reason::WaitingForPostgres);
+    }
+    let actions = vec![renew, Action::StartPostgres { role: StartAs::Primary }];
     if cx.prev.primary_down_since_ms.is_none() && view.initialize.as_deref() == Some("") {
         return (actions, Reason::StartingAsPrimary);
     }
-    (
-        actions,
-        Reason::PrimaryDown {
-            down_ms,
-            timeout_ms,
-        },
-    )
+    (actions, Reason::PrimaryDown { down_ms, timeout_ms })
 }
 
 /// The healthy leader renews its lease every step, then does at most one
@@ -99,9 +87,7 @@ fn primary(cx: &mut Ctx, view: &ClusterView) -> Verdict {
     if let Some(v) = switchover::as_leader(cx, view) {
         return v;
     }
-    let mut actions = vec![Action::RenewLease {
-        optime_lsn: cx.optime(),
-    }];
+    let mut actions = vec![Action::RenewLease { optime_lsn: cx.optime() }];
     let pg = &cx.obs.pg;
     let reason = if view.initialize.as_deref().is_none_or(str::is_empty) {
         let system_id = pg.system_id().unwrap_or_default();
@@ -112,22 +98,14 @@ fn primary(cx: &mut Ctx, view: &ClusterView) -> Verdict {
         Reason::SeedingConfig
     } else if let Some(switches) = history_to_publish(cx, view) {
         actions.push(Action::WriteHistory { switches });
-        Reason::PublishingHistory {
-            timeline: pg.timeline,
-        }
+        Reason::PublishingHistory { timeline: pg.timeline }
     } else if let Some((sync_actions, reason)) = sync::decide(cx, view) {
         actions.extend(sync_actions);
         reason
-    } else if let Some(in_ms) = view
-        .failover
-        .as_ref()
-        .and_then(|f| switchover::scheduled_in_ms(cx, f))
-    {
+    } else if let Some(in_ms) = view.failover.as_ref().and_then(|f| switchover::scheduled_in_ms(cx, f)) {
         Reason::SwitchoverScheduled { in_ms }
     } else {
-        Reason::LeaderHealthy {
-            name: cx.me().to_owned(),
-        }
+        Reason::LeaderHealthy { name: cx.me().to_owned() }
     };
     (actions, reason)
 }
@@ -158,10 +136,7 @@ fn history_to_publish(cx: &Ctx, view: &ClusterView) -> Option<Vec<TimelineSwitch
             } else {
                 known.or_else(|| local.new_leader.clone())
             };
-            TimelineSwitch {
-                new_leader,
-                ..local.clone()
-            }
+            TimelineSwitch { new_leader, ..local.clone() }
         })
         .collect();
     Some(switches)

@@ -55,11 +55,11 @@ fn route(cx: &mut Ctx) -> Verdict {
     if let Some(v) = bootstrap::decide(cx, view) {
         return v;
     }
-    if cx.cfg.pause {
-        return pause::decide(cx, view);
-    }
     if let Some(v) = operator::request(cx, view) {
         return v;
+    }
+    if cx.cfg.pause {
+        return pause::decide(cx, view);
     }
     if cx.holds_lease() {
         if let Some(v) = leader::decide(cx, view) {
@@ -91,17 +91,8 @@ impl<'a> Ctx<'a> {
             DcsView::Reachable(v) if v.revision >= prev.seen_revision => Some(v),
             _ => None,
         };
-        let cfg = view
-            .and_then(|v| v.config.clone())
-            .unwrap_or_else(|| prev.config.clone());
-        let mut cx = Ctx {
-            prev,
-            obs,
-            view,
-            cfg,
-            next: prev.clone(),
-            lock_lost: false,
-        };
+        let cfg = view.and_then(|v| v.config.clone()).unwrap_or_else(|| prev.config.clone());
+        let mut cx = Ctx { prev, obs, view, cfg, next: prev.clone(), lock_lost: false };
         cx.next.config = cx.cfg.clone();
         if let Some(v) = view {
             cx.observe_view(v);
@@ -121,12 +112,7 @@ impl<'a> Ctx<'a> {
 
     fn observe_view(&mut self, view: &ClusterView) {
         self.next.seen_revision = view.revision;
-        self.next.known_members = view
-            .members
-            .keys()
-            .filter(|m| **m != self.prev.name)
-            .cloned()
-            .collect();
+        self.next.known_members = view.members.keys().filter(|m| **m != self.prev.name).cloned().collect();
         if let Some(leader) = view.leader_name() {
             if let Some(m) = view.members.get(leader) {
                 self.next.last_leader_lsn = self.next.last_leader_lsn.max(m.lsn);
@@ -152,11 +138,8 @@ impl<'a> Ctx<'a> {
             match (&outcome.action, outcome.result) {
                 (Action::AcquireLease | Action::RenewLease { .. }, ActionResult::Done) => {
                     let deadline = sent.saturating_add(validity);
-                    self.next.lease_deadline_ms = Some(
-                        self.next
-                            .lease_deadline_ms
-                            .map_or(deadline, |d| d.max(deadline)),
-                    );
+                    self.next.lease_deadline_ms =
+                        Some(self.next.lease_deadline_ms.map_or(deadline, |d| d.max(deadline)));
                 }
                 (Action::CheckFailsafe { .. }, ActionResult::Done) => {
                     // Every member confirmed: none of them races until this
@@ -169,7 +152,14 @@ impl<'a> Ctx<'a> {
                     self.next.lease_deadline_ms = None;
                     self.lock_lost = true;
                 }
-                (Action::ReleaseLease { .. }, _) => self.next.lease_deadline_ms = None,
+                // Postgres stopped being writable, or the key is gone: the
+                // lease is given up. A demote that failed keeps it, so the
+                // leader can try again while the lease lasts.
+                (Action::Demote { .. }, ActionResult::Done | ActionResult::Unknown)
+                | (
+                    Action::ReleaseLease { .. },
+                    ActionResult::Done | ActionResult::Unknown | ActionResult::Failed,
+                ) => self.next.lease_deadline_ms = None,
                 (Action::TakeInitializeKey, ActionResult::Done) => {
                     self.next.role = Role::Bootstrapping;
                 }
@@ -221,20 +211,14 @@ impl<'a> Ctx<'a> {
 
     /// The outcome of `pred`-matching actions in the previous decision.
     pub fn outcome(&self, pred: impl Fn(&Action) -> bool) -> Option<ActionResult> {
-        self.obs
-            .outcomes
-            .iter()
-            .find(|o| pred(&o.action))
-            .map(|o| o.result)
+        self.obs.outcomes.iter().find(|o| pred(&o.action)).map(|o| o.result)
     }
 
     /// When the lease has this little time left without a confirmed renewal,
     /// the leader demotes gently while it still can (rule 6): `retry_timeout`,
     /// at most half the lease.
     pub fn gentle_demote_ms(&self) -> u64 {
-        self.cfg
-            .retry_timeout_ms
-            .min(self.cfg.lease_validity_ms() / 2)
+        self.cfg.retry_timeout_ms.min(self.cfg.lease_validity_ms() / 2)
     }
 
     pub fn optime(&self) -> u64 {
@@ -284,20 +268,9 @@ impl<'a> Ctx<'a> {
                 actions.push(Action::PublishMember(status));
             }
         }
-        assert!(
-            actions.len() <= ACTIONS_MAX,
-            "planned {} actions",
-            actions.len()
-        );
+        assert!(actions.len() <= ACTIONS_MAX, "planned {} actions", actions.len());
         let wake_after_ms = self.wake_after(&actions);
-        Plan {
-            next: self.next,
-            decision: Decision {
-                actions,
-                reason,
-                wake_after_ms,
-            },
-        }
+        Plan { next: self.next, decision: Decision { actions, reason, wake_after_ms } }
     }
 
     /// The role follows from the lease and the actions: the lease makes a
@@ -309,22 +282,13 @@ impl<'a> Ctx<'a> {
             next.lease_deadline_ms = None;
             return;
         }
-        let gives_up = actions
-            .iter()
-            .any(|a| matches!(a, Action::Demote { .. } | Action::ReleaseLease { .. }));
-        if gives_up {
-            next.lease_deadline_ms = None;
-        }
         let holds = next.lease_remaining_ms(self.obs.now_ms).is_some();
         if !holds {
             next.lease_deadline_ms = None;
         }
         let has_data = matches!(self.obs.pg.data, DataDir::Initialised(_));
         let repairing = actions.iter().any(|a| {
-            matches!(
-                a,
-                Action::CloneFrom { .. } | Action::Reinitialize { .. } | Action::Rewind { .. }
-            )
+            matches!(a, Action::CloneFrom { .. } | Action::Reinitialize { .. } | Action::Rewind { .. })
         });
         next.role = match next.role {
             _ if holds => Role::Leader,
@@ -344,9 +308,10 @@ impl<'a> Ctx<'a> {
     /// never later than the next lease or schedule boundary.
     fn wake_after(&self, actions: &[Action]) -> u64 {
         let failed_again = actions.iter().any(|a| {
-            self.obs.outcomes.iter().any(|o| {
-                o.action == *a && matches!(o.result, ActionResult::Failed | ActionResult::Unknown)
-            })
+            self.obs
+                .outcomes
+                .iter()
+                .any(|o| o.action == *a && matches!(o.result, ActionResult::Failed | ActionResult::Unknown))
         });
         if actions.iter().any(|a| !a.is_routine()) && !failed_again {
             return 0;
@@ -368,10 +333,7 @@ impl<'a> Ctx<'a> {
                 wake = wake.min(end - now);
             }
         }
-        if let Some(at) = self
-            .view
-            .and_then(|v| v.failover.as_ref()?.scheduled_at_wall_ms)
-        {
+        if let Some(at) = self.view.and_then(|v| v.failover.as_ref()?.scheduled_at_wall_ms) {
             let in_ms = at.saturating_sub(self.obs.wall_ms);
             if in_ms > 0 {
                 wake = wake.min(in_ms as u64);

@@ -4,6 +4,7 @@ use super::{Ctx, Verdict};
 use crate::dcs::ClusterView;
 use crate::decision::{Action, DemoteMode, Reason, StopMode};
 use crate::input::Request;
+use crate::pg::PgProcess;
 use crate::role::Role;
 
 /// On shutdown the leader stops Postgres first and only then releases the
@@ -16,18 +17,12 @@ pub(super) fn shutdown(cx: &mut Ctx) -> Option<Verdict> {
     let leader = cx.holds_lease() || cx.prev.role == Role::Leader;
     let mut actions = Vec::new();
     if pg.is_running_primary() {
-        actions.push(Action::Demote {
-            mode: DemoteMode::Offline,
-        });
-    } else if pg.is_running() {
-        actions.push(Action::StopPostgres {
-            mode: StopMode::Fast,
-        });
+        actions.push(Action::Demote { mode: DemoteMode::Offline });
+    } else if pg.is_running() || pg.process == PgProcess::Starting {
+        actions.push(Action::StopPostgres { mode: StopMode::Fast });
     }
     if leader && cx.holds_lease() && cx.view.is_some() {
-        actions.push(Action::ReleaseLease {
-            optime_lsn: cx.optime(),
-        });
+        actions.push(Action::ReleaseLease { optime_lsn: cx.optime() });
     }
     if actions.is_empty() {
         return Some((actions, Reason::ShutDown));
@@ -38,29 +33,30 @@ pub(super) fn shutdown(cx: &mut Ctx) -> Option<Verdict> {
 /// Restart and reinitialize. A leader is never reinitialized: that would
 /// throw away the only complete copy (Patroni answers the same).
 pub(super) fn request(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
+    // A leader keeps renewing whatever else it does this step.
+    let mut actions = Vec::new();
+    if cx.holds_lease() && view.leader_name() == Some(cx.me()) {
+        actions.push(Action::RenewLease { optime_lsn: cx.optime() });
+    }
     match cx.obs.request.as_ref()? {
         Request::Restart if cx.obs.pg.is_running() => {
-            Some((vec![Action::RestartPostgres], Reason::Restarting))
+            actions.push(Action::RestartPostgres);
+            Some((actions, Reason::Restarting))
         }
         Request::Reinitialize => {
             if cx.holds_lease() || view.leader_name() == Some(cx.me()) {
                 let why = "I am the leader, can not reinitialize".to_owned();
-                return Some((Vec::new(), Reason::ReinitializeRefused { why }));
+                return Some((actions, Reason::ReinitializeRefused { why }));
             }
             let Some(leader) = view.leader_name() else {
                 let why = "cluster has no leader, can not reinitialize".to_owned();
                 return Some((Vec::new(), Reason::ReinitializeRefused { why }));
             };
             let source = leader.to_owned();
-            let mut actions = Vec::new();
-            if cx.obs.pg.is_running() {
-                actions.push(Action::StopPostgres {
-                    mode: StopMode::Fast,
-                });
+            if cx.obs.pg.is_running() || cx.obs.pg.process == PgProcess::Starting {
+                actions.push(Action::StopPostgres { mode: StopMode::Fast });
             }
-            actions.push(Action::Reinitialize {
-                source: source.clone(),
-            });
+            actions.push(Action::Reinitialize { source: source.clone() });
             cx.next.role = Role::Cloning;
             Some((actions, Reason::Reinitializing { source }))
         }

@@ -11,11 +11,7 @@ use crate::pg::{PgFacts, TimelineSwitch};
 
 /// The LSN at which this node's history leaves the cluster's, if it does.
 /// `leader_timeline` is the leader's current timeline when known.
-pub fn divergence(
-    pg: &PgFacts,
-    cluster: &[TimelineSwitch],
-    leader_timeline: Option<u32>,
-) -> Option<u64> {
+pub fn divergence(pg: &PgFacts, cluster: &[TimelineSwitch], leader_timeline: Option<u32>) -> Option<u64> {
     // Every switch this node went through must be the cluster's switch.
     for local in &pg.history {
         let Some(known) = cluster.iter().find(|c| c.timeline == local.timeline) else {

@@ -10,17 +10,10 @@ use crate::decision::{Action, DemoteMode, Reason, Unfit};
 
 pub(super) fn as_leader(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
     let request = view.failover.as_ref()?;
-    let renew = Action::RenewLease {
-        optime_lsn: cx.optime(),
-    };
+    let renew = Action::RenewLease { optime_lsn: cx.optime() };
     let refuse = |why: String| {
-        let clear = Action::ClearFailoverRequest {
-            revision: request.revision,
-        };
-        Some((
-            vec![renew.clone(), clear],
-            Reason::SwitchoverRefused { why },
-        ))
+        let clear = Action::ClearFailoverRequest { revision: request.revision };
+        Some((vec![renew.clone(), clear], Reason::SwitchoverRefused { why }))
     };
     if let Some(leader) = request.leader.as_deref() {
         if leader != cx.me() {
@@ -33,29 +26,21 @@ pub(super) fn as_leader(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
     }
     let candidate = match request.candidate.as_deref() {
         Some(c) if c == cx.me() => return refuse(format!("{c} is already the leader")),
-        Some(c) => match candidate_fitness(cx, view, c) {
+        Some(c) => match candidate_fitness(cx, view, c, true) {
             Ok(()) => Some(c.to_owned()),
             Err(why) => return refuse(format!("candidate {c} is {why}")),
         },
         None => {
-            let any = view
-                .members
-                .keys()
-                .any(|m| m != cx.me() && candidate_fitness(cx, view, m).is_ok());
+            let any =
+                view.members.keys().any(|m| m != cx.me() && candidate_fitness(cx, view, m, true).is_ok());
             if !any {
                 return refuse("no good candidates have been found".to_owned());
             }
             None
         }
     };
-    let actions = vec![
-        Action::Demote {
-            mode: DemoteMode::Graceful,
-        },
-        Action::ReleaseLease {
-            optime_lsn: cx.optime(),
-        },
-    ];
+    let actions =
+        vec![Action::Demote { mode: DemoteMode::Graceful }, Action::ReleaseLease { optime_lsn: cx.optime() }];
     Some((actions, Reason::Switchover { candidate }))
 }
 
@@ -65,9 +50,15 @@ pub(super) fn scheduled_in_ms(cx: &Ctx, request: &FailoverKey) -> Option<u64> {
     (at > cx.obs.wall_ms).then(|| (at - cx.obs.wall_ms) as u64)
 }
 
-/// Whether `name` could take over, as the leader sees it: running, allowed
-/// to fail over, in the sync key in synchronous mode, within the lag limit.
-fn candidate_fitness(cx: &Ctx, view: &ClusterView, name: &str) -> Result<(), Unfit> {
+/// Whether `name` could take over, from its published state: running,
+/// allowed to fail over, in the sync key in synchronous mode, and (with
+/// `check_lag`) within the lag limit of this node's position.
+pub(super) fn candidate_fitness(
+    cx: &Ctx,
+    view: &ClusterView,
+    name: &str,
+    check_lag: bool,
+) -> Result<(), Unfit> {
     let Some(member) = view.members.get(name) else {
         return Err(Unfit::UnknownMember);
     };
@@ -84,17 +75,13 @@ fn candidate_fitness(cx: &Ctx, view: &ClusterView, name: &str) -> Result<(), Unf
     }
     let lag_bytes = cx.optime().saturating_sub(member.lsn);
     let max_bytes = cx.cfg.maximum_lag_on_failover_bytes;
-    if lag_bytes > max_bytes {
-        return Err(Unfit::Lagging {
-            lag_bytes,
-            max_bytes,
-        });
+    if check_lag && lag_bytes > max_bytes {
+        return Err(Unfit::Lagging { lag_bytes, max_bytes });
     }
     Ok(())
 }
 
-/// For a replica when there is no leader: the requested candidate, if the
-/// request names one other than the leader that just left.
+/// The candidate a failover request names, if any.
 pub(super) fn requested_candidate(request: Option<&FailoverKey>) -> Option<&str> {
     request?.candidate.as_deref()
 }

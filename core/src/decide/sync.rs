@@ -30,21 +30,20 @@ pub(crate) fn placeholder(cfg: &crate::dcs::DynamicConfig) -> SyncNames {
 pub(super) fn decide(cx: &Ctx, view: &ClusterView) -> Option<Verdict> {
     let pg_names = &cx.obs.pg.sync_standby_names;
     if !cx.cfg.sync_enabled() {
-        if pg_names.members.is_empty() {
-            return None;
+        if !pg_names.members.is_empty() {
+            let change = "synchronous mode is off: commits no longer wait for standbys".to_owned();
+            let action = Action::SetSyncStandbyNames(SyncNames::default());
+            return Some((vec![action], Reason::SyncChange { change }));
         }
-        let change = "synchronous mode is off: commits no longer wait for standbys".to_owned();
-        return Some((
-            vec![Action::SetSyncStandbyNames(SyncNames::default())],
-            Reason::SyncChange { change },
-        ));
+        // Forget the old standbys, so that turning synchronous mode on
+        // again never trusts a standby for commits made meanwhile.
+        let key =
+            view.sync.as_ref().filter(|k| k.leader.as_deref() == Some(cx.me()) && !k.members.is_empty())?;
+        let change = "synchronous mode is off: emptying the sync key".to_owned();
+        return Some((write_key(key, BTreeSet::new(), key.quorum), Reason::SyncChange { change }));
     }
     let quorum = cx.cfg.synchronous_mode == SyncMode::Quorum;
-    let Some(key) = view
-        .sync
-        .as_ref()
-        .filter(|s| s.leader.as_deref() == Some(cx.me()))
-    else {
+    let Some(key) = view.sync.as_ref().filter(|s| s.leader.as_deref() == Some(cx.me())) else {
         // The key exists from the start, naming nobody, so that no
         // asynchronous replica can win an election (rule 3).
         let action = Action::WriteSyncKey {
@@ -66,9 +65,16 @@ pub(super) fn decide(cx: &Ctx, view: &ClusterView) -> Option<Verdict> {
 fn on_step(cx: &Ctx, key: &SyncKey, desired: Vec<String>) -> Option<Verdict> {
     let pg = &cx.obs.pg;
     let desired: BTreeSet<String> = desired.into_iter().collect();
-    let removed: BTreeSet<String> = key.members.difference(&desired).cloned().collect();
+    // The key keeps only members still wanted that Postgres waits for now.
+    let keep: BTreeSet<String> = key
+        .members
+        .iter()
+        .filter(|m| desired.contains(*m) && pg.sync_standby_names.members.contains(*m))
+        .cloned()
+        .collect();
+    let removed: BTreeSet<String> = key.members.difference(&keep).cloned().collect();
     if !removed.is_empty() {
-        let members = key.members.intersection(&desired).cloned().collect();
+        let members = keep;
         let change = format!("removing {} from the sync key first", list(&removed));
         return Some((write_key(key, members, None), Reason::SyncChange { change }));
     }
@@ -80,31 +86,18 @@ fn on_step(cx: &Ctx, key: &SyncKey, desired: Vec<String>) -> Option<Verdict> {
         }
     } else {
         let num = desired.len() as u32;
-        SyncNames {
-            members: desired.clone(),
-            num,
-            quorum: false,
-        }
+        SyncNames { members: desired.clone(), num, quorum: false }
     };
     if pg.sync_standby_names != target {
         let change = format!("synchronous_standby_names becomes {}", render(&target));
-        return Some((
-            vec![Action::SetSyncStandbyNames(target)],
-            Reason::SyncChange { change },
-        ));
+        return Some((vec![Action::SetSyncStandbyNames(target)], Reason::SyncChange { change }));
     }
     let confirmed = confirmed(cx);
-    let added: BTreeSet<String> = desired
-        .intersection(&confirmed)
-        .filter(|m| !key.members.contains(*m))
-        .cloned()
-        .collect();
+    let added: BTreeSet<String> =
+        desired.intersection(&confirmed).filter(|m| !key.members.contains(*m)).cloned().collect();
     if !added.is_empty() {
         let members = key.members.union(&added).cloned().collect();
-        let change = format!(
-            "{} confirmed synchronous: adding to the sync key",
-            list(&added)
-        );
+        let change = format!("{} confirmed synchronous: adding to the sync key", list(&added));
         return Some((write_key(key, members, None), Reason::SyncChange { change }));
     }
     if desired.is_empty() && cx.cfg.synchronous_mode_strict {
@@ -122,36 +115,21 @@ fn quorum_step(cx: &Ctx, key: &SyncKey, desired: &[String]) -> Option<Verdict> {
     let pg_names = &cx.obs.pg.sync_standby_names;
     let members: BTreeSet<String> = desired.iter().cloned().collect();
     let num = (cx.cfg.synchronous_node_count as usize).min(members.len()) as u32;
-    let target = if members.is_empty() && cx.cfg.synchronous_mode_strict {
-        placeholder(&cx.cfg)
-    } else {
-        SyncNames {
-            members: members.clone(),
-            num,
-            quorum: true,
-        }
+    let target = match (members.is_empty(), cx.cfg.synchronous_mode_strict) {
+        (true, true) => placeholder(&cx.cfg),
+        (true, false) => SyncNames::default(),
+        (false, _) => SyncNames { members: members.clone(), num, quorum: true },
     };
     let key_quorum = key.quorum.unwrap_or(0);
     if *pg_names != target && quorum_safe(&key.members, key_quorum, &target) {
         let change = format!("synchronous_standby_names becomes {}", render(&target));
-        return Some((
-            vec![Action::SetSyncStandbyNames(target)],
-            Reason::SyncChange { change },
-        ));
+        return Some((vec![Action::SetSyncStandbyNames(target)], Reason::SyncChange { change }));
     }
-    let safe_now = pg_names
-        .num
-        .saturating_sub(pg_names.members.difference(&members).count() as u32);
+    let safe_now = pg_names.num.saturating_sub(pg_names.members.difference(&members).count() as u32);
     let key_target = num.min(safe_now);
     if key.members != members || key_quorum != key_target {
-        let change = format!(
-            "sync key becomes {} with quorum {key_target}",
-            list(&members)
-        );
-        return Some((
-            write_key(key, members, Some(key_target)),
-            Reason::SyncChange { change },
-        ));
+        let change = format!("sync key becomes {} with quorum {key_target}", list(&members));
+        return Some((write_key(key, members, Some(key_target)), Reason::SyncChange { change }));
     }
     None
 }
@@ -178,22 +156,12 @@ fn desired_standbys(cx: &Ctx, view: &ClusterView, key: &SyncKey) -> Vec<String> 
         .filter(|r| view.members.get(&r.name).is_some_and(|m| !m.tags.nosync))
         .filter(|r| {
             let lag = leader_lsn.saturating_sub(r.flush_lsn);
-            cx.cfg
-                .maximum_lag_on_syncnode_bytes
-                .is_none_or(|max| lag <= max)
+            cx.cfg.maximum_lag_on_syncnode_bytes.is_none_or(|max| lag <= max)
         })
         .collect();
     rows.sort_by(|a, b| {
-        let ka = (
-            !key.members.contains(&a.name),
-            std::cmp::Reverse(a.flush_lsn),
-            &a.name,
-        );
-        let kb = (
-            !key.members.contains(&b.name),
-            std::cmp::Reverse(b.flush_lsn),
-            &b.name,
-        );
+        let ka = (!key.members.contains(&a.name), std::cmp::Reverse(a.flush_lsn), &a.name);
+        let kb = (!key.members.contains(&b.name), std::cmp::Reverse(b.flush_lsn), &b.name);
         ka.cmp(&kb)
     });
     rows.dedup_by(|a, b| a.name == b.name);
@@ -201,10 +169,7 @@ fn desired_standbys(cx: &Ctx, view: &ClusterView, key: &SyncKey) -> Vec<String> 
         SyncMode::Quorum => rows.len(),
         _ => cx.cfg.synchronous_node_count as usize,
     };
-    rows.into_iter()
-        .take(count)
-        .map(|r| r.name.clone())
-        .collect()
+    rows.into_iter().take(count).map(|r| r.name.clone()).collect()
 }
 
 /// Standbys Postgres reports as synchronous now.
@@ -214,22 +179,13 @@ fn confirmed(cx: &Ctx) -> BTreeSet<String> {
         .replication
         .iter()
         .filter(|r| r.streaming)
-        .filter(|r| {
-            matches!(
-                r.sync_state,
-                StandbySyncState::Sync | StandbySyncState::Quorum
-            )
-        })
+        .filter(|r| matches!(r.sync_state, StandbySyncState::Sync | StandbySyncState::Quorum))
         .map(|r| r.name.clone())
         .collect()
 }
 
 fn write_key(key: &SyncKey, members: BTreeSet<String>, quorum: Option<u32>) -> Vec<Action> {
-    vec![Action::WriteSyncKey {
-        members,
-        quorum,
-        expected_revision: Some(key.revision),
-    }]
+    vec![Action::WriteSyncKey { members, quorum, expected_revision: Some(key.revision) }]
 }
 
 fn list(names: &BTreeSet<String>) -> String {
