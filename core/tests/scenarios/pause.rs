@@ -1,1 +1,242 @@
-//! (tests to come)
+//! Behaviour 8: pause (maintenance) mode. No automatic action except keeping
+//! the lock and publishing state. Unlike Patroni, fencing still applies: a
+//! stale `pause` flag must not keep a primary writable past its lease.
+
+use crate::harness::*;
+use keel_core::*;
+
+fn paused(v: ClusterView) -> ClusterView {
+    with_config(v, |c| c.pause = true)
+}
+
+/// `n` as if the last config it read from the DCS said `pause`.
+fn remembers_pause(n: Node) -> Node {
+    let mut s = n.state().clone();
+    s.config.pause = true;
+    Node::from_state(s)
+}
+
+#[test]
+fn paused_leader_renews_lease_and_does_nothing_else() {
+    let mut n = leader("pg1", VALIDITY_MS);
+    let d = n.step(&Obs::new(5_000, paused(cluster()), primary_pg(1000)).0);
+    assert_eq!(acts(&d), vec![renew(1000)]);
+    assert_eq!(d.reason, Reason::Paused { leader: true });
+    assert_eq!(reason(&d), "paused: no automatic action; I keep the leader lock");
+    assert_eq!(d.wake_after_ms, LOOP_MS);
+    assert_eq!(n.state().role, Role::Leader);
+}
+
+#[test]
+fn paused_leader_skips_housekeeping() {
+    // Unpaused, the missing config key would be seeded.
+    let mut v = paused(cluster());
+    v.config = None;
+    let mut n = remembers_pause(leader("pg1", VALIDITY_MS));
+    let d = n.step(&Obs::new(5_000, v, primary_pg(1000)).0);
+    assert_eq!(acts(&d), vec![renew(1000)]);
+    assert_eq!(d.reason, Reason::Paused { leader: true });
+}
+
+#[test]
+fn paused_leader_renewal_extends_lease_from_send_time() {
+    let mut n = leader("pg1", VALIDITY_MS);
+    let o = Obs::new(12_000, paused(cluster()), primary_pg(1000)).outcome(
+        renew(1000),
+        ActionResult::Done,
+        10_000,
+    );
+    let d = n.step(&o.0);
+    assert_eq!(acts(&d), vec![renew(1000)]);
+    assert_eq!(n.state().lease_deadline_ms, Some(10_000 + VALIDITY_MS));
+}
+
+#[test]
+fn paused_leader_wakes_no_later_than_its_gentle_demote_point() {
+    let d = leader("pg1", VALIDITY_MS).step(&Obs::new(15_000, paused(cluster()), primary_pg(1000)).0);
+    assert_eq!(acts(&d), vec![renew(1000)]);
+    assert_eq!(d.wake_after_ms, VALIDITY_MS - 10_000 - 15_000);
+}
+
+#[test]
+fn paused_replica_takes_no_action() {
+    let mut n = replica("pg2");
+    let d = n.step(&Obs::new(5_000, paused(cluster()), replica_pg(1000)).0);
+    assert_eq!(d.actions, vec![]);
+    assert_eq!(d.reason, Reason::Paused { leader: false });
+    assert_eq!(reason(&d), "paused: no automatic action");
+}
+
+#[test]
+fn paused_replica_does_not_race_when_there_is_no_leader() {
+    let mut n = replica("pg2");
+    let d = n.step(&Obs::new(5_000, paused(no_leader(cluster())), replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![]);
+    assert_eq!(d.reason, Reason::Paused { leader: false });
+    assert_eq!(n.state().lease_deadline_ms, None);
+}
+
+#[test]
+fn paused_stopped_replica_is_not_started() {
+    let d = replica("pg2").step(&Obs::new(5_000, paused(cluster()), stopped_pg(1000)).0);
+    assert_eq!(acts(&d), vec![]);
+    assert_eq!(d.reason, Reason::Paused { leader: false });
+}
+
+#[test]
+fn paused_replica_following_another_upstream_is_not_repointed() {
+    let mut p = replica_pg(1000);
+    p.upstream = Some("pg3".into());
+    let d = replica("pg2").step(&Obs::new(5_000, paused(cluster()), p).0);
+    assert_eq!(acts(&d), vec![]);
+}
+
+#[test]
+fn paused_leader_with_postgres_down_does_not_start_it() {
+    let d = leader("pg1", VALIDITY_MS).step(&Obs::new(5_000, paused(cluster()), stopped_pg(1000)).0);
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::StartPostgres { .. } | Action::Promote)));
+}
+
+#[test]
+fn paused_member_still_publishes_its_state() {
+    let mut v = paused(cluster());
+    v.members.get_mut("pg2").unwrap().lsn = 900;
+    let d = replica("pg2").step(&Obs::new(5_000, v, replica_pg(1000)).0);
+    assert_eq!(
+        d.actions,
+        vec![Action::PublishMember(MemberStatus {
+            role: MemberRole::Replica,
+            state: MemberState::Running,
+            timeline: 1,
+            lsn: 1000,
+            tags: Tags::new(),
+        })]
+    );
+    assert_eq!(d.reason, Reason::Paused { leader: false });
+}
+
+#[test]
+fn paused_leader_ignores_a_failover_key_without_candidate() {
+    let v = paused(with_failover(cluster(), Some("pg1"), None));
+    let d = leader("pg1", VALIDITY_MS).step(&Obs::new(5_000, v, primary_pg(1000)).0);
+    assert_eq!(acts(&d), vec![renew(1000)]);
+    assert_eq!(d.reason, Reason::Paused { leader: true });
+}
+
+#[test]
+fn paused_primary_past_lease_deadline_still_demotes_immediately() {
+    let mut n = leader("pg1", VALIDITY_MS);
+    let d = n.step(&Obs::new(30_000, paused(cluster()), primary_pg(1000)).0);
+    assert_eq!(acts(&d), vec![demote(DemoteMode::Immediate)]);
+    assert_eq!(d.reason, Reason::LeaseExpired { overdue_ms: 300 });
+    assert_eq!(n.state().role, Role::Replica);
+}
+
+#[test]
+fn paused_primary_whose_lock_was_taken_demotes_immediately() {
+    let v = paused(with_leader(cluster(), "pg2"));
+    let d = leader("pg1", VALIDITY_MS).step(&Obs::new(5_000, v, primary_pg(1000)).0);
+    assert_eq!(acts(&d), vec![demote(DemoteMode::Immediate)]);
+    assert_eq!(d.reason, Reason::LockLost { holder: Some("pg2".into()) });
+}
+
+#[test]
+fn paused_primary_with_failed_renewal_demotes_immediately() {
+    let o = Obs::new(12_000, paused(cluster()), primary_pg(1000)).outcome(
+        renew(1000),
+        ActionResult::Failed,
+        10_000,
+    );
+    let d = leader("pg1", VALIDITY_MS).step(&o.0);
+    assert_eq!(acts(&d), vec![demote(DemoteMode::Immediate)]);
+    assert!(matches!(d.reason, Reason::LockLost { .. }));
+}
+
+#[test]
+fn paused_leader_demotes_gently_when_renewals_go_unconfirmed() {
+    let o = Obs::new(VALIDITY_MS - 10_000, paused(cluster()), primary_pg(1000)).outcome(
+        renew(1000),
+        ActionResult::Unknown,
+        9_000,
+    );
+    let d = leader("pg1", VALIDITY_MS).step(&o.0);
+    assert_eq!(acts(&d), vec![demote(DemoteMode::Graceful), release(1000)]);
+    assert_eq!(d.reason, Reason::LeaseRunningOut { remaining_ms: 10_000 });
+}
+
+#[test]
+fn paused_leader_without_dcs_serves_until_its_lease_runs_short() {
+    let mut n = leader("pg1", VALIDITY_MS);
+    n.step(&Obs::new(1_000, paused(cluster()), primary_pg(1000)).0);
+    assert!(n.state().config.pause);
+    let mut m = n.clone();
+    let d = m.step(&Obs::unreachable(12_000, 11_000, primary_pg(1000)).0);
+    assert_eq!(d.actions, vec![]);
+    assert!(matches!(d.reason, Reason::DcsUnreachableLeader { .. }));
+    let d = n.step(&Obs::unreachable(VALIDITY_MS, 11_000, primary_pg(1000)).0);
+    assert_eq!(d.actions, vec![demote(DemoteMode::Immediate)]);
+    assert_eq!(d.reason, Reason::LeaseExpired { overdue_ms: 0 });
+}
+
+#[test]
+fn paused_replica_still_shuts_down_on_request() {
+    let mut n = replica("pg2");
+    let o = Obs::new(5_000, paused(cluster()), replica_pg(1000)).request(Request::Shutdown);
+    let d = n.step(&o.0);
+    assert_eq!(d.actions, vec![Action::StopPostgres { mode: StopMode::Fast }]);
+    assert_eq!(n.state().role, Role::Stopped);
+}
+
+#[test]
+fn paused_leader_still_shuts_down_and_releases_on_request() {
+    let mut n = leader("pg1", VALIDITY_MS);
+    let o = Obs::new(5_000, paused(cluster()), primary_pg(1000)).request(Request::Shutdown);
+    let d = n.step(&o.0);
+    assert_eq!(d.actions, vec![demote(DemoteMode::Offline), release(1000)]);
+}
+
+#[test]
+fn resume_lets_a_replica_race_again() {
+    let mut n = replica("pg2");
+    let d = n.step(&Obs::new(5_000, paused(no_leader(cluster())), replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![]);
+    let d = n.step(&Obs::new(6_000, no_leader(cluster()), replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![Action::AcquireLease]);
+}
+
+#[test]
+fn paused_replica_restarts_postgres_on_request() {
+    let o = Obs::new(5_000, paused(cluster()), replica_pg(1000)).request(Request::Restart);
+    let d = replica("pg2").step(&o.0);
+    assert_eq!(acts(&d), vec![Action::RestartPostgres]);
+    assert_eq!(d.reason, Reason::Restarting);
+}
+
+#[test]
+fn paused_replica_reinitializes_on_request() {
+    let o = Obs::new(5_000, paused(cluster()), replica_pg(1000)).request(Request::Reinitialize);
+    let d = replica("pg2").step(&o.0);
+    assert_eq!(
+        acts(&d),
+        vec![Action::StopPostgres { mode: StopMode::Fast }, Action::Reinitialize { source: "pg1".into() }]
+    );
+}
+
+#[test]
+fn paused_leader_demoted_by_hand_releases_the_lock() {
+    // Patroni (pause docs): "If the node with the leader lock stops being the
+    // primary (i.e. is demoted manually), Patroni will release the lock
+    // instead of promoting the node back."
+    let mut n = leader("pg1", VALIDITY_MS);
+    let d = n.step(&Obs::new(5_000, paused(cluster()), replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![release(1000)]);
+    assert_eq!(d.reason, Reason::Paused { leader: true });
+}
+
+#[test]
+fn paused_leader_switches_over_to_a_named_candidate() {
+    let v = paused(with_failover(cluster(), Some("pg1"), Some("pg2")));
+    let d = leader("pg1", VALIDITY_MS).step(&Obs::new(5_000, v, primary_pg(1000)).0);
+    assert_eq!(acts(&d), vec![demote(DemoteMode::Graceful), release(1000)]);
+    assert_eq!(d.reason, Reason::Switchover { candidate: Some("pg2".into()) });
+}
