@@ -17,36 +17,24 @@ fn names(n: usize) -> Vec<String> {
 }
 
 fn view(n: usize, leader: Option<&str>) -> ClusterView {
-    let mut cfg = DynamicConfig {
-        synchronous_mode: SyncMode::On,
-        ..DynamicConfig::default()
-    };
+    let mut cfg = DynamicConfig { synchronous_mode: SyncMode::On, ..DynamicConfig::default() };
     cfg.synchronous_node_count = 2;
     let mut v = ClusterView {
         revision: 100,
         initialize: Some("1".into()),
         config: Some(cfg),
-        leader: leader.map(|l| LeaderKey {
-            name: l.into(),
-            revision: 90,
-        }),
+        leader: leader.map(|l| LeaderKey { name: l.into(), revision: 90 }),
         optime_lsn: Some(10_000),
         sync: Some(SyncKey {
             leader: Some("pg1".into()),
-            members: ["pg2".to_owned(), "pg3".to_owned()]
-                .into_iter()
-                .collect::<BTreeSet<_>>(),
+            members: ["pg2".to_owned(), "pg3".to_owned()].into_iter().collect::<BTreeSet<_>>(),
             quorum: None,
             revision: 95,
         }),
         ..ClusterView::default()
     };
     for (i, name) in names(n).into_iter().enumerate() {
-        let role = if i == 0 {
-            MemberRole::Primary
-        } else {
-            MemberRole::Replica
-        };
+        let role = if i == 0 { MemberRole::Primary } else { MemberRole::Replica };
         let m = Member {
             role,
             state: MemberState::Running,
@@ -75,11 +63,8 @@ fn pg(process: PgProcess, n: usize) -> PgFacts {
     p.receive_lsn = 10_000;
     p.replay_lsn = 10_000;
     if process == PgProcess::RunningPrimary {
-        p.sync_standby_names = SyncNames {
-            members: ["pg2".to_owned(), "pg3".to_owned()].into(),
-            num: 2,
-            quorum: false,
-        };
+        p.sync_standby_names =
+            SyncNames { members: ["pg2".to_owned(), "pg3".to_owned()].into(), num: 2, quorum: false };
         p.replication = names(n)
             .into_iter()
             .skip(1)
@@ -134,9 +119,7 @@ fn replica_node() -> Node {
 fn leader_renews(bencher: divan::Bencher, n: usize) {
     let obs = observation(view(n, Some("pg1")), pg(PgProcess::RunningPrimary, n));
     let node = leader_node();
-    bencher
-        .with_inputs(|| node.clone())
-        .bench_local_refs(|node| node.step(&obs));
+    bencher.with_inputs(|| node.clone()).bench_local_refs(|node| node.step(&obs));
 }
 
 #[divan::bench(args = [3, 9])]
@@ -144,7 +127,5 @@ fn replica_races(bencher: divan::Bencher, n: usize) {
     let mut obs = observation(view(n, None), pg(PgProcess::RunningReplica, n));
     obs.outcomes.clear();
     let node = replica_node();
-    bencher
-        .with_inputs(|| node.clone())
-        .bench_local_refs(|node| node.step(&obs));
+    bencher.with_inputs(|| node.clone()).bench_local_refs(|node| node.step(&obs));
 }

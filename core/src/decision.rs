@@ -211,6 +211,7 @@ pub enum Reason {
     StaleView { revision: u64, seen_revision: u64 },
     // Shutdown and operator requests.
     ShuttingDown { leader: bool },
+    ShuttingDownWithoutEtcd,
     ShutDown,
     Restarting,
     Reinitializing { source: String },
@@ -304,6 +305,10 @@ impl fmt::Display for Reason {
                 write!(f, "shutting down: stopping Postgres, then releasing the leader lock")
             }
             ShuttingDown { leader: false } => write!(f, "shutting down: stopping Postgres"),
+            ShuttingDownWithoutEtcd => write!(
+                f,
+                "shutting down: stopping Postgres; etcd is unreachable, so the leader lock will expire on its own"
+            ),
             ShutDown => write!(f, "no action: shut down"),
             Restarting => write!(f, "restarting Postgres on request"),
             Reinitializing { source } => {

@@ -22,19 +22,8 @@ fn tick() -> impl Strategy<Value = Tick> {
             0u8..4,
             0u64..5_000,
         ),
-        (
-            1u32..4,
-            prop::option::of(0u64..5_000),
-            prop::collection::vec(0u8..4, 0..8),
-            0u64..3_000,
-        ),
-        (
-            0u8..3,
-            any::<bool>(),
-            prop::bool::weighted(0.1),
-            0u8..12,
-            prop::bool::weighted(0.05),
-        ),
+        (1u32..4, prop::option::of(0u64..5_000), prop::collection::vec(0u8..4, 0..8), 0u64..3_000),
+        (0u8..3, any::<bool>(), prop::bool::weighted(0.1), 0u8..12, prop::bool::weighted(0.05)),
     )
         .prop_map(|(a, b, c)| Tick {
             advance_ms: a.0,

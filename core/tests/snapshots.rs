@@ -55,11 +55,7 @@ fn lagging_replica_stays_out_of_the_race() {
 #[test]
 fn replica_that_won_the_lock_promotes() {
     let v = with_leader(no_leader(cluster()), "pg2");
-    let o = Obs::new(40_000, v, replica_pg(1000)).outcome(
-        Action::AcquireLease,
-        ActionResult::Done,
-        39_990,
-    );
+    let o = Obs::new(40_000, v, replica_pg(1000)).outcome(Action::AcquireLease, ActionResult::Done, 39_990);
     let d = replica("pg2").step(&o.0);
     assert_snapshot!(render(&d));
 }
@@ -67,11 +63,7 @@ fn replica_that_won_the_lock_promotes() {
 #[test]
 fn former_primary_past_fork_point_rewinds() {
     let mut v = with_leader(cluster(), "pg2");
-    v.history = vec![TimelineSwitch {
-        timeline: 1,
-        fork_lsn: 900,
-        new_leader: Some("pg2".into()),
-    }];
+    v.history = vec![TimelineSwitch { timeline: 1, fork_lsn: 900, new_leader: Some("pg2".into()) }];
     v.members.get_mut("pg2").unwrap().timeline = 2;
     let mut cfg = cfg();
     cfg.use_pg_rewind = true;
@@ -97,16 +89,10 @@ fn switchover_to_nofailover_member_is_refused() {
 
 #[test]
 fn sync_leader_adds_a_standby_to_postgres_first() {
-    let v = with_sync(
-        with_config(cluster(), |c| c.synchronous_mode = SyncMode::On),
-        "pg1",
-        &[],
-    );
+    let v = with_sync(with_config(cluster(), |c| c.synchronous_mode = SyncMode::On), "pg1", &[]);
     let mut p = primary_pg(1000);
-    p.replication = vec![
-        standby("pg2", 1000, StandbySyncState::Async),
-        standby("pg3", 900, StandbySyncState::Async),
-    ];
+    p.replication =
+        vec![standby("pg2", 1000, StandbySyncState::Async), standby("pg3", 900, StandbySyncState::Async)];
     let d = leader("pg1", 25_000).step(&Obs::new(1_000, v, p).0);
     assert_snapshot!(render(&d));
 }

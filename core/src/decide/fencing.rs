@@ -17,7 +17,7 @@ pub(super) fn decide(cx: &mut Ctx) -> Option<Verdict> {
     }
     let now = cx.now();
     let immediate = |reason| Some((vec![Action::Demote { mode: DemoteMode::Immediate }], reason));
-    let holder = cx.view.and_then(|v| v.leader_name()).map(str::to_owned);
+    let holder = cx.view.and_then(|v| v.leader_name()).filter(|h| *h != cx.me()).map(str::to_owned);
     let Some(deadline) = cx.next.lease_deadline_ms else {
         if cx.lock_lost {
             return immediate(Reason::LockLost { holder });
@@ -28,12 +28,14 @@ pub(super) fn decide(cx: &mut Ctx) -> Option<Verdict> {
         return immediate(Reason::LeaseExpired { overdue_ms: now - deadline });
     }
     // A definite fact from the DCS: the key is gone or names someone else.
-    if cx.view.is_some() && holder.as_deref() != Some(cx.me()) {
+    if cx.view.is_some_and(|v| v.leader_name() != Some(cx.me())) {
         return immediate(Reason::LockLost { holder });
     }
     let remaining_ms = deadline - now;
     if remaining_ms <= cx.gentle_demote_ms() {
-        let mut actions = vec![Action::Demote { mode: DemoteMode::Graceful }];
+        // On shutdown the gentle demote is the final stop.
+        let mode = if cx.next.shutdown { DemoteMode::Offline } else { DemoteMode::Graceful };
+        let mut actions = vec![Action::Demote { mode }];
         if cx.view.is_some() {
             actions.push(Action::ReleaseLease { optime_lsn: cx.optime() });
         }

@@ -27,6 +27,9 @@ use crate::role::Role;
 use crate::state::{FailsafePromise, State};
 use crate::time::drift_margin_ms;
 
+/// The shortest wait before retrying an action that just failed.
+const MIN_RETRY_MS: u64 = 100;
+
 /// The next state and the decision that leads to it.
 pub(crate) struct Plan {
     pub next: State,
@@ -277,14 +280,13 @@ impl<'a> Ctx<'a> {
     /// leader, giving it up makes a replica.
     fn settle_role(&mut self, actions: &[Action]) {
         let next = &mut self.next;
-        if next.shutdown {
-            next.role = Role::Stopped;
-            next.lease_deadline_ms = None;
-            return;
-        }
         let holds = next.lease_remaining_ms(self.obs.now_ms).is_some();
         if !holds {
             next.lease_deadline_ms = None;
+        }
+        if next.shutdown {
+            next.role = Role::Stopped;
+            return;
         }
         let has_data = matches!(self.obs.pg.data, DataDir::Initialised(_));
         let repairing = actions.iter().any(|a| {
@@ -320,7 +322,10 @@ impl<'a> Ctx<'a> {
         let mut wake = self.cfg.loop_wait_ms;
         if let Some(deadline) = self.next.lease_deadline_ms {
             let gentle_at = deadline.saturating_sub(self.gentle_demote_ms());
-            wake = wake.min(gentle_at.saturating_sub(now).max(1));
+            // Past that point (a gentle demote failed): retry soon, not in a
+            // busy loop.
+            let until = if gentle_at > now { gentle_at - now } else { MIN_RETRY_MS };
+            wake = wake.min(until);
         }
         if let Some(p) = &self.next.failsafe_promise {
             if p.until_ms > now {

@@ -14,18 +14,23 @@ pub(super) fn shutdown(cx: &mut Ctx) -> Option<Verdict> {
         return None;
     }
     let pg = &cx.obs.pg;
-    let leader = cx.holds_lease() || cx.prev.role == Role::Leader;
+    let leader = cx.holds_lease();
     let mut actions = Vec::new();
     if pg.is_running_primary() {
         actions.push(Action::Demote { mode: DemoteMode::Offline });
     } else if pg.is_running() || pg.process == PgProcess::Starting {
         actions.push(Action::StopPostgres { mode: StopMode::Fast });
     }
-    if leader && cx.holds_lease() && cx.view.is_some() {
+    // The lease stays held until the outcomes say Postgres stopped and the
+    // key is gone: a failed stop is tried again, never left writable.
+    if leader && cx.view.is_some() {
         actions.push(Action::ReleaseLease { optime_lsn: cx.optime() });
     }
     if actions.is_empty() {
         return Some((actions, Reason::ShutDown));
+    }
+    if leader && cx.view.is_none() {
+        return Some((actions, Reason::ShuttingDownWithoutEtcd));
     }
     Some((actions, Reason::ShuttingDown { leader }))
 }

@@ -4,10 +4,7 @@ use crate::harness::*;
 use keel_core::*;
 
 fn empty_cluster() -> ClusterView {
-    ClusterView {
-        revision: 100,
-        ..ClusterView::default()
-    }
+    ClusterView { revision: 100, ..ClusterView::default() }
 }
 
 #[test]
@@ -23,8 +20,7 @@ fn winner_of_initialize_key_runs_initdb() {
     n.step(&Obs::new(0, empty_cluster(), PgFacts::empty()).0);
     let mut v = empty_cluster();
     v.initialize = Some(String::new());
-    let o =
-        Obs::new(10, v, PgFacts::empty()).outcome(Action::TakeInitializeKey, ActionResult::Done, 1);
+    let o = Obs::new(10, v, PgFacts::empty()).outcome(Action::TakeInitializeKey, ActionResult::Done, 1);
     let d = n.step(&o.0);
     assert_eq!(acts(&d), vec![Action::Bootstrap]);
     assert_eq!(n.state().role, Role::Bootstrapping);
@@ -36,11 +32,7 @@ fn loser_of_initialize_key_waits_without_action() {
     n.step(&Obs::new(0, empty_cluster(), PgFacts::empty()).0);
     let mut v = empty_cluster();
     v.initialize = Some(String::new());
-    let o = Obs::new(10, v, PgFacts::empty()).outcome(
-        Action::TakeInitializeKey,
-        ActionResult::Failed,
-        1,
-    );
+    let o = Obs::new(10, v, PgFacts::empty()).outcome(Action::TakeInitializeKey, ActionResult::Failed, 1);
     let d = n.step(&o.0);
     assert_eq!(acts(&d), vec![]);
     assert_eq!(d.reason, Reason::LostBootstrapRace);
@@ -54,15 +46,9 @@ fn after_initdb_the_winner_takes_the_lease_before_starting_postgres() {
     n.step(&Obs::new(0, v.clone(), PgFacts::empty()).0);
     v.initialize = Some(String::new());
     n.step(
-        &Obs::new(1, v.clone(), PgFacts::empty())
-            .outcome(Action::TakeInitializeKey, ActionResult::Done, 0)
-            .0,
+        &Obs::new(1, v.clone(), PgFacts::empty()).outcome(Action::TakeInitializeKey, ActionResult::Done, 0).0,
     );
-    let d = n.step(
-        &Obs::new(2, v, stopped_pg(100))
-            .outcome(Action::Bootstrap, ActionResult::Done, 1)
-            .0,
-    );
+    let d = n.step(&Obs::new(2, v, stopped_pg(100)).outcome(Action::Bootstrap, ActionResult::Done, 1).0);
     assert_eq!(acts(&d), vec![Action::AcquireLease]);
 }
 
@@ -73,30 +59,12 @@ fn bootstrap_winner_with_lease_starts_postgres_as_primary() {
     n.step(&Obs::new(0, v.clone(), PgFacts::empty()).0);
     v.initialize = Some(String::new());
     n.step(
-        &Obs::new(1, v.clone(), PgFacts::empty())
-            .outcome(Action::TakeInitializeKey, ActionResult::Done, 0)
-            .0,
+        &Obs::new(1, v.clone(), PgFacts::empty()).outcome(Action::TakeInitializeKey, ActionResult::Done, 0).0,
     );
-    n.step(
-        &Obs::new(2, v.clone(), stopped_pg(100))
-            .outcome(Action::Bootstrap, ActionResult::Done, 1)
-            .0,
-    );
+    n.step(&Obs::new(2, v.clone(), stopped_pg(100)).outcome(Action::Bootstrap, ActionResult::Done, 1).0);
     let v = with_leader(v, "pg1");
-    let d = n.step(
-        &Obs::new(3, v, stopped_pg(100))
-            .outcome(Action::AcquireLease, ActionResult::Done, 2)
-            .0,
-    );
-    assert_eq!(
-        acts(&d),
-        vec![
-            renew(100),
-            Action::StartPostgres {
-                role: StartAs::Primary
-            }
-        ]
-    );
+    let d = n.step(&Obs::new(3, v, stopped_pg(100)).outcome(Action::AcquireLease, ActionResult::Done, 2).0);
+    assert_eq!(acts(&d), vec![renew(100), Action::StartPostgres { role: StartAs::Primary }]);
     assert_eq!(n.state().role, Role::Leader);
 }
 
@@ -105,10 +73,7 @@ fn new_primary_records_system_id_in_initialize_key() {
     let mut v = with_leader(empty_cluster(), "pg1");
     v.initialize = Some(String::new());
     let d = leader("pg1", 20_000).step(&Obs::new(1000, v, primary_pg(100)).0);
-    assert_eq!(
-        acts(&d),
-        vec![renew(100), Action::WriteInitializeKey { system_id: SYSID }]
-    );
+    assert_eq!(acts(&d), vec![renew(100), Action::WriteInitializeKey { system_id: SYSID }]);
 }
 
 #[test]
@@ -118,15 +83,9 @@ fn failed_initdb_releases_initialize_key() {
     n.step(&Obs::new(0, v.clone(), PgFacts::empty()).0);
     v.initialize = Some(String::new());
     n.step(
-        &Obs::new(1, v.clone(), PgFacts::empty())
-            .outcome(Action::TakeInitializeKey, ActionResult::Done, 0)
-            .0,
+        &Obs::new(1, v.clone(), PgFacts::empty()).outcome(Action::TakeInitializeKey, ActionResult::Done, 0).0,
     );
-    let d = n.step(
-        &Obs::new(2, v, PgFacts::empty())
-            .outcome(Action::Bootstrap, ActionResult::Failed, 1)
-            .0,
-    );
+    let d = n.step(&Obs::new(2, v, PgFacts::empty()).outcome(Action::Bootstrap, ActionResult::Failed, 1).0);
     assert_eq!(acts(&d), vec![Action::CancelInitialize]);
     assert_eq!(n.state().role, Role::Uninitialized);
 }
@@ -136,12 +95,7 @@ fn empty_node_clones_from_leader_once_there_is_one() {
     let mut v = cluster();
     v.members.remove("pg3");
     let d = fresh("pg3").step(&Obs::new(0, v, PgFacts::empty()).0);
-    assert_eq!(
-        acts(&d),
-        vec![Action::CloneFrom {
-            source: "pg1".into()
-        }]
-    );
+    assert_eq!(acts(&d), vec![Action::CloneFrom { source: "pg1".into() }]);
 }
 
 #[test]
@@ -149,12 +103,7 @@ fn empty_node_prefers_a_running_clonefrom_member() {
     let mut v = cluster();
     v.members.get_mut("pg2").unwrap().tags.clonefrom = true;
     let d = fresh("pg3").step(&Obs::new(0, v, PgFacts::empty()).0);
-    assert_eq!(
-        acts(&d),
-        vec![Action::CloneFrom {
-            source: "pg2".into()
-        }]
-    );
+    assert_eq!(acts(&d), vec![Action::CloneFrom { source: "pg2".into() }]);
 }
 
 #[test]
@@ -168,16 +117,10 @@ fn empty_node_waits_while_initialize_is_set_but_no_leader_yet() {
 #[test]
 fn data_directory_of_another_cluster_refuses_to_run() {
     let mut p = replica_pg(100);
-    p.data = DataDir::Initialised(ControlData {
-        system_id: 42,
-        ..control(ControlState::ShutDown)
-    });
+    p.data = DataDir::Initialised(ControlData { system_id: 42, ..control(ControlState::ShutDown) });
     let d = replica("pg2").step(&Obs::new(0, cluster(), p).0);
     assert_eq!(acts(&d), vec![]);
-    assert!(matches!(
-        d.reason,
-        Reason::SystemIdMismatch { local: 42, .. }
-    ));
+    assert!(matches!(d.reason, Reason::SystemIdMismatch { local: 42, .. }));
 }
 
 #[test]
@@ -186,14 +129,8 @@ fn failed_clone_is_retried_after_a_loop() {
     let mut v = cluster();
     v.members.remove("pg3");
     n.step(&Obs::new(0, v.clone(), PgFacts::empty()).0);
-    let src = Action::CloneFrom {
-        source: "pg1".into(),
-    };
-    let d = n.step(
-        &Obs::new(5, v.clone(), PgFacts::empty())
-            .outcome(src.clone(), ActionResult::Failed, 1)
-            .0,
-    );
+    let src = Action::CloneFrom { source: "pg1".into() };
+    let d = n.step(&Obs::new(5, v.clone(), PgFacts::empty()).outcome(src.clone(), ActionResult::Failed, 1).0);
     assert_eq!(acts(&d), vec![]);
     assert_eq!(d.wake_after_ms, LOOP_MS);
     let d = n.step(&Obs::new(LOOP_MS, v, PgFacts::empty()).0);
@@ -205,21 +142,11 @@ fn finished_clone_starts_as_replica_of_leader() {
     let mut n = fresh("pg3");
     let v = cluster();
     n.step(&Obs::new(0, v.clone(), PgFacts::empty()).0);
-    let src = Action::CloneFrom {
-        source: "pg1".into(),
-    };
-    let d = n.step(
-        &Obs::new(5, v, stopped_pg(900))
-            .outcome(src, ActionResult::Done, 1)
-            .0,
-    );
+    let src = Action::CloneFrom { source: "pg1".into() };
+    let d = n.step(&Obs::new(5, v, stopped_pg(900)).outcome(src, ActionResult::Done, 1).0);
     assert_eq!(
         acts(&d),
-        vec![Action::StartPostgres {
-            role: StartAs::Replica {
-                upstream: Some("pg1".into())
-            }
-        }]
+        vec![Action::StartPostgres { role: StartAs::Replica { upstream: Some("pg1".into()) } }]
     );
     assert_eq!(n.state().role, Role::Replica);
 }

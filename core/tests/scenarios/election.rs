@@ -36,11 +36,7 @@ fn quorum(mut v: ClusterView, leader: &str, members: &[&str], q: u32) -> Cluster
 }
 
 fn switch(timeline: u32, fork_lsn: u64, new_leader: Option<&str>) -> TimelineSwitch {
-    TimelineSwitch {
-        timeline,
-        fork_lsn,
-        new_leader: new_leader.map(Into::into),
-    }
+    TimelineSwitch { timeline, fork_lsn, new_leader: new_leader.map(Into::into) }
 }
 
 /// A replica on timeline 2 whose local history forked from timeline 1 at
@@ -62,9 +58,7 @@ fn unfit(why: Unfit) -> Reason {
 }
 
 fn behind(member: &str) -> Reason {
-    unfit(Unfit::BehindMember {
-        member: member.into(),
-    })
+    unfit(Unfit::BehindMember { member: member.into() })
 }
 
 #[test]
@@ -72,10 +66,7 @@ fn healthiest_replica_takes_lease_when_leader_is_gone() {
     let d = race("pg2", leaderless(), replica_pg(1000));
     assert_eq!(acts(&d), vec![Action::AcquireLease]);
     assert_eq!(d.reason, Reason::TakingLease);
-    assert_eq!(
-        reason(&d),
-        "no leader: I am the healthiest member, taking the leader lock"
-    );
+    assert_eq!(reason(&d), "no leader: I am the healthiest member, taking the leader lock");
     assert_eq!(d.wake_after_ms, 0);
 }
 
@@ -106,11 +97,8 @@ fn furthest_replica_takes_lease_despite_later_name() {
 #[test]
 fn equal_wal_higher_failover_priority_wins_race() {
     let v = edit(leaderless(), "pg3", |m| m.tags.failover_priority = 2);
-    let winner = replica("pg3").step(
-        &Obs::new(1000, v.clone(), replica_pg(1000))
-            .tags(|t| t.failover_priority = 2)
-            .0,
-    );
+    let winner =
+        replica("pg3").step(&Obs::new(1000, v.clone(), replica_pg(1000)).tags(|t| t.failover_priority = 2).0);
     assert_eq!(acts(&winner), vec![Action::AcquireLease]);
     assert_eq!(winner.reason, Reason::TakingLease);
     let loser = race("pg2", v, replica_pg(1000));
@@ -120,16 +108,8 @@ fn equal_wal_higher_failover_priority_wins_race() {
 
 #[test]
 fn further_wal_wins_over_higher_failover_priority() {
-    let v = at(
-        edit(leaderless(), "pg2", |m| m.tags.failover_priority = 5),
-        "pg3",
-        1100,
-    );
-    let d = replica("pg2").step(
-        &Obs::new(1000, v, replica_pg(1000))
-            .tags(|t| t.failover_priority = 5)
-            .0,
-    );
+    let v = at(edit(leaderless(), "pg2", |m| m.tags.failover_priority = 5), "pg3", 1100);
+    let d = replica("pg2").step(&Obs::new(1000, v, replica_pg(1000)).tags(|t| t.failover_priority = 5).0);
     assert_eq!(acts(&d), vec![]);
     assert_eq!(d.reason, behind("pg3"));
 }
@@ -140,13 +120,7 @@ fn replica_behind_max_lag_does_not_take_lease() {
     v.optime_lsn = Some(1000 + 2_000_000);
     let d = race("pg2", v, replica_pg(1000));
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        unfit(Unfit::Lagging {
-            lag_bytes: 2_000_000,
-            max_bytes: 1_048_576
-        })
-    );
+    assert_eq!(d.reason, unfit(Unfit::Lagging { lag_bytes: 2_000_000, max_bytes: 1_048_576 }));
     assert_eq!(
         reason(&d),
         "no leader, but I do not race: 2000000 bytes behind the leader's last position (maximum_lag_on_failover is 1048576)"
@@ -173,13 +147,7 @@ fn lag_is_measured_from_remembered_leader_position_when_status_is_missing() {
     v.optime_lsn = None;
     let d = n.step(&Obs::new(11_000, v, replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        unfit(Unfit::Lagging {
-            lag_bytes: 4_999_000,
-            max_bytes: 1_048_576
-        })
-    );
+    assert_eq!(d.reason, unfit(Unfit::Lagging { lag_bytes: 4_999_000, max_bytes: 1_048_576 }));
 }
 
 #[test]
@@ -188,46 +156,29 @@ fn lagging_replica_does_not_take_lease_even_as_only_member() {
     v.optime_lsn = Some(3_000_000);
     let d = race("pg2", v, replica_pg(1000));
     assert_eq!(acts(&d), vec![]);
-    assert!(matches!(
-        d.reason,
-        Reason::NotHealthiest {
-            why: Unfit::Lagging { .. }
-        }
-    ));
+    assert!(matches!(d.reason, Reason::NotHealthiest { why: Unfit::Lagging { .. } }));
 }
 
 #[test]
 fn nofailover_replica_does_not_take_lease_even_as_only_member() {
     let v = alone(leaderless(), "pg2");
-    let d = replica("pg2").step(
-        &Obs::new(1000, v, replica_pg(1000))
-            .tags(|t| t.nofailover = true)
-            .0,
-    );
+    let d = replica("pg2").step(&Obs::new(1000, v, replica_pg(1000)).tags(|t| t.nofailover = true).0);
     assert_eq!(acts(&d), vec![]);
     assert_eq!(d.reason, unfit(Unfit::NoFailoverTag));
-    assert_eq!(
-        reason(&d),
-        "no leader, but I do not race: tagged nofailover"
-    );
+    assert_eq!(reason(&d), "no leader, but I do not race: tagged nofailover");
 }
 
 #[test]
 fn zero_failover_priority_acts_as_nofailover() {
-    let d = replica("pg2").step(
-        &Obs::new(1000, leaderless(), replica_pg(1000))
-            .tags(|t| t.failover_priority = 0)
-            .0,
-    );
+    let d = replica("pg2")
+        .step(&Obs::new(1000, leaderless(), replica_pg(1000)).tags(|t| t.failover_priority = 0).0);
     assert_eq!(acts(&d), vec![]);
     assert_eq!(d.reason, unfit(Unfit::NoFailoverTag));
 }
 
 #[test]
 fn nofailover_member_ahead_is_not_a_rival() {
-    let v = edit(at(leaderless(), "pg2", 1500), "pg2", |m| {
-        m.tags.nofailover = true
-    });
+    let v = edit(at(leaderless(), "pg2", 1500), "pg2", |m| m.tags.nofailover = true);
     let d = race("pg3", v, replica_pg(1000));
     assert_eq!(acts(&d), vec![Action::AcquireLease]);
 }
@@ -235,8 +186,7 @@ fn nofailover_member_ahead_is_not_a_rival() {
 #[test]
 fn all_others_nofailover_replica_takes_lease() {
     let mut v = at(leaderless(), "pg3", 1500);
-    v.members
-        .insert("pg4".into(), member(MemberRole::Replica, 1500));
+    v.members.insert("pg4".into(), member(MemberRole::Replica, 1500));
     let v = edit(v, "pg3", |m| m.tags.nofailover = true);
     let v = edit(v, "pg4", |m| m.tags.failover_priority = 0);
     let d = race("pg2", v, replica_pg(1000));
@@ -246,9 +196,7 @@ fn all_others_nofailover_replica_takes_lease() {
 
 #[test]
 fn stopped_member_ahead_is_not_a_rival() {
-    let v = edit(at(leaderless(), "pg2", 1500), "pg2", |m| {
-        m.state = MemberState::Stopped
-    });
+    let v = edit(at(leaderless(), "pg2", 1500), "pg2", |m| m.state = MemberState::Stopped);
     let d = race("pg3", v, replica_pg(1000));
     assert_eq!(acts(&d), vec![Action::AcquireLease]);
 }
@@ -284,10 +232,7 @@ fn diverged_replica_does_not_race_even_as_only_member() {
     let d = race("pg2", v, replica_pg(1000));
     assert_eq!(acts(&d), vec![]);
     assert_eq!(d.reason, unfit(Unfit::Diverged { fork_lsn: 800 }));
-    assert_eq!(
-        reason(&d),
-        "no leader, but I do not race: its history diverged from the cluster's at 0/320"
-    );
+    assert_eq!(reason(&d), "no leader, but I do not race: its history diverged from the cluster's at 0/320");
 }
 
 #[test]
@@ -296,17 +241,8 @@ fn check_timeline_replica_behind_cluster_timeline_does_not_take_lease() {
     v.history = vec![switch(1, 1500, Some("pg3"))];
     let d = race("pg2", v, replica_pg(1000));
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        unfit(Unfit::OlderTimeline {
-            timeline: 1,
-            cluster_timeline: 2
-        })
-    );
-    assert_eq!(
-        reason(&d),
-        "no leader, but I do not race: on timeline 1, behind the cluster's timeline 2"
-    );
+    assert_eq!(d.reason, unfit(Unfit::OlderTimeline { timeline: 1, cluster_timeline: 2 }));
+    assert_eq!(reason(&d), "no leader, but I do not race: on timeline 1, behind the cluster's timeline 2");
 }
 
 #[test]
@@ -327,27 +263,16 @@ fn sync_mode_standby_in_sync_key_takes_lease() {
 
 #[test]
 fn sync_mode_async_replica_does_not_take_lease_even_when_ahead() {
-    let v = at(
-        sync_mode(with_sync(leaderless(), "pg1", &["pg2"]), SyncMode::On),
-        "pg3",
-        1100,
-    );
+    let v = at(sync_mode(with_sync(leaderless(), "pg1", &["pg2"]), SyncMode::On), "pg3", 1100);
     let d = race("pg3", v, replica_pg(1100));
     assert_eq!(acts(&d), vec![]);
     assert_eq!(d.reason, unfit(Unfit::NotSyncStandby));
-    assert_eq!(
-        reason(&d),
-        "no leader, but I do not race: not a synchronous standby"
-    );
+    assert_eq!(reason(&d), "no leader, but I do not race: not a synchronous standby");
 }
 
 #[test]
 fn sync_mode_async_member_ahead_is_not_a_rival() {
-    let v = at(
-        sync_mode(with_sync(leaderless(), "pg1", &["pg3"]), SyncMode::On),
-        "pg2",
-        1100,
-    );
+    let v = at(sync_mode(with_sync(leaderless(), "pg1", &["pg3"]), SyncMode::On), "pg2", 1100);
     let d = race("pg3", v, replica_pg(1000));
     assert_eq!(acts(&d), vec![Action::AcquireLease]);
 }
@@ -372,17 +297,8 @@ fn quorum_mode_member_seeing_too_few_of_the_key_does_not_take_lease() {
     let v = quorum(alone(leaderless(), "pg2"), "pg1", &["pg2", "pg3"], 1);
     let d = race("pg2", v, replica_pg(1000));
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        unfit(Unfit::QuorumNotVisible {
-            visible: 1,
-            needed: 2
-        })
-    );
-    assert_eq!(
-        reason(&d),
-        "no leader, but I do not race: sees 1 of the quorum members, needs 2"
-    );
+    assert_eq!(d.reason, unfit(Unfit::QuorumNotVisible { visible: 1, needed: 2 }));
+    assert_eq!(reason(&d), "no leader, but I do not race: sees 1 of the quorum members, needs 2");
 }
 
 #[test]
@@ -401,13 +317,7 @@ fn quorum_mode_stopped_key_member_does_not_count_as_seen() {
     let v = quorum(v, "pg1", &["pg2", "pg3", "pg4"], 1);
     let d = race("pg2", v, replica_pg(1000));
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        unfit(Unfit::QuorumNotVisible {
-            visible: 2,
-            needed: 3
-        })
-    );
+    assert_eq!(d.reason, unfit(Unfit::QuorumNotVisible { visible: 2, needed: 3 }));
 }
 
 #[test]
@@ -424,8 +334,7 @@ fn race_winner_promotes_after_acquiring_lease() {
     let d = n.step(&Obs::new(1000, leaderless(), replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![Action::AcquireLease]);
     let v = with_leader(leaderless(), "pg2");
-    let o =
-        Obs::new(1100, v, replica_pg(1000)).outcome(Action::AcquireLease, ActionResult::Done, 1000);
+    let o = Obs::new(1100, v, replica_pg(1000)).outcome(Action::AcquireLease, ActionResult::Done, 1000);
     let d = n.step(&o.0);
     assert_eq!(acts(&d), vec![Action::Promote]);
     assert_eq!(d.reason, Reason::Promoting);
@@ -440,28 +349,17 @@ fn race_winner_in_sync_mode_writes_sync_key_for_itself_before_promoting() {
     let d = n.step(&Obs::new(1000, v.clone(), replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![Action::AcquireLease]);
     let v = with_leader(v, "pg2");
-    let o = Obs::new(1100, v.clone(), replica_pg(1000)).outcome(
-        Action::AcquireLease,
-        ActionResult::Done,
-        1000,
-    );
+    let o =
+        Obs::new(1100, v.clone(), replica_pg(1000)).outcome(Action::AcquireLease, ActionResult::Done, 1000);
     let d = n.step(&o.0);
-    let claim = Action::WriteSyncKey {
-        members: set(&[]),
-        quorum: None,
-        expected_revision: Some(95),
-    };
+    let claim = Action::WriteSyncKey { members: set(&[]), quorum: None, expected_revision: Some(95) };
     assert_eq!(acts(&d), vec![claim.clone()]);
     assert_eq!(d.reason, Reason::ClaimingSyncKey);
     assert_eq!(d.wake_after_ms, 0);
     let mut v = with_sync(v, "pg2", &[]);
     v.sync.as_mut().unwrap().revision = 101;
     v.revision = 101;
-    let d = n.step(
-        &Obs::new(1200, v, replica_pg(1000))
-            .outcome(claim, ActionResult::Done, 1100)
-            .0,
-    );
+    let d = n.step(&Obs::new(1200, v, replica_pg(1000)).outcome(claim, ActionResult::Done, 1100).0);
     assert_eq!(acts(&d), vec![Action::Promote]);
     assert_eq!(d.reason, Reason::Promoting);
 }
@@ -487,18 +385,8 @@ fn race_loser_follows_the_new_leader() {
     let d = n.step(&Obs::new(1000, leaderless(), replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![]);
     let d = n.step(&Obs::new(2000, with_leader(leaderless(), "pg2"), replica_pg(1000)).0);
-    assert_eq!(
-        acts(&d),
-        vec![Action::Follow {
-            upstream: Some("pg2".into())
-        }]
-    );
-    assert_eq!(
-        d.reason,
-        Reason::ChangingUpstream {
-            upstream: "pg2".into()
-        }
-    );
+    assert_eq!(acts(&d), vec![Action::Follow { upstream: Some("pg2".into()) }]);
+    assert_eq!(d.reason, Reason::ChangingUpstream { upstream: "pg2".into() });
 }
 
 #[test]
@@ -506,8 +394,7 @@ fn lease_acquired_too_long_ago_is_confirmed_before_promoting() {
     let mut n = replica("pg2");
     n.step(&Obs::new(0, leaderless(), replica_pg(1000)).0);
     let v = with_leader(leaderless(), "pg2");
-    let o =
-        Obs::new(40_000, v, replica_pg(1000)).outcome(Action::AcquireLease, ActionResult::Done, 0);
+    let o = Obs::new(40_000, v, replica_pg(1000)).outcome(Action::AcquireLease, ActionResult::Done, 0);
     let d = n.step(&o.0);
     assert_eq!(acts(&d), vec![renew(1000)]);
     assert_eq!(d.reason, Reason::ReclaimingLease);
@@ -517,12 +404,7 @@ fn lease_acquired_too_long_ago_is_confirmed_before_promoting() {
 #[test]
 fn replica_with_stopped_postgres_starts_read_only_before_racing() {
     let d = race("pg2", leaderless(), stopped_pg(1000));
-    assert_eq!(
-        acts(&d),
-        vec![Action::StartPostgres {
-            role: StartAs::Replica { upstream: None }
-        }]
-    );
+    assert_eq!(acts(&d), vec![Action::StartPostgres { role: StartAs::Replica { upstream: None } }]);
     assert_eq!(d.reason, Reason::NoLeaderStartingReadOnly);
 }
 
@@ -540,8 +422,7 @@ fn former_leader_named_in_sync_key_races_in_sync_mode() {
     // commit, and nobody else may race: without it the cluster stays
     // leaderless forever.
     let mut v = sync_mode(with_sync(leaderless(), "pg1", &[]), SyncMode::On);
-    v.members
-        .insert("pg1".into(), member(MemberRole::Replica, 1000));
+    v.members.insert("pg1".into(), member(MemberRole::Replica, 1000));
     let d = race("pg1", v.clone(), replica_pg(1000));
     assert_eq!(acts(&d), vec![Action::AcquireLease]);
     assert_eq!(d.reason, Reason::TakingLease);

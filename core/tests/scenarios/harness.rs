@@ -37,19 +37,13 @@ pub fn cluster() -> ClusterView {
         revision: 100,
         initialize: Some(SYSID.to_string()),
         config: Some(cfg()),
-        leader: Some(LeaderKey {
-            name: "pg1".into(),
-            revision: 90,
-        }),
+        leader: Some(LeaderKey { name: "pg1".into(), revision: 90 }),
         optime_lsn: Some(1000),
         ..ClusterView::default()
     };
-    v.members
-        .insert("pg1".into(), member(MemberRole::Primary, 1000));
-    v.members
-        .insert("pg2".into(), member(MemberRole::Replica, 1000));
-    v.members
-        .insert("pg3".into(), member(MemberRole::Replica, 1000));
+    v.members.insert("pg1".into(), member(MemberRole::Primary, 1000));
+    v.members.insert("pg2".into(), member(MemberRole::Replica, 1000));
+    v.members.insert("pg3".into(), member(MemberRole::Replica, 1000));
     v
 }
 
@@ -60,10 +54,7 @@ pub fn no_leader(mut v: ClusterView) -> ClusterView {
 }
 
 pub fn with_leader(mut v: ClusterView, name: &str) -> ClusterView {
-    v.leader = Some(LeaderKey {
-        name: name.into(),
-        revision: v.revision,
-    });
+    v.leader = Some(LeaderKey { name: name.into(), revision: v.revision });
     v
 }
 
@@ -84,11 +75,7 @@ pub fn with_sync(mut v: ClusterView, leader: &str, members: &[&str]) -> ClusterV
     v
 }
 
-pub fn with_failover(
-    mut v: ClusterView,
-    leader: Option<&str>,
-    candidate: Option<&str>,
-) -> ClusterView {
+pub fn with_failover(mut v: ClusterView, leader: Option<&str>, candidate: Option<&str>) -> ClusterView {
     v.failover = Some(FailoverKey {
         leader: leader.map(Into::into),
         candidate: candidate.map(Into::into),
@@ -99,12 +86,7 @@ pub fn with_failover(
 }
 
 pub fn control(state: ControlState) -> ControlData {
-    ControlData {
-        system_id: SYSID,
-        state,
-        wal_log_hints: true,
-        data_checksums: false,
-    }
+    ControlData { system_id: SYSID, state, wal_log_hints: true, data_checksums: false }
 }
 
 pub fn pg(process: PgProcess, lsn: u64) -> PgFacts {
@@ -140,21 +122,11 @@ pub fn stopped_pg(lsn: u64) -> PgFacts {
 }
 
 pub fn standby(name: &str, flush_lsn: u64, sync_state: StandbySyncState) -> Standby {
-    Standby {
-        name: name.into(),
-        streaming: true,
-        sync_state,
-        flush_lsn,
-        reply_age_ms: 100,
-    }
+    Standby { name: name.into(), streaming: true, sync_state, flush_lsn, reply_age_ms: 100 }
 }
 
 pub fn names(members: &[&str], num: u32) -> SyncNames {
-    SyncNames {
-        members: members.iter().map(|m| m.to_string()).collect(),
-        num,
-        quorum: false,
-    }
+    SyncNames { members: members.iter().map(|m| m.to_string()).collect(), num, quorum: false }
 }
 
 pub fn set(members: &[&str]) -> BTreeSet<String> {
@@ -185,11 +157,7 @@ impl Obs {
     }
 
     pub fn outcome(mut self, action: Action, result: ActionResult, sent_at_ms: u64) -> Obs {
-        self.0.outcomes.push(Outcome {
-            action,
-            sent_at_ms,
-            result,
-        });
+        self.0.outcomes.push(Outcome { action, sent_at_ms, result });
         self
     }
 
@@ -216,11 +184,7 @@ pub fn replica(name: &str) -> Node {
     s.seen_revision = 100;
     s.last_leader = Some("pg1".into());
     s.last_leader_lsn = 1000;
-    s.known_members = ["pg1", "pg2", "pg3"]
-        .iter()
-        .filter(|m| **m != name)
-        .map(|m| m.to_string())
-        .collect();
+    s.known_members = ["pg1", "pg2", "pg3"].iter().filter(|m| **m != name).map(|m| m.to_string()).collect();
     Node::from_state(s)
 }
 
@@ -249,11 +213,7 @@ pub fn demote(mode: DemoteMode) -> Action {
 /// Actions other than publishing the member key, which nearly every step
 /// appends.
 pub fn acts(d: &Decision) -> Vec<Action> {
-    d.actions
-        .iter()
-        .filter(|a| !matches!(a, Action::PublishMember(_)))
-        .cloned()
-        .collect()
+    d.actions.iter().filter(|a| !matches!(a, Action::PublishMember(_))).cloned().collect()
 }
 
 pub fn reason(d: &Decision) -> String {
@@ -266,9 +226,6 @@ pub fn render(d: &Decision) -> String {
     for a in &d.actions {
         out.push_str(&format!("action: {a:?}\n"));
     }
-    out.push_str(&format!(
-        "reason: {}\nwake_after_ms: {}\n",
-        d.reason, d.wake_after_ms
-    ));
+    out.push_str(&format!("reason: {}\nwake_after_ms: {}\n", d.reason, d.wake_after_ms));
     out
 }

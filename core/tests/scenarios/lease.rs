@@ -138,7 +138,8 @@ fn graceful_shutdown_stops_postgres_then_releases_the_lease() {
     let o = Obs::new(5_000, cluster(), primary_pg(1000)).request(Request::Shutdown);
     let d = n.step(&o.0);
     assert_eq!(d.actions, vec![demote(DemoteMode::Offline), release(1000)]);
-    assert_eq!(n.state().lease_deadline_ms, None);
+    // Held until the outcomes confirm the stop and the release.
+    assert_eq!(n.state().lease_deadline_ms, Some(VALIDITY_MS));
     // The lock is released once, not again on the next steps.
     let v = no_leader(cluster());
     let o = Obs::new(6_000, v, stopped_pg(1000))

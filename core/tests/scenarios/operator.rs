@@ -29,7 +29,27 @@ fn leader_shutdown_demotes_offline_then_releases_lease() {
     assert_eq!(reason(&d), "shutting down: stopping Postgres, then releasing the leader lock");
     assert_eq!(d.wake_after_ms, 0);
     assert_eq!(n.state().role, Role::Stopped);
+    // Held until the outcomes confirm the stop and the release.
+    assert_eq!(n.state().lease_deadline_ms, Some(VALIDITY_MS));
+    let o = Obs::new(5_010, no_leader(cluster()), stopped_pg(1000))
+        .outcome(demote(DemoteMode::Offline), ActionResult::Done, 5_000)
+        .outcome(release(1000), ActionResult::Done, 5_000);
+    let d = n.step(&o.0);
+    assert_eq!(acts(&d), vec![]);
     assert_eq!(n.state().lease_deadline_ms, None);
+}
+
+#[test]
+fn leader_shutdown_whose_stop_failed_tries_again_before_releasing() {
+    let mut n = leader("pg1", VALIDITY_MS);
+    let o = Obs::new(5_000, cluster(), primary_pg(1000)).request(Request::Shutdown);
+    n.step(&o.0);
+    let o = Obs::new(5_010, cluster(), primary_pg(1000))
+        .outcome(demote(DemoteMode::Offline), ActionResult::Failed, 5_000)
+        .outcome(release(1000), ActionResult::Skipped, 5_000);
+    let d = n.step(&o.0);
+    assert_eq!(d.actions, vec![demote(DemoteMode::Offline), release(1000)]);
+    assert_eq!(d.reason, Reason::ShuttingDown { leader: true });
 }
 
 #[test]
@@ -85,9 +105,12 @@ fn leader_shutdown_while_dcs_unreachable_stops_postgres_and_leaves_the_key_to_ex
     let o = Obs::unreachable(5_000, 4_000, primary_pg(1000)).request(Request::Shutdown);
     let d = n.step(&o.0);
     assert_eq!(d.actions, vec![demote(DemoteMode::Offline)]);
-    assert_eq!(d.reason, Reason::ShuttingDown { leader: true });
+    assert_eq!(d.reason, Reason::ShuttingDownWithoutEtcd);
+    assert_eq!(
+        reason(&d),
+        "shutting down: stopping Postgres; etcd is unreachable, so the leader lock will expire on its own"
+    );
     assert_eq!(n.state().role, Role::Stopped);
-    assert_eq!(n.state().lease_deadline_ms, None);
 }
 
 #[test]

@@ -29,9 +29,7 @@ fn down(timeout_ms: u64) -> ClusterView {
 }
 
 fn start_primary() -> Action {
-    Action::StartPostgres {
-        role: StartAs::Primary,
-    }
+    Action::StartPostgres { role: StartAs::Primary }
 }
 
 fn restart_in_place(lsn: u64) -> Vec<Action> {
@@ -65,13 +63,7 @@ fn crashed_primary_within_start_timeout_restarts_in_place() {
     let mut n = leader("pg1", 40_000);
     let d = n.step(&Obs::new(1000, down(300_000), crashed(1000)).0);
     assert_eq!(acts(&d), restart_in_place(1000));
-    assert_eq!(
-        d.reason,
-        Reason::PrimaryDown {
-            down_ms: 0,
-            timeout_ms: 300_000
-        }
-    );
+    assert_eq!(d.reason, Reason::PrimaryDown { down_ms: 0, timeout_ms: 300_000 });
     assert_eq!(
         reason(&d),
         "starting Postgres as primary: it has been down 0.0 s (primary_start_timeout 300.0 s)"
@@ -84,13 +76,7 @@ fn crashed_primary_within_start_timeout_restarts_in_place() {
 fn crashed_primary_keeps_restarting_until_start_timeout() {
     let (n, d) = down_for_10s(&down(20_000));
     assert_eq!(acts(&d), restart_in_place(1000));
-    assert_eq!(
-        d.reason,
-        Reason::PrimaryDown {
-            down_ms: 10_000,
-            timeout_ms: 20_000
-        }
-    );
+    assert_eq!(d.reason, Reason::PrimaryDown { down_ms: 10_000, timeout_ms: 20_000 });
     assert_eq!(n.state().primary_down_since_ms, Some(1000));
 }
 
@@ -105,7 +91,11 @@ fn crashed_primary_past_start_timeout_releases_lease() {
         reason(&d),
         "releasing the leader lock: Postgres has been down 20.0 s, past primary_start_timeout"
     );
-    let o = Obs::new(21_010, no_leader(cluster()), crashed(1000)).outcome(release(1000), ActionResult::Done, 21_000);
+    let o = Obs::new(21_010, no_leader(cluster()), crashed(1000)).outcome(
+        release(1000),
+        ActionResult::Done,
+        21_000,
+    );
     n.step(&o.0);
     assert_eq!(n.state().role, Role::Replica);
     assert_eq!(n.state().lease_deadline_ms, None);
@@ -124,13 +114,7 @@ fn crashed_primary_past_timeout_keeps_restarting_when_only_member_left() {
     v.members.retain(|m, _| m == "pg1");
     let d = crash(v);
     assert_eq!(acts(&d), restart_in_place(1000));
-    assert_eq!(
-        d.reason,
-        Reason::PrimaryDown {
-            down_ms: 0,
-            timeout_ms: 0
-        }
-    );
+    assert_eq!(d.reason, Reason::PrimaryDown { down_ms: 0, timeout_ms: 0 });
 }
 
 #[test]
@@ -167,9 +151,7 @@ fn crashed_primary_past_timeout_keeps_restarting_when_others_lag_beyond_max_lag(
 
 #[test]
 fn crashed_primary_in_sync_mode_keeps_restarting_when_only_async_replicas_run() {
-    let v = with_config(with_sync(down(0), "pg1", &["pg2"]), |c| {
-        c.synchronous_mode = SyncMode::On
-    });
+    let v = with_config(with_sync(down(0), "pg1", &["pg2"]), |c| c.synchronous_mode = SyncMode::On);
     let v = edit(v, "pg2", |m| m.state = MemberState::Stopped);
     let d = crash(v);
     assert_eq!(acts(&d), restart_in_place(1000));
@@ -178,9 +160,7 @@ fn crashed_primary_in_sync_mode_keeps_restarting_when_only_async_replicas_run() 
 
 #[test]
 fn crashed_primary_in_sync_mode_releases_lease_to_running_sync_standby() {
-    let v = with_config(with_sync(down(0), "pg1", &["pg2"]), |c| {
-        c.synchronous_mode = SyncMode::On
-    });
+    let v = with_config(with_sync(down(0), "pg1", &["pg2"]), |c| c.synchronous_mode = SyncMode::On);
     let d = crash(v);
     assert_eq!(acts(&d), vec![release(1000)]);
 }
@@ -198,11 +178,7 @@ fn leader_postgres_starting_past_start_timeout_releases_lease() {
     let mut n = leader("pg1", 40_000);
     let d = n.step(&Obs::new(1000, v.clone(), crashed(1000)).0);
     assert_eq!(acts(&d), restart_in_place(1000));
-    let o = after_10s(11_000, v.clone(), starting(1000)).outcome(
-        start_primary(),
-        ActionResult::Done,
-        1000,
-    );
+    let o = after_10s(11_000, v.clone(), starting(1000)).outcome(start_primary(), ActionResult::Done, 1000);
     let d = n.step(&o.0);
     assert_eq!(acts(&d), vec![renew(1000)]);
     let d = n.step(&after_10s(21_000, v, starting(1000)).0);
@@ -211,15 +187,10 @@ fn leader_postgres_starting_past_start_timeout_releases_lease() {
     let a = acts(&d);
     assert_eq!(a.last(), Some(&release(1000)), "{a:?}");
     assert!(
-        !a.iter()
-            .any(|x| matches!(x, Action::RenewLease { .. } | Action::StartPostgres { .. })),
+        !a.iter().any(|x| matches!(x, Action::RenewLease { .. } | Action::StartPostgres { .. })),
         "{a:?}"
     );
-    assert!(
-        matches!(d.reason, Reason::PrimaryStartTimedOut { .. }),
-        "{}",
-        reason(&d)
-    );
+    assert!(matches!(d.reason, Reason::PrimaryStartTimedOut { .. }), "{}", reason(&d));
 }
 
 #[test]
@@ -232,13 +203,7 @@ fn primary_back_up_resets_start_timeout() {
     assert_eq!(n.state().primary_down_since_ms, None);
     let d = n.step(&after_10s(21_000, v, crashed(1000)).0);
     assert_eq!(acts(&d), restart_in_place(1000));
-    assert_eq!(
-        d.reason,
-        Reason::PrimaryDown {
-            down_ms: 0,
-            timeout_ms: 15_000
-        }
-    );
+    assert_eq!(d.reason, Reason::PrimaryDown { down_ms: 0, timeout_ms: 15_000 });
 }
 
 #[test]
@@ -247,8 +212,7 @@ fn failed_restart_wakes_no_later_than_start_timeout() {
     let mut n = leader("pg1", 40_000);
     let d = n.step(&Obs::new(1000, v.clone(), crashed(1000)).0);
     assert_eq!(d.wake_after_ms, 0);
-    let o =
-        after_10s(11_000, v, crashed(1000)).outcome(start_primary(), ActionResult::Failed, 1000);
+    let o = after_10s(11_000, v, crashed(1000)).outcome(start_primary(), ActionResult::Failed, 1000);
     let d = n.step(&o.0);
     assert_eq!(acts(&d), restart_in_place(1000));
     assert_eq!(d.wake_after_ms, 5_000);
@@ -264,12 +228,7 @@ fn released_primary_starts_read_only_without_racing() {
     v.leader = None;
     let o = Obs::new(1100, v, crashed(1000)).outcome(release(1000), ActionResult::Done, 1000);
     let d = n.step(&o.0);
-    assert_eq!(
-        acts(&d),
-        vec![Action::StartPostgres {
-            role: StartAs::Replica { upstream: None }
-        }]
-    );
+    assert_eq!(acts(&d), vec![Action::StartPostgres { role: StartAs::Replica { upstream: None } }]);
     assert_eq!(d.reason, Reason::NoLeaderStartingReadOnly);
     assert_eq!(n.state().role, Role::Replica);
 }
@@ -285,11 +244,8 @@ fn replica_takes_over_after_crashed_primary_released_lease() {
     let d = replica("pg3").step(&Obs::new(1200, v.clone(), replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![]);
     let v = with_leader(v, "pg2");
-    let d = n.step(
-        &Obs::new(1300, v, replica_pg(1000))
-            .outcome(Action::AcquireLease, ActionResult::Done, 1200)
-            .0,
-    );
+    let d = n
+        .step(&Obs::new(1300, v, replica_pg(1000)).outcome(Action::AcquireLease, ActionResult::Done, 1200).0);
     assert_eq!(acts(&d), vec![Action::Promote]);
 }
 
@@ -297,11 +253,5 @@ fn replica_takes_over_after_crashed_primary_released_lease() {
 fn replica_does_not_race_while_crashed_primary_holds_lease() {
     let d = replica("pg2").step(&Obs::new(1000, down(300_000), replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        Reason::Following {
-            leader: "pg1".into(),
-            upstream: "pg1".into()
-        }
-    );
+    assert_eq!(d.reason, Reason::Following { leader: "pg1".into(), upstream: "pg1".into() });
 }

@@ -7,11 +7,7 @@ use crate::harness::*;
 use keel_core::*;
 
 fn switch(timeline: u32, fork_lsn: u64, new_leader: Option<&str>) -> TimelineSwitch {
-    TimelineSwitch {
-        timeline,
-        fork_lsn,
-        new_leader: new_leader.map(Into::into),
-    }
+    TimelineSwitch { timeline, fork_lsn, new_leader: new_leader.map(Into::into) }
 }
 
 /// pg1 led on timeline 1 until 1000; pg2 was promoted to timeline 2 and
@@ -44,29 +40,19 @@ fn former_primary_stopped() -> PgFacts {
 }
 
 fn rewind_from(source: &str) -> Action {
-    Action::Rewind {
-        source: source.into(),
-    }
+    Action::Rewind { source: source.into() }
 }
 
 fn reinit_from(source: &str) -> Action {
-    Action::Reinitialize {
-        source: source.into(),
-    }
+    Action::Reinitialize { source: source.into() }
 }
 
 fn stop_fast() -> Action {
-    Action::StopPostgres {
-        mode: StopMode::Fast,
-    }
+    Action::StopPostgres { mode: StopMode::Fast }
 }
 
 fn start_replica_of(upstream: &str) -> Action {
-    Action::StartPostgres {
-        role: StartAs::Replica {
-            upstream: Some(upstream.into()),
-        },
-    }
+    Action::StartPostgres { role: StartAs::Replica { upstream: Some(upstream.into()) } }
 }
 
 fn with_control(mut p: PgFacts, f: impl FnOnce(&mut ControlData)) -> PgFacts {
@@ -205,13 +191,7 @@ fn former_primary_past_fork_point_rewinds_from_new_leader() {
     let mut n = replica("pg1");
     let d = n.step(&Obs::new(1000, after_failover(), former_primary_stopped()).0);
     assert_eq!(acts(&d), vec![rewind_from("pg2")]);
-    assert_eq!(
-        d.reason,
-        Reason::Rewinding {
-            source: "pg2".into(),
-            fork_lsn: 1000
-        }
-    );
+    assert_eq!(d.reason, Reason::Rewinding { source: "pg2".into(), fork_lsn: 1000 });
     assert_eq!(reason(&d), "rewinding from pg2: history diverged at 0/3E8");
     assert_eq!(n.state().role, Role::Rewinding);
     assert_eq!(d.wake_after_ms, 0);
@@ -226,10 +206,7 @@ fn running_diverged_replica_stops_postgres_before_rewinding() {
     let d = n.step(&Obs::new(1000, after_failover(), p).0);
     assert_eq!(acts(&d), vec![stop_fast()]);
     assert_eq!(d.reason, Reason::StoppingToRewind { fork_lsn: 1000 });
-    assert_eq!(
-        reason(&d),
-        "stopping Postgres: its history diverged from the leader's at 0/3E8"
-    );
+    assert_eq!(reason(&d), "stopping Postgres: its history diverged from the leader's at 0/3E8");
     assert_eq!(n.state().role, Role::Replica);
     // Stopped cleanly, it rewinds.
     let mut p = stopped_pg(1500);
@@ -268,10 +245,7 @@ fn crashed_former_primary_recovers_before_rewinding() {
     let d = n.step(&Obs::new(1000, after_failover(), p).0);
     assert_eq!(acts(&d), vec![Action::RecoverCrash]);
     assert_eq!(d.reason, Reason::RecoveringBeforeRewind);
-    assert_eq!(
-        reason(&d),
-        "crash recovery: pg_rewind needs a cleanly shut down data directory"
-    );
+    assert_eq!(reason(&d), "crash recovery: pg_rewind needs a cleanly shut down data directory");
     assert_eq!(d.wake_after_ms, 0);
     // Crash recovery left a clean shutdown: now the rewind.
     let o = Obs::new(2000, after_failover(), former_primary_stopped()).outcome(
@@ -295,12 +269,11 @@ fn interrupted_crash_recovery_is_run_again_before_rewinding() {
 fn successful_rewind_starts_replica_of_new_leader() {
     let mut n = replica("pg1");
     n.step(&Obs::new(1000, after_failover(), former_primary_stopped()).0);
-    let o = Obs::new(
-        2000,
-        after_failover(),
-        on_timeline_2(PgProcess::Stopped, 1000),
-    )
-    .outcome(rewind_from("pg2"), ActionResult::Done, 1000);
+    let o = Obs::new(2000, after_failover(), on_timeline_2(PgProcess::Stopped, 1000)).outcome(
+        rewind_from("pg2"),
+        ActionResult::Done,
+        1000,
+    );
     let d = n.step(&o.0);
     assert_eq!(acts(&d), vec![start_replica_of("pg2")]);
     assert_eq!(n.state().role, Role::Replica);
@@ -320,9 +293,7 @@ fn rewind_that_left_history_diverged_is_followed_by_reinitialize() {
     assert_eq!(acts(&d), vec![reinit_from("pg2")]);
     assert_eq!(
         d.reason,
-        Reason::RewindImpossible {
-            why: "a rewind already ran and the history still diverges".into()
-        }
+        Reason::RewindImpossible { why: "a rewind already ran and the history still diverges".into() }
     );
     assert_eq!(n.state().role, Role::Cloning);
 }
@@ -354,12 +325,11 @@ fn reinitialized_node_starts_as_replica_of_leader() {
         1000,
     );
     n.step(&o.0);
-    let o = Obs::new(
-        3000,
-        after_failover(),
-        on_timeline_2(PgProcess::Stopped, 1200),
-    )
-    .outcome(reinit_from("pg2"), ActionResult::Done, 2000);
+    let o = Obs::new(3000, after_failover(), on_timeline_2(PgProcess::Stopped, 1200)).outcome(
+        reinit_from("pg2"),
+        ActionResult::Done,
+        2000,
+    );
     let d = n.step(&o.0);
     assert_eq!(acts(&d), vec![start_replica_of("pg2")]);
     assert_eq!(n.state().role, Role::Replica);
@@ -370,21 +340,13 @@ fn reinitialized_node_starts_as_replica_of_leader() {
 fn second_divergence_after_a_successful_rewind_rewinds_again() {
     let mut n = replica("pg1");
     n.step(&Obs::new(1000, after_failover(), former_primary_stopped()).0);
-    let o = Obs::new(
-        2000,
-        after_failover(),
-        on_timeline_2(PgProcess::Stopped, 1000),
-    )
-    .outcome(rewind_from("pg2"), ActionResult::Done, 1000);
-    n.step(&o.0);
-    n.step(
-        &Obs::new(
-            3000,
-            after_failover(),
-            on_timeline_2(PgProcess::RunningReplica, 1200),
-        )
-        .0,
+    let o = Obs::new(2000, after_failover(), on_timeline_2(PgProcess::Stopped, 1000)).outcome(
+        rewind_from("pg2"),
+        ActionResult::Done,
+        1000,
     );
+    n.step(&o.0);
+    n.step(&Obs::new(3000, after_failover(), on_timeline_2(PgProcess::RunningReplica, 1200)).0);
     // Later pg3 is promoted at 2000 while pg1 had received up to 2100.
     let mut v = with_leader(after_failover(), "pg3");
     v.revision = 130;
@@ -401,12 +363,7 @@ fn without_use_pg_rewind_diverged_node_reinitializes_from_leader() {
     let mut n = replica("pg1");
     let d = n.step(&Obs::new(1000, v, former_primary_stopped()).0);
     assert_eq!(acts(&d), vec![reinit_from("pg2")]);
-    assert_eq!(
-        d.reason,
-        Reason::RewindImpossible {
-            why: "use_pg_rewind is off".into()
-        }
-    );
+    assert_eq!(d.reason, Reason::RewindImpossible { why: "use_pg_rewind is off".into() });
     assert_eq!(n.state().role, Role::Cloning);
 }
 
@@ -427,10 +384,7 @@ fn without_wal_log_hints_or_checksums_diverged_node_reinitializes() {
     });
     let d = replica("pg1").step(&Obs::new(1000, after_failover(), p).0);
     assert_eq!(acts(&d), vec![reinit_from("pg2")]);
-    assert_eq!(
-        reason(&d),
-        "cannot rewind (neither wal_log_hints nor data checksums are on); reinitializing"
-    );
+    assert_eq!(reason(&d), "cannot rewind (neither wal_log_hints nor data checksums are on); reinitializing");
 }
 
 #[test]
@@ -462,13 +416,7 @@ fn same_timeline_number_with_another_fork_lsn_rewinds_from_leader() {
     p.history = vec![switch(1, 1050, None)];
     let d = replica("pg3").step(&Obs::new(1000, after_failover(), p).0);
     assert_eq!(acts(&d), vec![rewind_from("pg2")]);
-    assert_eq!(
-        d.reason,
-        Reason::Rewinding {
-            source: "pg2".into(),
-            fork_lsn: 1000
-        }
-    );
+    assert_eq!(d.reason, Reason::Rewinding { source: "pg2".into(), fork_lsn: 1000 });
 }
 
 #[test]
@@ -478,13 +426,7 @@ fn node_on_a_newer_timeline_than_the_leader_rewinds() {
     p.history.push(switch(2, 2000, None));
     let d = replica("pg3").step(&Obs::new(1000, after_failover(), p).0);
     assert_eq!(acts(&d), vec![rewind_from("pg2")]);
-    assert_eq!(
-        d.reason,
-        Reason::Rewinding {
-            source: "pg2".into(),
-            fork_lsn: 2000
-        }
-    );
+    assert_eq!(d.reason, Reason::Rewinding { source: "pg2".into(), fork_lsn: 2000 });
 }
 
 #[test]
@@ -507,12 +449,7 @@ fn diverged_node_does_not_race_for_the_lock() {
     p.upstream = None;
     let d = replica("pg1").step(&Obs::new(1000, v, p).0);
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        Reason::NotHealthiest {
-            why: Unfit::Diverged { fork_lsn: 1000 }
-        }
-    );
+    assert_eq!(d.reason, Reason::NotHealthiest { why: Unfit::Diverged { fork_lsn: 1000 } });
 }
 
 #[test]
@@ -523,12 +460,7 @@ fn new_leader_records_itself_as_the_promoted_member_in_the_history() {
     let d = leader("pg2", 60_000).step(&Obs::new(1000, v, p).0);
     assert_eq!(
         acts(&d),
-        vec![
-            renew(1200),
-            Action::WriteHistory {
-                switches: vec![switch(1, 1000, Some("pg2"))]
-            }
-        ]
+        vec![renew(1200), Action::WriteHistory { switches: vec![switch(1, 1000, Some("pg2"))] }]
     );
     assert_eq!(d.reason, Reason::PublishingHistory { timeline: 2 });
 }

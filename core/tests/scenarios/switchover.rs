@@ -26,9 +26,7 @@ fn edit(mut v: ClusterView, name: &str, f: impl FnOnce(&mut Member)) -> ClusterV
 }
 
 fn sync_on(v: ClusterView, members: &[&str]) -> ClusterView {
-    with_config(with_sync(v, "pg1", members), |c| {
-        c.synchronous_mode = SyncMode::On
-    })
+    with_config(with_sync(v, "pg1", members), |c| c.synchronous_mode = SyncMode::On)
 }
 
 /// The leader key is gone; pg1 runs on as a demoted replica.
@@ -61,16 +59,8 @@ fn switchover_to_named_candidate_demotes_then_releases_lease() {
     let mut n = leader("pg1", 40_000);
     let d = n.step(&Obs::new(1000, request(Some("pg1"), Some("pg2")), primary_pg(1000)).0);
     assert_eq!(acts(&d), handover());
-    assert_eq!(
-        d.reason,
-        Reason::Switchover {
-            candidate: Some("pg2".into())
-        }
-    );
-    assert_eq!(
-        reason(&d),
-        "switchover to pg2: demoting, then releasing the leader lock"
-    );
+    assert_eq!(d.reason, Reason::Switchover { candidate: Some("pg2".into()) });
+    assert_eq!(reason(&d), "switchover to pg2: demoting, then releasing the leader lock");
     assert_eq!(d.wake_after_ms, 0);
     let o = Obs::new(1010, no_leader(request(Some("pg1"), Some("pg2"))), replica_pg(1000))
         .outcome(Action::Demote { mode: DemoteMode::Graceful }, ActionResult::Done, 1000)
@@ -85,22 +75,14 @@ fn switchover_without_candidate_demotes_then_releases_lease() {
     let d = lead(request(Some("pg1"), None));
     assert_eq!(acts(&d), handover());
     assert_eq!(d.reason, Reason::Switchover { candidate: None });
-    assert_eq!(
-        reason(&d),
-        "switchover: demoting, then releasing the leader lock"
-    );
+    assert_eq!(reason(&d), "switchover: demoting, then releasing the leader lock");
 }
 
 #[test]
 fn failover_request_without_leader_field_is_carried_out_by_the_leader() {
     let d = lead(request(None, Some("pg2")));
     assert_eq!(acts(&d), handover());
-    assert_eq!(
-        d.reason,
-        Reason::Switchover {
-            candidate: Some("pg2".into())
-        }
-    );
+    assert_eq!(d.reason, Reason::Switchover { candidate: Some("pg2".into()) });
 }
 
 #[test]
@@ -113,9 +95,7 @@ fn switchover_to_unknown_candidate_is_refused_and_cleared() {
 
 #[test]
 fn switchover_to_stopped_candidate_is_refused() {
-    let v = edit(request(Some("pg1"), Some("pg2")), "pg2", |m| {
-        m.state = MemberState::Stopped
-    });
+    let v = edit(request(Some("pg1"), Some("pg2")), "pg2", |m| m.state = MemberState::Stopped);
     let d = lead(v);
     assert_eq!(acts(&d), vec![renew(1000), clear()]);
     refused(&d, "candidate pg2 is not running");
@@ -123,9 +103,7 @@ fn switchover_to_stopped_candidate_is_refused() {
 
 #[test]
 fn switchover_to_nofailover_candidate_is_refused() {
-    let v = edit(request(Some("pg1"), Some("pg2")), "pg2", |m| {
-        m.tags.nofailover = true
-    });
+    let v = edit(request(Some("pg1"), Some("pg2")), "pg2", |m| m.tags.nofailover = true);
     let d = lead(v);
     assert_eq!(acts(&d), vec![renew(1000), clear()]);
     refused(&d, "candidate pg2 is tagged nofailover");
@@ -133,9 +111,7 @@ fn switchover_to_nofailover_candidate_is_refused() {
 
 #[test]
 fn switchover_to_candidate_with_zero_failover_priority_is_refused() {
-    let v = edit(request(Some("pg1"), Some("pg2")), "pg2", |m| {
-        m.tags.failover_priority = 0
-    });
+    let v = edit(request(Some("pg1"), Some("pg2")), "pg2", |m| m.tags.failover_priority = 0);
     let d = lead(v);
     assert_eq!(acts(&d), vec![renew(1000), clear()]);
     refused(&d, "candidate pg2 is tagged nofailover");
@@ -158,14 +134,8 @@ fn switchover_to_sync_standby_in_sync_mode_demotes_then_releases() {
 
 #[test]
 fn switchover_to_lagging_candidate_is_refused() {
-    let d = leader("pg1", 40_000).step(
-        &Obs::new(
-            1000,
-            request(Some("pg1"), Some("pg2")),
-            primary_pg(2_001_000),
-        )
-        .0,
-    );
+    let d = leader("pg1", 40_000)
+        .step(&Obs::new(1000, request(Some("pg1"), Some("pg2")), primary_pg(2_001_000)).0);
     assert_eq!(acts(&d), vec![renew(2_001_000), clear()]);
     refused(&d, "candidate pg2 is 2000000 bytes behind the leader's last position (maximum_lag_on_failover is 1048576)");
 }
@@ -195,9 +165,7 @@ fn switchover_without_candidate_when_leader_is_only_member_is_refused() {
 
 #[test]
 fn switchover_without_candidate_when_all_others_nofailover_is_refused() {
-    let v = edit(request(Some("pg1"), None), "pg2", |m| {
-        m.tags.nofailover = true
-    });
+    let v = edit(request(Some("pg1"), None), "pg2", |m| m.tags.nofailover = true);
     let v = edit(v, "pg3", |m| m.tags.failover_priority = 0);
     let d = lead(v);
     assert_eq!(acts(&d), vec![renew(1000), clear()]);
@@ -246,58 +214,34 @@ fn scheduled_switchover_runs_when_wall_clock_reaches_it() {
     assert_eq!(acts(&d), vec![renew(1000)]);
     assert!(d.wake_after_ms <= 20_000);
     let d = n.step(
-        &Obs::new(11_000, v.clone(), primary_pg(1000))
-            .outcome(renew(1000), ActionResult::Done, 1000)
-            .0,
+        &Obs::new(11_000, v.clone(), primary_pg(1000)).outcome(renew(1000), ActionResult::Done, 1000).0,
     );
     assert_eq!(acts(&d), vec![renew(1000)]);
     assert_eq!(d.reason, Reason::SwitchoverScheduled { in_ms: 10_000 });
-    let d = n.step(
-        &Obs::new(21_000, v, primary_pg(1000))
-            .outcome(renew(1000), ActionResult::Done, 11_000)
-            .0,
-    );
+    let d = n.step(&Obs::new(21_000, v, primary_pg(1000)).outcome(renew(1000), ActionResult::Done, 11_000).0);
     assert_eq!(acts(&d), handover());
-    assert_eq!(
-        d.reason,
-        Reason::Switchover {
-            candidate: Some("pg2".into())
-        }
-    );
+    assert_eq!(d.reason, Reason::Switchover { candidate: Some("pg2".into()) });
 }
 
 #[test]
 fn scheduled_switchover_to_unfit_candidate_is_refused_only_when_due() {
     let mut n = leader("pg1", 40_000);
-    let v = edit(
-        scheduled_at(request(Some("pg1"), Some("pg2")), 11_000),
-        "pg2",
-        |m| m.state = MemberState::Stopped,
-    );
+    let v = edit(scheduled_at(request(Some("pg1"), Some("pg2")), 11_000), "pg2", |m| {
+        m.state = MemberState::Stopped
+    });
     let d = n.step(&Obs::new(1000, v.clone(), primary_pg(1000)).0);
     assert_eq!(acts(&d), vec![renew(1000)]);
     assert_eq!(d.reason, Reason::SwitchoverScheduled { in_ms: 10_000 });
-    let d = n.step(
-        &Obs::new(11_000, v, primary_pg(1000))
-            .outcome(renew(1000), ActionResult::Done, 1000)
-            .0,
-    );
+    let d = n.step(&Obs::new(11_000, v, primary_pg(1000)).outcome(renew(1000), ActionResult::Done, 1000).0);
     assert_eq!(acts(&d), vec![renew(1000), clear()]);
     refused(&d, "candidate pg2 is not running");
 }
 
 #[test]
 fn candidate_does_not_take_lease_while_old_leader_holds_it() {
-    let d =
-        replica("pg2").step(&Obs::new(1000, request(Some("pg1"), Some("pg2")), replica_pg(1000)).0);
+    let d = replica("pg2").step(&Obs::new(1000, request(Some("pg1"), Some("pg2")), replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        Reason::Following {
-            leader: "pg1".into(),
-            upstream: "pg1".into()
-        }
-    );
+    assert_eq!(d.reason, Reason::Following { leader: "pg1".into(), upstream: "pg1".into() });
 }
 
 #[test]
@@ -314,11 +258,8 @@ fn candidate_promotes_and_clears_request_after_taking_lease() {
     let v = released(request(Some("pg1"), Some("pg2")));
     n.step(&Obs::new(1000, v.clone(), replica_pg(1000)).0);
     let v = with_leader(v, "pg2");
-    let d = n.step(
-        &Obs::new(1100, v, replica_pg(1000))
-            .outcome(Action::AcquireLease, ActionResult::Done, 1000)
-            .0,
-    );
+    let d = n
+        .step(&Obs::new(1100, v, replica_pg(1000)).outcome(Action::AcquireLease, ActionResult::Done, 1000).0);
     assert_eq!(acts(&d), vec![Action::Promote, clear()]);
     assert_eq!(d.reason, Reason::Promoting);
     assert_eq!(n.state().role, Role::Leader);
@@ -342,20 +283,10 @@ fn full_switchover_hands_leadership_to_the_candidate() {
         .outcome(release(1000), ActionResult::Done, 1000);
     let d = pg1.step(&o.0);
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        Reason::WaitingForCandidate {
-            candidate: "pg2".into()
-        }
-    );
+    assert_eq!(d.reason, Reason::WaitingForCandidate { candidate: "pg2".into() });
     let d = pg3.step(&Obs::new(2000, v.clone(), replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        Reason::WaitingForCandidate {
-            candidate: "pg2".into()
-        }
-    );
+    assert_eq!(d.reason, Reason::WaitingForCandidate { candidate: "pg2".into() });
     let d = pg2.step(&Obs::new(2000, v.clone(), replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![Action::AcquireLease]);
 
@@ -371,19 +302,9 @@ fn full_switchover_hands_leadership_to_the_candidate() {
     let mut v = v;
     v.failover = None;
     let d = pg1.step(&Obs::new(3000, v.clone(), replica_pg(1000)).0);
-    assert_eq!(
-        acts(&d),
-        vec![Action::Follow {
-            upstream: Some("pg2".into())
-        }]
-    );
+    assert_eq!(acts(&d), vec![Action::Follow { upstream: Some("pg2".into()) }]);
     let d = pg3.step(&Obs::new(3000, v, replica_pg(1000)).0);
-    assert_eq!(
-        acts(&d),
-        vec![Action::Follow {
-            upstream: Some("pg2".into())
-        }]
-    );
+    assert_eq!(acts(&d), vec![Action::Follow { upstream: Some("pg2".into()) }]);
 }
 
 #[test]
@@ -398,39 +319,21 @@ fn switchover_in_sync_mode_candidate_claims_sync_key_then_promotes_and_clears() 
             .outcome(Action::AcquireLease, ActionResult::Done, 1000)
             .0,
     );
-    let claim = Action::WriteSyncKey {
-        members: set(&[]),
-        quorum: None,
-        expected_revision: Some(95),
-    };
+    let claim = Action::WriteSyncKey { members: set(&[]), quorum: None, expected_revision: Some(95) };
     assert_eq!(acts(&d), vec![claim.clone()]);
     let v = with_sync(v, "pg2", &[]);
-    let d = n.step(
-        &Obs::new(1200, v, replica_pg(1000))
-            .outcome(claim, ActionResult::Done, 1100)
-            .0,
-    );
+    let d = n.step(&Obs::new(1200, v, replica_pg(1000)).outcome(claim, ActionResult::Done, 1100).0);
     assert_eq!(acts(&d), vec![Action::Promote, clear()]);
     assert_eq!(d.reason, Reason::Promoting);
 }
 
 #[test]
 fn other_replica_waits_for_healthy_requested_candidate_even_when_ahead() {
-    let v = edit(released(request(Some("pg1"), Some("pg2"))), "pg3", |m| {
-        m.lsn = 1100
-    });
+    let v = edit(released(request(Some("pg1"), Some("pg2"))), "pg3", |m| m.lsn = 1100);
     let d = replica("pg3").step(&Obs::new(1000, v, replica_pg(1100)).0);
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        Reason::WaitingForCandidate {
-            candidate: "pg2".into()
-        }
-    );
-    assert_eq!(
-        reason(&d),
-        "no leader: leaving the lock to the requested candidate pg2"
-    );
+    assert_eq!(d.reason, Reason::WaitingForCandidate { candidate: "pg2".into() });
+    assert_eq!(reason(&d), "no leader: leaving the lock to the requested candidate pg2");
 }
 
 #[test]
@@ -482,12 +385,7 @@ fn manual_failover_candidate_skips_ranking() {
     assert_eq!(acts(&d), vec![Action::AcquireLease]);
     let d = replica("pg2").step(&Obs::new(1000, v, replica_pg(1500)).0);
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        Reason::WaitingForCandidate {
-            candidate: "pg3".into()
-        }
-    );
+    assert_eq!(d.reason, Reason::WaitingForCandidate { candidate: "pg3".into() });
 }
 
 #[test]
@@ -496,29 +394,17 @@ fn manual_failover_candidate_promotes_and_clears_request() {
     let v = manual_failover("pg3");
     n.step(&Obs::new(1000, v.clone(), replica_pg(1000)).0);
     let v = with_leader(v, "pg3");
-    let d = n.step(
-        &Obs::new(1100, v, replica_pg(1000))
-            .outcome(Action::AcquireLease, ActionResult::Done, 1000)
-            .0,
-    );
+    let d = n
+        .step(&Obs::new(1100, v, replica_pg(1000)).outcome(Action::AcquireLease, ActionResult::Done, 1000).0);
     assert_eq!(acts(&d), vec![Action::Promote, clear()]);
 }
 
 #[test]
 fn manual_failover_to_nofailover_candidate_does_not_take_lease() {
     let v = manual_failover("pg3");
-    let d = replica("pg3").step(
-        &Obs::new(1000, v, replica_pg(1000))
-            .tags(|t| t.nofailover = true)
-            .0,
-    );
+    let d = replica("pg3").step(&Obs::new(1000, v, replica_pg(1000)).tags(|t| t.nofailover = true).0);
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        Reason::NotHealthiest {
-            why: Unfit::NoFailoverTag
-        }
-    );
+    assert_eq!(d.reason, Reason::NotHealthiest { why: Unfit::NoFailoverTag });
 }
 
 #[test]
@@ -526,30 +412,16 @@ fn manual_failover_to_async_candidate_in_sync_mode_does_not_take_lease() {
     let v = sync_on(manual_failover("pg3"), &["pg2"]);
     let d = replica("pg3").step(&Obs::new(1000, v, replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        Reason::NotHealthiest {
-            why: Unfit::NotSyncStandby
-        }
-    );
+    assert_eq!(d.reason, Reason::NotHealthiest { why: Unfit::NotSyncStandby });
 }
 
 #[test]
 fn manual_failover_to_diverged_candidate_does_not_take_lease() {
     let mut v = manual_failover("pg3");
-    v.history = vec![TimelineSwitch {
-        timeline: 1,
-        fork_lsn: 800,
-        new_leader: Some("pg2".into()),
-    }];
+    v.history = vec![TimelineSwitch { timeline: 1, fork_lsn: 800, new_leader: Some("pg2".into()) }];
     let d = replica("pg3").step(&Obs::new(1000, v, replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        Reason::NotHealthiest {
-            why: Unfit::Diverged { fork_lsn: 800 }
-        }
-    );
+    assert_eq!(d.reason, Reason::NotHealthiest { why: Unfit::Diverged { fork_lsn: 800 } });
 }
 
 #[test]
@@ -582,14 +454,7 @@ fn best_replica_takes_lease_after_switchover_without_candidate() {
     assert_eq!(d.reason, Reason::TakingLease);
     let d = replica("pg3").step(&Obs::new(2000, v, replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        Reason::NotHealthiest {
-            why: Unfit::BehindMember {
-                member: "pg2".into()
-            }
-        }
-    );
+    assert_eq!(d.reason, Reason::NotHealthiest { why: Unfit::BehindMember { member: "pg2".into() } });
 }
 
 #[test]
@@ -610,12 +475,7 @@ fn switchover_without_candidate_in_sync_mode_sync_standby_takes_lease() {
     assert_eq!(acts(&d), vec![Action::AcquireLease]);
     let d = replica("pg2").step(&Obs::new(2000, v, replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        Reason::NotHealthiest {
-            why: Unfit::NotSyncStandby
-        }
-    );
+    assert_eq!(d.reason, Reason::NotHealthiest { why: Unfit::NotSyncStandby });
 }
 
 #[test]
@@ -627,11 +487,8 @@ fn race_winner_clears_request_naming_a_candidate_that_went_down() {
     let d = n.step(&Obs::new(1000, v.clone(), replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![Action::AcquireLease]);
     let v = with_leader(v, "pg3");
-    let d = n.step(
-        &Obs::new(1100, v, replica_pg(1000))
-            .outcome(Action::AcquireLease, ActionResult::Done, 1000)
-            .0,
-    );
+    let d = n
+        .step(&Obs::new(1100, v, replica_pg(1000)).outcome(Action::AcquireLease, ActionResult::Done, 1000).0);
     assert_eq!(acts(&d), vec![Action::Promote, clear()]);
 }
 
@@ -648,10 +505,5 @@ fn failed_graceful_demote_in_switchover_keeps_lease_and_retries() {
         .outcome(release(1000), ActionResult::Skipped, 1000);
     let d = n.step(&o.0);
     assert_eq!(acts(&d), handover());
-    assert_eq!(
-        d.reason,
-        Reason::Switchover {
-            candidate: Some("pg2".into())
-        }
-    );
+    assert_eq!(d.reason, Reason::Switchover { candidate: Some("pg2".into()) });
 }

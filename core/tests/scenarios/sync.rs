@@ -45,25 +45,15 @@ fn leader_pg(standbys: Vec<Standby>, names: SyncNames) -> PgFacts {
 }
 
 fn both_async() -> Vec<Standby> {
-    vec![
-        standby("pg2", 1000, StandbySyncState::Async),
-        standby("pg3", 1000, StandbySyncState::Async),
-    ]
+    vec![standby("pg2", 1000, StandbySyncState::Async), standby("pg3", 1000, StandbySyncState::Async)]
 }
 
 fn quorum_names(members: &[&str], num: u32) -> SyncNames {
-    SyncNames {
-        quorum: true,
-        ..names(members, num)
-    }
+    SyncNames { quorum: true, ..names(members, num) }
 }
 
 fn write_key(members: &[&str], quorum: Option<u32>) -> Action {
-    Action::WriteSyncKey {
-        members: set(members),
-        quorum,
-        expected_revision: Some(95),
-    }
+    Action::WriteSyncKey { members: set(members), quorum, expected_revision: Some(95) }
 }
 
 fn set_names(n: SyncNames) -> Action {
@@ -93,59 +83,33 @@ fn step(n: &mut Node, now_ms: u64, v: &ClusterView, p: PgFacts) -> Decision {
 #[test]
 fn leader_without_sync_key_claims_it_naming_nobody() {
     let v = sync_on(cluster());
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(both_async(), SyncNames::default()),
-    );
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(both_async(), SyncNames::default()));
     assert_eq!(
         acts(&d),
         vec![
             renew(1000),
-            Action::WriteSyncKey {
-                members: BTreeSet::new(),
-                quorum: None,
-                expected_revision: None
-            }
+            Action::WriteSyncKey { members: BTreeSet::new(), quorum: None, expected_revision: None }
         ]
     );
-    assert_eq!(
-        reason(&d),
-        "sync: claiming the sync key for this leader, naming nobody yet"
-    );
+    assert_eq!(reason(&d), "sync: claiming the sync key for this leader, naming nobody yet");
 }
 
 #[test]
 fn leader_claims_sync_key_left_by_previous_leader() {
     let v = with_sync(sync_on(cluster()), "pg3", &["pg1"]);
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(both_async(), SyncNames::default()),
-    );
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(both_async(), SyncNames::default()));
     assert_eq!(acts(&d), vec![renew(1000), write_key(&[], None)]);
 }
 
 #[test]
 fn quorum_leader_without_sync_key_claims_it_with_quorum_zero() {
     let v = quorum(cluster());
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(both_async(), SyncNames::default()),
-    );
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(both_async(), SyncNames::default()));
     assert_eq!(
         acts(&d),
         vec![
             renew(1000),
-            Action::WriteSyncKey {
-                members: BTreeSet::new(),
-                quorum: Some(0),
-                expected_revision: None
-            }
+            Action::WriteSyncKey { members: BTreeSet::new(), quorum: Some(0), expected_revision: None }
         ]
     );
 }
@@ -159,20 +123,12 @@ fn new_leader_writes_sync_key_naming_nobody_before_promoting() {
     let d = step(&mut n, 1000, &v, replica_pg(1000));
     assert_eq!(acts(&d), vec![write_key(&[], None)]);
     assert_eq!(d.reason, Reason::ClaimingSyncKey);
-    assert_eq!(
-        reason(&d),
-        "sync: writing the sync key for myself before promoting"
-    );
+    assert_eq!(reason(&d), "sync: writing the sync key for myself before promoting");
     // The key names pg2 as leader and nobody else: now it promotes.
     v.revision = 101;
-    v.sync = Some(SyncKey {
-        leader: Some("pg2".into()),
-        members: BTreeSet::new(),
-        quorum: None,
-        revision: 101,
-    });
-    let o =
-        Obs::new(2000, v, replica_pg(1000)).outcome(write_key(&[], None), ActionResult::Done, 1000);
+    v.sync =
+        Some(SyncKey { leader: Some("pg2".into()), members: BTreeSet::new(), quorum: None, revision: 101 });
+    let o = Obs::new(2000, v, replica_pg(1000)).outcome(write_key(&[], None), ActionResult::Done, 1000);
     let d = n.step(&o.0);
     assert_eq!(acts(&d), vec![Action::Promote]);
     assert_eq!(d.reason, Reason::Promoting);
@@ -198,12 +154,7 @@ fn replica_not_in_sync_key_never_wins_election() {
     v.members.get_mut("pg3").unwrap().lsn = 1100;
     let d = replica("pg3").step(&Obs::new(1000, v, replica_pg(1100)).0);
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        Reason::NotHealthiest {
-            why: Unfit::NotSyncStandby
-        }
-    );
+    assert_eq!(d.reason, Reason::NotHealthiest { why: Unfit::NotSyncStandby });
 }
 
 #[test]
@@ -212,13 +163,7 @@ fn sync_key_naming_nobody_lets_no_replica_win_election() {
     for name in ["pg2", "pg3"] {
         let d = replica(name).step(&Obs::new(1000, v.clone(), replica_pg(1000)).0);
         assert_eq!(acts(&d), vec![], "{name}");
-        assert_eq!(
-            d.reason,
-            Reason::NotHealthiest {
-                why: Unfit::NotSyncStandby
-            },
-            "{name}"
-        );
+        assert_eq!(d.reason, Reason::NotHealthiest { why: Unfit::NotSyncStandby }, "{name}");
     }
 }
 
@@ -235,42 +180,22 @@ fn sync_standby_in_the_key_wins_election() {
 fn new_sync_standby_goes_into_postgres_before_the_key() {
     let v = with_sync(sync_on(cluster()), "pg1", &[]);
     let mut n = leader("pg1", DEADLINE_MS);
-    let d = step(
-        &mut n,
-        1000,
-        &v,
-        leader_pg(both_async(), SyncNames::default()),
-    );
+    let d = step(&mut n, 1000, &v, leader_pg(both_async(), SyncNames::default()));
     assert_eq!(acts(&d), vec![renew(1000), set_names(names(&["pg2"], 1))]);
-    assert_eq!(
-        change(&d),
-        "synchronous_standby_names becomes FIRST 1 (pg2)"
-    );
+    assert_eq!(change(&d), "synchronous_standby_names becomes FIRST 1 (pg2)");
     assert_eq!(d.wake_after_ms, 0);
     // Postgres runs with the new names, but pg2 is still catching up.
-    let standbys = vec![
-        standby("pg2", 1000, StandbySyncState::Async),
-        standby("pg3", 1000, StandbySyncState::Async),
-    ];
+    let standbys =
+        vec![standby("pg2", 1000, StandbySyncState::Async), standby("pg3", 1000, StandbySyncState::Async)];
     let d = step(&mut n, 2000, &v, leader_pg(standbys, names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000)]);
     assert_eq!(d.reason, Reason::LeaderHealthy { name: "pg1".into() });
     // Postgres reports pg2 synchronous: now the key names it.
-    let standbys = vec![
-        standby("pg2", 1000, StandbySyncState::Sync),
-        standby("pg3", 1000, StandbySyncState::Async),
-    ];
-    let d = step(
-        &mut n,
-        3000,
-        &v,
-        leader_pg(standbys.clone(), names(&["pg2"], 1)),
-    );
+    let standbys =
+        vec![standby("pg2", 1000, StandbySyncState::Sync), standby("pg3", 1000, StandbySyncState::Async)];
+    let d = step(&mut n, 3000, &v, leader_pg(standbys.clone(), names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000), write_key(&["pg2"], None)]);
-    assert_eq!(
-        change(&d),
-        "pg2 confirmed synchronous: adding to the sync key"
-    );
+    assert_eq!(change(&d), "pg2 confirmed synchronous: adding to the sync key");
     // The key is written: nothing more to do.
     let v = with_sync(v, "pg1", &["pg2"]);
     let d = step(&mut n, 4000, &v, leader_pg(standbys, names(&["pg2"], 1)));
@@ -281,137 +206,67 @@ fn new_sync_standby_goes_into_postgres_before_the_key() {
 #[test]
 fn standby_listed_in_postgres_but_not_reported_sync_stays_out_of_the_key() {
     let v = with_sync(sync_on(cluster()), "pg1", &[]);
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(both_async(), names(&["pg2"], 1)),
-    );
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(both_async(), names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000)]);
 }
 
 #[test]
 fn synchronous_node_count_two_names_two_standbys() {
-    let v = with_config(with_sync(sync_on(cluster()), "pg1", &[]), |c| {
-        c.synchronous_node_count = 2
-    });
+    let v = with_config(with_sync(sync_on(cluster()), "pg1", &[]), |c| c.synchronous_node_count = 2);
     let mut n = leader("pg1", DEADLINE_MS);
-    let d = step(
-        &mut n,
-        1000,
-        &v,
-        leader_pg(both_async(), SyncNames::default()),
-    );
-    assert_eq!(
-        acts(&d),
-        vec![renew(1000), set_names(names(&["pg2", "pg3"], 2))]
-    );
+    let d = step(&mut n, 1000, &v, leader_pg(both_async(), SyncNames::default()));
+    assert_eq!(acts(&d), vec![renew(1000), set_names(names(&["pg2", "pg3"], 2))]);
     // Only pg3 reports synchronous so far: only pg3 goes into the key.
-    let standbys = vec![
-        standby("pg2", 1000, StandbySyncState::Potential),
-        standby("pg3", 1000, StandbySyncState::Sync),
-    ];
-    let d = step(
-        &mut n,
-        2000,
-        &v,
-        leader_pg(standbys, names(&["pg2", "pg3"], 2)),
-    );
+    let standbys =
+        vec![standby("pg2", 1000, StandbySyncState::Potential), standby("pg3", 1000, StandbySyncState::Sync)];
+    let d = step(&mut n, 2000, &v, leader_pg(standbys, names(&["pg2", "pg3"], 2)));
     assert_eq!(acts(&d), vec![renew(1000), write_key(&["pg3"], None)]);
     let v = with_sync(v, "pg1", &["pg3"]);
-    let standbys = vec![
-        standby("pg2", 1000, StandbySyncState::Sync),
-        standby("pg3", 1000, StandbySyncState::Sync),
-    ];
-    let d = step(
-        &mut n,
-        3000,
-        &v,
-        leader_pg(standbys, names(&["pg2", "pg3"], 2)),
-    );
-    assert_eq!(
-        acts(&d),
-        vec![renew(1000), write_key(&["pg2", "pg3"], None)]
-    );
+    let standbys =
+        vec![standby("pg2", 1000, StandbySyncState::Sync), standby("pg3", 1000, StandbySyncState::Sync)];
+    let d = step(&mut n, 3000, &v, leader_pg(standbys, names(&["pg2", "pg3"], 2)));
+    assert_eq!(acts(&d), vec![renew(1000), write_key(&["pg2", "pg3"], None)]);
 }
 
 #[test]
 fn synchronous_node_count_one_names_the_furthest_standby() {
     let v = with_sync(sync_on(cluster()), "pg1", &[]);
-    let standbys = vec![
-        standby("pg2", 900, StandbySyncState::Async),
-        standby("pg3", 1000, StandbySyncState::Async),
-    ];
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(standbys, SyncNames::default()),
-    );
+    let standbys =
+        vec![standby("pg2", 900, StandbySyncState::Async), standby("pg3", 1000, StandbySyncState::Async)];
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, SyncNames::default()));
     assert_eq!(acts(&d), vec![renew(1000), set_names(names(&["pg3"], 1))]);
 }
 
 #[test]
 fn current_sync_standby_is_kept_when_another_is_further_ahead() {
     let v = with_sync(sync_on(cluster()), "pg1", &["pg2"]);
-    let standbys = vec![
-        standby("pg2", 900, StandbySyncState::Sync),
-        standby("pg3", 1000, StandbySyncState::Async),
-    ];
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(standbys, names(&["pg2"], 1)),
-    );
+    let standbys =
+        vec![standby("pg2", 900, StandbySyncState::Sync), standby("pg3", 1000, StandbySyncState::Async)];
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000)]);
     assert_eq!(d.reason, Reason::LeaderHealthy { name: "pg1".into() });
 }
 
 #[test]
 fn raising_synchronous_node_count_adds_the_second_standby_to_postgres_first() {
-    let v = with_config(with_sync(sync_on(cluster()), "pg1", &["pg2"]), |c| {
-        c.synchronous_node_count = 2
-    });
-    let standbys = vec![
-        standby("pg2", 1000, StandbySyncState::Sync),
-        standby("pg3", 1000, StandbySyncState::Async),
-    ];
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(standbys, names(&["pg2"], 1)),
-    );
-    assert_eq!(
-        acts(&d),
-        vec![renew(1000), set_names(names(&["pg2", "pg3"], 2))]
-    );
+    let v = with_config(with_sync(sync_on(cluster()), "pg1", &["pg2"]), |c| c.synchronous_node_count = 2);
+    let standbys =
+        vec![standby("pg2", 1000, StandbySyncState::Sync), standby("pg3", 1000, StandbySyncState::Async)];
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, names(&["pg2"], 1)));
+    assert_eq!(acts(&d), vec![renew(1000), set_names(names(&["pg2", "pg3"], 2))]);
 }
 
 #[test]
 fn lowering_synchronous_node_count_removes_from_the_key_first() {
     let v = with_sync(sync_on(cluster()), "pg1", &["pg2", "pg3"]);
-    let standbys = vec![
-        standby("pg2", 1000, StandbySyncState::Sync),
-        standby("pg3", 990, StandbySyncState::Sync),
-    ];
+    let standbys =
+        vec![standby("pg2", 1000, StandbySyncState::Sync), standby("pg3", 990, StandbySyncState::Sync)];
     let mut n = leader("pg1", DEADLINE_MS);
-    let d = step(
-        &mut n,
-        1000,
-        &v,
-        leader_pg(standbys.clone(), names(&["pg2", "pg3"], 2)),
-    );
+    let d = step(&mut n, 1000, &v, leader_pg(standbys.clone(), names(&["pg2", "pg3"], 2)));
     assert_eq!(acts(&d), vec![renew(1000), write_key(&["pg2"], None)]);
     assert_eq!(change(&d), "removing pg3 from the sync key first");
     let v = with_sync(v, "pg1", &["pg2"]);
-    let d = step(
-        &mut n,
-        2000,
-        &v,
-        leader_pg(standbys, names(&["pg2", "pg3"], 2)),
-    );
+    let d = step(&mut n, 2000, &v, leader_pg(standbys, names(&["pg2", "pg3"], 2)));
     assert_eq!(acts(&d), vec![renew(1000), set_names(names(&["pg2"], 1))]);
 }
 
@@ -419,16 +274,9 @@ fn lowering_synchronous_node_count_removes_from_the_key_first() {
 fn nosync_member_is_never_chosen() {
     let mut v = with_sync(sync_on(cluster()), "pg1", &[]);
     v.members.get_mut("pg2").unwrap().tags.nosync = true;
-    let standbys = vec![
-        standby("pg2", 1000, StandbySyncState::Async),
-        standby("pg3", 900, StandbySyncState::Async),
-    ];
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(standbys, SyncNames::default()),
-    );
+    let standbys =
+        vec![standby("pg2", 1000, StandbySyncState::Async), standby("pg3", 900, StandbySyncState::Async)];
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, SyncNames::default()));
     assert_eq!(acts(&d), vec![renew(1000), set_names(names(&["pg3"], 1))]);
 }
 
@@ -439,16 +287,9 @@ fn nosync_member_reported_sync_is_not_added_to_the_key() {
     let mut v = with_sync(sync_on(cluster()), "pg1", &[]);
     v.members.get_mut("pg2").unwrap().tags.nosync = true;
     v.members.get_mut("pg3").unwrap().tags.nosync = true;
-    let standbys = vec![
-        standby("pg2", 1000, StandbySyncState::Sync),
-        standby("pg3", 1000, StandbySyncState::Async),
-    ];
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(standbys, names(&["pg2"], 1)),
-    );
+    let standbys =
+        vec![standby("pg2", 1000, StandbySyncState::Sync), standby("pg3", 1000, StandbySyncState::Async)];
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000), set_names(SyncNames::default())]);
 }
 
@@ -456,16 +297,9 @@ fn nosync_member_reported_sync_is_not_added_to_the_key() {
 fn sync_standby_tagged_nosync_is_removed_from_the_key_first() {
     let mut v = with_sync(sync_on(cluster()), "pg1", &["pg2"]);
     v.members.get_mut("pg2").unwrap().tags.nosync = true;
-    let standbys = vec![
-        standby("pg2", 1000, StandbySyncState::Sync),
-        standby("pg3", 1000, StandbySyncState::Async),
-    ];
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(standbys, names(&["pg2"], 1)),
-    );
+    let standbys =
+        vec![standby("pg2", 1000, StandbySyncState::Sync), standby("pg3", 1000, StandbySyncState::Async)];
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000), write_key(&[], None)]);
 }
 
@@ -474,16 +308,9 @@ fn standby_lagging_beyond_maximum_lag_on_syncnode_is_not_chosen() {
     let v = with_config(with_sync(sync_on(cluster()), "pg1", &[]), |c| {
         c.maximum_lag_on_syncnode_bytes = Some(100)
     });
-    let standbys = vec![
-        standby("pg2", 850, StandbySyncState::Async),
-        standby("pg3", 900, StandbySyncState::Async),
-    ];
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(standbys, SyncNames::default()),
-    );
+    let standbys =
+        vec![standby("pg2", 850, StandbySyncState::Async), standby("pg3", 900, StandbySyncState::Async)];
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, SyncNames::default()));
     // pg2 is 150 bytes behind; pg3, exactly 100, is within the limit.
     assert_eq!(acts(&d), vec![renew(1000), set_names(names(&["pg3"], 1))]);
 }
@@ -493,16 +320,9 @@ fn sync_standby_falling_behind_maximum_lag_on_syncnode_is_replaced() {
     let v = with_config(with_sync(sync_on(cluster()), "pg1", &["pg2"]), |c| {
         c.maximum_lag_on_syncnode_bytes = Some(100)
     });
-    let standbys = vec![
-        standby("pg2", 500, StandbySyncState::Sync),
-        standby("pg3", 1000, StandbySyncState::Async),
-    ];
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(standbys, names(&["pg2"], 1)),
-    );
+    let standbys =
+        vec![standby("pg2", 500, StandbySyncState::Sync), standby("pg3", 1000, StandbySyncState::Async)];
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000), write_key(&[], None)]);
 }
 
@@ -516,12 +336,7 @@ fn silent_sync_standby_is_removed_from_the_key_before_postgres() {
     let standbys = vec![silent, standby("pg3", 1000, StandbySyncState::Async)];
     let mut n = leader("pg1", DEADLINE_MS);
     // 1. The key stops naming pg2.
-    let d = step(
-        &mut n,
-        1000,
-        &v,
-        leader_pg(standbys.clone(), names(&["pg2"], 1)),
-    );
+    let d = step(&mut n, 1000, &v, leader_pg(standbys.clone(), names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000), write_key(&[], None)]);
     assert_eq!(change(&d), "removing pg2 from the sync key first");
     // 2. Postgres waits for pg3 instead.
@@ -542,12 +357,7 @@ fn sync_standby_replying_within_half_the_ttl_is_kept() {
     let mut slow = standby("pg2", 1000, StandbySyncState::Sync);
     slow.reply_age_ms = TTL_MS / 2;
     let standbys = vec![slow, standby("pg3", 1000, StandbySyncState::Async)];
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(standbys, names(&["pg2"], 1)),
-    );
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000)]);
 }
 
@@ -555,17 +365,10 @@ fn sync_standby_replying_within_half_the_ttl_is_kept() {
 fn sync_standby_whose_member_key_expired_is_replaced() {
     let mut v = with_sync(sync_on(cluster()), "pg1", &["pg2"]);
     v.members.remove("pg2");
-    let standbys = vec![
-        standby("pg2", 1000, StandbySyncState::Sync),
-        standby("pg3", 1000, StandbySyncState::Async),
-    ];
+    let standbys =
+        vec![standby("pg2", 1000, StandbySyncState::Sync), standby("pg3", 1000, StandbySyncState::Async)];
     let mut n = leader("pg1", DEADLINE_MS);
-    let d = step(
-        &mut n,
-        1000,
-        &v,
-        leader_pg(standbys.clone(), names(&["pg2"], 1)),
-    );
+    let d = step(&mut n, 1000, &v, leader_pg(standbys.clone(), names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000), write_key(&[], None)]);
     let v = with_sync(v, "pg1", &[]);
     let d = step(&mut n, 2000, &v, leader_pg(standbys, names(&["pg2"], 1)));
@@ -578,12 +381,7 @@ fn sync_standby_no_longer_streaming_is_replaced() {
     let mut gone = standby("pg2", 1000, StandbySyncState::Sync);
     gone.streaming = false;
     let standbys = vec![gone, standby("pg3", 1000, StandbySyncState::Async)];
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(standbys, names(&["pg2"], 1)),
-    );
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000), write_key(&[], None)]);
 }
 
@@ -598,16 +396,8 @@ fn non_strict_leader_goes_asynchronous_when_no_standby_is_healthy() {
     let v = with_sync(v, "pg1", &[]);
     let d = step(&mut n, 2000, &v, leader_pg(Vec::new(), names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000), set_names(SyncNames::default())]);
-    assert_eq!(
-        change(&d),
-        "synchronous_standby_names becomes '' (asynchronous)"
-    );
-    let d = step(
-        &mut n,
-        3000,
-        &v,
-        leader_pg(Vec::new(), SyncNames::default()),
-    );
+    assert_eq!(change(&d), "synchronous_standby_names becomes '' (asynchronous)");
+    let d = step(&mut n, 3000, &v, leader_pg(Vec::new(), SyncNames::default()));
     assert_eq!(acts(&d), vec![renew(1000)]);
 }
 
@@ -615,12 +405,7 @@ fn non_strict_leader_goes_asynchronous_when_no_standby_is_healthy() {
 fn strict_mode_without_standbys_blocks_writes_with_a_placeholder() {
     let v = with_sync(strict(cluster()), "pg1", &[]);
     let mut n = leader("pg1", DEADLINE_MS);
-    let d = step(
-        &mut n,
-        1000,
-        &v,
-        leader_pg(Vec::new(), SyncNames::default()),
-    );
+    let d = step(&mut n, 1000, &v, leader_pg(Vec::new(), SyncNames::default()));
     let placeholder = match acts(&d).as_slice() {
         [r, Action::SetSyncStandbyNames(p)] if *r == renew(1000) && is_placeholder(p) => p.clone(),
         other => panic!("expected renew, then the placeholder: {other:?}"),
@@ -630,9 +415,7 @@ fn strict_mode_without_standbys_blocks_writes_with_a_placeholder() {
     assert_eq!(acts(&d), vec![renew(1000)]);
     assert_eq!(
         d.reason,
-        Reason::SyncBlocked {
-            why: "strict mode and no healthy standby: commits wait".into()
-        }
+        Reason::SyncBlocked { why: "strict mode and no healthy standby: commits wait".into() }
     );
 }
 
@@ -642,26 +425,13 @@ fn strict_mode_keeps_the_old_names_when_the_sync_standby_goes_silent() {
     let mut silent = standby("pg2", 1000, StandbySyncState::Sync);
     silent.reply_age_ms = TTL_MS;
     let mut n = leader("pg1", DEADLINE_MS);
-    let d = step(
-        &mut n,
-        1000,
-        &v,
-        leader_pg(vec![silent.clone()], names(&["pg2"], 1)),
-    );
+    let d = step(&mut n, 1000, &v, leader_pg(vec![silent.clone()], names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000), write_key(&[], None)]);
     // The key names nobody; Postgres still waits for pg2: writes block.
     let v = with_sync(v, "pg1", &[]);
-    let d = step(
-        &mut n,
-        2000,
-        &v,
-        leader_pg(vec![silent], names(&["pg2"], 1)),
-    );
+    let d = step(&mut n, 2000, &v, leader_pg(vec![silent], names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000)]);
-    assert_eq!(
-        reason(&d),
-        "sync: strict mode and no healthy standby: commits wait"
-    );
+    assert_eq!(reason(&d), "sync: strict mode and no healthy standby: commits wait");
 }
 
 #[test]
@@ -670,12 +440,7 @@ fn strict_mode_unblocks_when_a_healthy_standby_appears() {
     let mut silent = standby("pg2", 1000, StandbySyncState::Sync);
     silent.reply_age_ms = TTL_MS;
     let standbys = vec![silent, standby("pg3", 1000, StandbySyncState::Async)];
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(standbys, names(&["pg2"], 1)),
-    );
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000), set_names(names(&["pg3"], 1))]);
 }
 
@@ -684,17 +449,9 @@ fn turning_sync_mode_off_clears_synchronous_standby_names() {
     let v = with_sync(cluster(), "pg1", &["pg2"]);
     let standbys = vec![standby("pg2", 1000, StandbySyncState::Sync)];
     let mut n = leader("pg1", DEADLINE_MS);
-    let d = step(
-        &mut n,
-        1000,
-        &v,
-        leader_pg(standbys.clone(), names(&["pg2"], 1)),
-    );
+    let d = step(&mut n, 1000, &v, leader_pg(standbys.clone(), names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000), set_names(SyncNames::default())]);
-    assert_eq!(
-        change(&d),
-        "synchronous mode is off: commits no longer wait for standbys"
-    );
+    assert_eq!(change(&d), "synchronous mode is off: commits no longer wait for standbys");
     // Then the key forgets its standbys, so that turning synchronous mode
     // on again never trusts one for commits made meanwhile.
     let d = step(&mut n, 2000, &v, leader_pg(standbys, SyncNames::default()));
@@ -713,30 +470,18 @@ fn sync_key_naming_a_standby_postgres_does_not_wait_for_is_corrected_first() {
     // stayed) and on again: the key names pg2, which Postgres does not wait
     // for. Before anything else the key must stop naming it (rule 3).
     let v = with_sync(sync_on(cluster()), "pg1", &["pg2"]);
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(both_async(), SyncNames::default()),
-    );
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(both_async(), SyncNames::default()));
     assert_eq!(acts(&d), vec![renew(1000), write_key(&[], None)]);
 }
 
 #[test]
 fn sync_change_is_renewal_first_and_one_change_per_step() {
     // Everything to do at once: pg2 silent in the key, pg3 healthy.
-    let v = with_config(with_sync(sync_on(cluster()), "pg1", &["pg2"]), |c| {
-        c.synchronous_node_count = 2
-    });
+    let v = with_config(with_sync(sync_on(cluster()), "pg1", &["pg2"]), |c| c.synchronous_node_count = 2);
     let mut silent = standby("pg2", 1000, StandbySyncState::Sync);
     silent.reply_age_ms = TTL_MS;
     let standbys = vec![silent, standby("pg3", 1000, StandbySyncState::Sync)];
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(standbys, names(&["pg2", "pg3"], 2)),
-    );
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, names(&["pg2", "pg3"], 2)));
     let a = acts(&d);
     assert_eq!(a, vec![renew(1000), write_key(&[], None)]);
 }
@@ -755,42 +500,16 @@ fn promise_kept(members: &BTreeSet<String>, quorum: u32, names: &SyncNames) -> b
 fn quorum_mode_adds_standbys_with_any_n_then_the_key_with_its_quorum() {
     let v = with_quorum_key(quorum(cluster()), &[], 0);
     let mut n = leader("pg1", DEADLINE_MS);
-    let d = step(
-        &mut n,
-        1000,
-        &v,
-        leader_pg(both_async(), SyncNames::default()),
-    );
-    assert_eq!(
-        acts(&d),
-        vec![renew(1000), set_names(quorum_names(&["pg2", "pg3"], 1))]
-    );
-    assert_eq!(
-        change(&d),
-        "synchronous_standby_names becomes ANY 1 (pg2, pg3)"
-    );
-    let standbys = vec![
-        standby("pg2", 1000, StandbySyncState::Quorum),
-        standby("pg3", 1000, StandbySyncState::Quorum),
-    ];
-    let d = step(
-        &mut n,
-        2000,
-        &v,
-        leader_pg(standbys.clone(), quorum_names(&["pg2", "pg3"], 1)),
-    );
-    assert_eq!(
-        acts(&d),
-        vec![renew(1000), write_key(&["pg2", "pg3"], Some(1))]
-    );
+    let d = step(&mut n, 1000, &v, leader_pg(both_async(), SyncNames::default()));
+    assert_eq!(acts(&d), vec![renew(1000), set_names(quorum_names(&["pg2", "pg3"], 1))]);
+    assert_eq!(change(&d), "synchronous_standby_names becomes ANY 1 (pg2, pg3)");
+    let standbys =
+        vec![standby("pg2", 1000, StandbySyncState::Quorum), standby("pg3", 1000, StandbySyncState::Quorum)];
+    let d = step(&mut n, 2000, &v, leader_pg(standbys.clone(), quorum_names(&["pg2", "pg3"], 1)));
+    assert_eq!(acts(&d), vec![renew(1000), write_key(&["pg2", "pg3"], Some(1))]);
     assert_eq!(change(&d), "sync key becomes pg2, pg3 with quorum 1");
     let v = with_quorum_key(v, &["pg2", "pg3"], 1);
-    let d = step(
-        &mut n,
-        3000,
-        &v,
-        leader_pg(standbys, quorum_names(&["pg2", "pg3"], 1)),
-    );
+    let d = step(&mut n, 3000, &v, leader_pg(standbys, quorum_names(&["pg2", "pg3"], 1)));
     assert_eq!(acts(&d), vec![renew(1000)]);
 }
 
@@ -799,32 +518,14 @@ fn quorum_mode_adding_a_member_widens_the_key_before_postgres() {
     // The key promises one of {pg2}; Postgres runs ANY 1 (pg2). Adding pg3
     // to Postgres first would break the promise: the key widens first.
     let v = with_quorum_key(quorum(cluster()), &["pg2"], 1);
-    let standbys = vec![
-        standby("pg2", 1000, StandbySyncState::Quorum),
-        standby("pg3", 1000, StandbySyncState::Async),
-    ];
+    let standbys =
+        vec![standby("pg2", 1000, StandbySyncState::Quorum), standby("pg3", 1000, StandbySyncState::Async)];
     let mut n = leader("pg1", DEADLINE_MS);
-    let d = step(
-        &mut n,
-        1000,
-        &v,
-        leader_pg(standbys.clone(), quorum_names(&["pg2"], 1)),
-    );
-    assert_eq!(
-        acts(&d),
-        vec![renew(1000), write_key(&["pg2", "pg3"], Some(1))]
-    );
+    let d = step(&mut n, 1000, &v, leader_pg(standbys.clone(), quorum_names(&["pg2"], 1)));
+    assert_eq!(acts(&d), vec![renew(1000), write_key(&["pg2", "pg3"], Some(1))]);
     let v = with_quorum_key(v, &["pg2", "pg3"], 1);
-    let d = step(
-        &mut n,
-        2000,
-        &v,
-        leader_pg(standbys, quorum_names(&["pg2"], 1)),
-    );
-    assert_eq!(
-        acts(&d),
-        vec![renew(1000), set_names(quorum_names(&["pg2", "pg3"], 1))]
-    );
+    let d = step(&mut n, 2000, &v, leader_pg(standbys, quorum_names(&["pg2"], 1)));
+    assert_eq!(acts(&d), vec![renew(1000), set_names(quorum_names(&["pg2", "pg3"], 1))]);
 }
 
 #[test]
@@ -834,63 +535,28 @@ fn quorum_mode_silent_member_leaves_postgres_then_the_key() {
     silent.reply_age_ms = TTL_MS;
     let standbys = vec![standby("pg2", 1000, StandbySyncState::Quorum), silent];
     let mut n = leader("pg1", DEADLINE_MS);
-    let d = step(
-        &mut n,
-        1000,
-        &v,
-        leader_pg(standbys.clone(), quorum_names(&["pg2", "pg3"], 1)),
-    );
-    assert_eq!(
-        acts(&d),
-        vec![renew(1000), set_names(quorum_names(&["pg2"], 1))]
-    );
-    let d = step(
-        &mut n,
-        2000,
-        &v,
-        leader_pg(standbys, quorum_names(&["pg2"], 1)),
-    );
+    let d = step(&mut n, 1000, &v, leader_pg(standbys.clone(), quorum_names(&["pg2", "pg3"], 1)));
+    assert_eq!(acts(&d), vec![renew(1000), set_names(quorum_names(&["pg2"], 1))]);
+    let d = step(&mut n, 2000, &v, leader_pg(standbys, quorum_names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000), write_key(&["pg2"], Some(1))]);
 }
 
 #[test]
 fn quorum_mode_honours_synchronous_node_count() {
-    let mut v = with_config(with_quorum_key(quorum(cluster()), &[], 0), |c| {
-        c.synchronous_node_count = 2
-    });
-    v.members
-        .insert("pg4".into(), member(MemberRole::Replica, 1000));
+    let mut v = with_config(with_quorum_key(quorum(cluster()), &[], 0), |c| c.synchronous_node_count = 2);
+    v.members.insert("pg4".into(), member(MemberRole::Replica, 1000));
     let mut standbys = both_async();
     standbys.push(standby("pg4", 1000, StandbySyncState::Async));
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(standbys, SyncNames::default()),
-    );
-    assert_eq!(
-        acts(&d),
-        vec![
-            renew(1000),
-            set_names(quorum_names(&["pg2", "pg3", "pg4"], 2))
-        ]
-    );
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, SyncNames::default()));
+    assert_eq!(acts(&d), vec![renew(1000), set_names(quorum_names(&["pg2", "pg3", "pg4"], 2))]);
 }
 
 #[test]
 fn quorum_mode_never_names_a_nosync_member() {
     let mut v = with_quorum_key(quorum(cluster()), &[], 0);
     v.members.get_mut("pg3").unwrap().tags.nosync = true;
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(both_async(), SyncNames::default()),
-    );
-    assert_eq!(
-        acts(&d),
-        vec![renew(1000), set_names(quorum_names(&["pg2"], 1))]
-    );
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(both_async(), SyncNames::default()));
+    assert_eq!(acts(&d), vec![renew(1000), set_names(quorum_names(&["pg2"], 1))]);
 }
 
 #[test]
@@ -898,36 +564,20 @@ fn quorum_mode_without_standbys_settles_on_asynchronous_names() {
     // The last standby left: the key names nobody with quorum 0, Postgres
     // runs asynchronously (''). Nothing is left to change.
     let v = with_quorum_key(quorum(cluster()), &[], 0);
-    let d = step(
-        &mut leader("pg1", DEADLINE_MS),
-        1000,
-        &v,
-        leader_pg(Vec::new(), SyncNames::default()),
-    );
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(Vec::new(), SyncNames::default()));
     assert_eq!(acts(&d), vec![renew(1000)]);
 }
 
 #[test]
 fn strict_quorum_mode_without_standbys_blocks_with_a_placeholder() {
-    let v = with_config(with_quorum_key(quorum(cluster()), &["pg2"], 1), |c| {
-        c.synchronous_mode_strict = true
-    });
+    let v =
+        with_config(with_quorum_key(quorum(cluster()), &["pg2"], 1), |c| c.synchronous_mode_strict = true);
     let mut n = leader("pg1", DEADLINE_MS);
     // Postgres still waits for pg2, which is gone: the key shrinks first.
-    let d = step(
-        &mut n,
-        1000,
-        &v,
-        leader_pg(Vec::new(), quorum_names(&["pg2"], 1)),
-    );
+    let d = step(&mut n, 1000, &v, leader_pg(Vec::new(), quorum_names(&["pg2"], 1)));
     assert_eq!(acts(&d), vec![renew(1000), write_key(&[], Some(0))]);
     let v = with_quorum_key(v, &[], 0);
-    let d = step(
-        &mut n,
-        2000,
-        &v,
-        leader_pg(Vec::new(), quorum_names(&["pg2"], 1)),
-    );
+    let d = step(&mut n, 2000, &v, leader_pg(Vec::new(), quorum_names(&["pg2"], 1)));
     match acts(&d).as_slice() {
         [r, Action::SetSyncStandbyNames(p)] if *r == renew(1000) => {
             assert!(p.quorum && p.members.len() == 1 && p.num == 1, "{p:?}");
@@ -944,8 +594,7 @@ fn drive_quorum(node_count: u32, key: (&[&str], u32), names_now: SyncNames, heal
     let all = ["pg2", "pg3", "pg4", "pg5"];
     let mut v = with_config(quorum(cluster()), |c| c.synchronous_node_count = node_count);
     for m in ["pg4", "pg5"] {
-        v.members
-            .insert(m.into(), member(MemberRole::Replica, 1000));
+        v.members.insert(m.into(), member(MemberRole::Replica, 1000));
     }
     let mut v = with_quorum_key(v, key.0, key.1);
     let mut pg_names = names_now;
@@ -962,18 +611,10 @@ fn drive_quorum(node_count: u32, key: (&[&str], u32), names_now: SyncNames, heal
     let mut n = leader("pg1", DEADLINE_MS);
     let case = format!("node_count {node_count}, key {key:?}, healthy {healthy:?}");
     for i in 0..8u64 {
-        let d = step(
-            &mut n,
-            1000 + i,
-            &v,
-            leader_pg(standbys.clone(), pg_names.clone()),
-        );
+        let d = step(&mut n, 1000 + i, &v, leader_pg(standbys.clone(), pg_names.clone()));
         let a = acts(&d);
         assert_eq!(a.first(), Some(&renew(1000)), "{case}: {a:?}");
-        assert!(
-            a.len() <= 2,
-            "{case}: more than one sync change in a step: {a:?}"
-        );
+        assert!(a.len() <= 2, "{case}: more than one sync change in a step: {a:?}");
         let key_now = v.sync.clone().unwrap();
         match a.get(1) {
             None => {
@@ -986,21 +627,14 @@ fn drive_quorum(node_count: u32, key: (&[&str], u32), names_now: SyncNames, heal
                 return;
             }
             Some(Action::SetSyncStandbyNames(new)) => {
-                assert!(
-                    new.quorum || new.members.is_empty(),
-                    "{case}: {new:?} is not ANY"
-                );
+                assert!(new.quorum || new.members.is_empty(), "{case}: {new:?} is not ANY");
                 assert!(
                     promise_kept(&key_now.members, key_now.quorum.unwrap_or(0), new),
                     "{case}: {new:?} breaks the key {key_now:?}"
                 );
                 pg_names = new.clone();
             }
-            Some(Action::WriteSyncKey {
-                members,
-                quorum,
-                expected_revision,
-            }) => {
+            Some(Action::WriteSyncKey { members, quorum, expected_revision }) => {
                 assert_eq!(*expected_revision, Some(key_now.revision), "{case}");
                 assert!(
                     promise_kept(members, quorum.unwrap_or(0), &pg_names),
@@ -1022,23 +656,13 @@ fn drive_quorum(node_count: u32, key: (&[&str], u32), names_now: SyncNames, heal
 
 #[test]
 fn quorum_steps_never_write_a_key_broken_by_current_names() {
-    let sets: [&[&str]; 5] = [
-        &["pg2"],
-        &["pg2", "pg3"],
-        &["pg3", "pg4"],
-        &["pg2", "pg3", "pg4"],
-        &["pg2", "pg3", "pg4", "pg5"],
-    ];
+    let sets: [&[&str]; 5] =
+        [&["pg2"], &["pg2", "pg3"], &["pg3", "pg4"], &["pg2", "pg3", "pg4"], &["pg2", "pg3", "pg4", "pg5"]];
     for node_count in 1..=3u32 {
         for from in sets {
             let from_num = node_count.min(from.len() as u32);
             for to in sets {
-                drive_quorum(
-                    node_count,
-                    (from, from_num),
-                    quorum_names(from, from_num),
-                    to,
-                );
+                drive_quorum(node_count, (from, from_num), quorum_names(from, from_num), to);
             }
         }
         // From a fresh key naming nobody.

@@ -33,13 +33,7 @@ pub struct Tick {
 const NAMES: [&str; 3] = ["pg1", "pg2", "pg3"];
 
 /// Builds the observation for `t`, given the previous decision's actions.
-pub fn observe(
-    t: &Tick,
-    now_ms: u64,
-    prev_now_ms: u64,
-    revision: u64,
-    prev: &[Action],
-) -> Observation {
+pub fn observe(t: &Tick, now_ms: u64, prev_now_ms: u64, revision: u64, prev: &[Action]) -> Observation {
     let mut cfg = DynamicConfig {
         ttl_ms: 10_000,
         loop_wait_ms: 2_000,
@@ -49,8 +43,7 @@ pub fn observe(
         use_pg_rewind: true,
         ..DynamicConfig::default()
     };
-    cfg.synchronous_mode =
-        [SyncMode::Off, SyncMode::On, SyncMode::Quorum][t.sync_mode as usize % 3];
+    cfg.synchronous_mode = [SyncMode::Off, SyncMode::On, SyncMode::Quorum][t.sync_mode as usize % 3];
     let mut view = ClusterView {
         revision: revision.saturating_sub(t.revision_back),
         initialize: Some("1".into()),
@@ -59,10 +52,7 @@ pub fn observe(
         ..ClusterView::default()
     };
     if let Some(name) = NAMES.get(t.leader as usize) {
-        view.leader = Some(LeaderKey {
-            name: (*name).into(),
-            revision: 1,
-        });
+        view.leader = Some(LeaderKey { name: (*name).into(), revision: 1 });
     }
     for (i, name) in NAMES.iter().enumerate() {
         let mut m = Member {
@@ -81,11 +71,7 @@ pub fn observe(
         revision: 2,
     });
     if let Some(fork) = t.history_fork {
-        view.history = vec![TimelineSwitch {
-            timeline: 1,
-            fork_lsn: fork,
-            new_leader: Some("pg2".into()),
-        }];
+        view.history = vec![TimelineSwitch { timeline: 1, fork_lsn: fork, new_leader: Some("pg2".into()) }];
     }
     let mut pg = PgFacts::empty();
     if !t.data_empty {
@@ -95,12 +81,9 @@ pub fn observe(
             wal_log_hints: true,
             data_checksums: false,
         });
-        pg.process = [
-            PgProcess::Stopped,
-            PgProcess::Starting,
-            PgProcess::RunningPrimary,
-            PgProcess::RunningReplica,
-        ][t.process as usize % 4];
+        pg.process =
+            [PgProcess::Stopped, PgProcess::Starting, PgProcess::RunningPrimary, PgProcess::RunningReplica]
+                [t.process as usize % 4];
         pg.timeline = t.timeline;
         pg.write_lsn = t.lsn;
         pg.receive_lsn = t.lsn;
@@ -112,19 +95,13 @@ pub fn observe(
         .map(|(i, action)| Outcome {
             action: action.clone(),
             sent_at_ms: prev_now_ms + t.send_delay_ms % 3_000,
-            result: [
-                ActionResult::Done,
-                ActionResult::Failed,
-                ActionResult::Unknown,
-                ActionResult::Skipped,
-            ][*t.results.get(i).unwrap_or(&0) as usize % 4],
+            result: [ActionResult::Done, ActionResult::Failed, ActionResult::Unknown, ActionResult::Skipped]
+                [*t.results.get(i).unwrap_or(&0) as usize % 4],
         })
         .collect();
     let request = match t.request {
         0 => Some(Request::Shutdown),
-        1 => Some(Request::FailsafePing {
-            leader: "pg2".into(),
-        }),
+        1 => Some(Request::FailsafePing { leader: "pg2".into() }),
         2 => Some(Request::Reinitialize),
         3 => Some(Request::Restart),
         _ => None,
@@ -132,13 +109,7 @@ pub fn observe(
     Observation {
         now_ms,
         wall_ms: now_ms as i64,
-        dcs: if t.dcs_up {
-            DcsView::Reachable(view)
-        } else {
-            DcsView::Unreachable {
-                since_ms: prev_now_ms,
-            }
-        },
+        dcs: if t.dcs_up { DcsView::Reachable(view) } else { DcsView::Unreachable { since_ms: prev_now_ms } },
         pg,
         tags: Tags::new(),
         outcomes,
@@ -180,44 +151,27 @@ pub fn run(ticks: &[Tick]) -> Result<(), String> {
         let decision = node.step(&obs);
         let again = twin.step(&obs);
         check(decision == again, || "step is not deterministic".to_owned())?;
-        check(node.state() == twin.state(), || {
-            "state is not deterministic".to_owned()
-        })?;
+        check(node.state() == twin.state(), || "state is not deterministic".to_owned())?;
 
         let past_deadline = confirmed_until.is_none_or(|c| now_ms >= c);
         if obs.pg.is_running_primary() && past_deadline {
-            check(
-                matches!(decision.actions.first(), Some(Action::Demote { .. })),
-                || {
-                    format!(
-                        "writable past every confirmed lease at {now_ms}: {:?} ({})",
-                        decision.actions, decision.reason
-                    )
-                },
-            )?;
+            check(matches!(decision.actions.first(), Some(Action::Demote { .. })), || {
+                format!(
+                    "writable past every confirmed lease at {now_ms}: {:?} ({})",
+                    decision.actions, decision.reason
+                )
+            })?;
         }
         if decision.actions.contains(&Action::Promote) {
             let deadline = node.state().lease_deadline_ms;
-            check(deadline.is_some_and(|d| d > now_ms), || {
-                "promote without a lease ahead".to_owned()
-            })?;
-            check(!past_deadline, || {
-                "promote past every confirmed lease".to_owned()
-            })?;
+            check(deadline.is_some_and(|d| d > now_ms), || "promote without a lease ahead".to_owned())?;
+            check(!past_deadline, || "promote past every confirmed lease".to_owned())?;
         }
         if !matches!(obs.dcs, DcsView::Reachable(_)) {
-            let takes = decision
-                .actions
-                .iter()
-                .any(|a| matches!(a, Action::Promote | Action::AcquireLease));
-            check(!takes, || {
-                "took the lock or promoted without etcd".to_owned()
-            })?;
+            let takes = decision.actions.iter().any(|a| matches!(a, Action::Promote | Action::AcquireLease));
+            check(!takes, || "took the lock or promoted without etcd".to_owned())?;
         }
-        check(
-            decision.actions.len() <= keel_core::limits::ACTIONS_MAX,
-            || "too many actions".to_owned(),
-        )?;
+        check(decision.actions.len() <= keel_core::limits::ACTIONS_MAX, || "too many actions".to_owned())?;
         prev_actions = decision.actions;
     }
     Ok(())
