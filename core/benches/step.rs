@@ -95,6 +95,7 @@ fn observation(view: ClusterView, pg: PgFacts) -> Observation {
             action: Action::RenewLease { optime_lsn: 10_000 },
             sent_at_ms: 49_990,
             result: ActionResult::Done,
+            lease_ttl_ms: None,
         }],
         request: None,
     }

@@ -24,9 +24,9 @@ pub struct Decision {
 pub enum Action {
     /// Create `initialize` if absent (create-only transaction).
     TakeInitializeKey,
-    /// Delete `initialize` after a failed bootstrap (Patroni's
-    /// `cancel_initialization`); the runtime also moves the half-made data
-    /// directory aside.
+    /// Delete `initialize` if it still holds the empty string: after a
+    /// failed bootstrap (Patroni's `cancel_initialization`; the runtime also
+    /// moves a half-made data directory aside), or when it was orphaned.
     CancelInitialize,
     /// Run initdb with the configured options.
     Bootstrap,
@@ -98,6 +98,11 @@ pub enum Action {
     WriteHistory {
         switches: Vec<TimelineSwitch>,
     },
+    /// Write `failsafe`: the members allowed to take the lock while failsafe
+    /// mode is on (Patroni's `/failsafe` key).
+    WriteFailsafeKey {
+        members: BTreeSet<String>,
+    },
     /// Ask each member over its REST API to confirm this node as primary
     /// while etcd is unreachable (Patroni's failsafe mode).
     CheckFailsafe {
@@ -144,7 +149,13 @@ impl Action {
     /// Actions that leave no state to follow up on: the next step may wait
     /// for the loop timer after them.
     pub fn is_routine(&self) -> bool {
-        matches!(self, Action::RenewLease { .. } | Action::PublishMember(_) | Action::CheckFailsafe { .. })
+        matches!(
+            self,
+            Action::RenewLease { .. }
+                | Action::PublishMember(_)
+                | Action::CheckFailsafe { .. }
+                | Action::WriteFailsafeKey { .. }
+        )
     }
 }
 
@@ -225,6 +236,7 @@ pub enum Reason {
     LostBootstrapRace,
     BootstrapFailed,
     BootstrapInProgress,
+    OrphanedInitialize { idle_ms: u64 },
     BootstrapDoneTakingLease,
     WaitingForLeaderToClone,
     Cloning { source: String },
@@ -334,6 +346,11 @@ impl fmt::Display for Reason {
             }
             BootstrapFailed => write!(f, "bootstrap failed: releasing the initialize key"),
             BootstrapInProgress => write!(f, "bootstrap: initdb is running"),
+            OrphanedInitialize { idle_ms } => write!(
+                f,
+                "bootstrap: the initialize key was taken {} ago but nobody is initializing; clearing it to race again",
+                secs(*idle_ms)
+            ),
             BootstrapDoneTakingLease => write!(f, "bootstrap: initdb done, taking the leader lock"),
             WaitingForLeaderToClone => write!(f, "no action: waiting for a leader to clone from"),
             Cloning { source } => write!(f, "cloning from {source} (base backup)"),

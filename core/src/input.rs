@@ -34,6 +34,11 @@ pub struct Outcome {
     /// here (safety rule 1).
     pub sent_at_ms: u64,
     pub result: ActionResult,
+    /// For lease actions: the TTL etcd granted the lease with, when the
+    /// runtime knows it. The lease never counts longer than this, whatever
+    /// the config says (a TTL raised in the config after the lease was
+    /// granted must not lengthen it).
+    pub lease_ttl_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -44,6 +44,8 @@ pub const TRANSITIONS: &[(Role, Role)] = &[
     (Replica, Rewinding),
     (Replica, Cloning),
     (Replica, Uninitialized),
+    // A reinitialized copy can still be behind a diverged history.
+    (Cloning, Rewinding),
     (Rewinding, Replica),
     (Rewinding, Cloning),
     (Leader, Replica),

@@ -36,6 +36,8 @@ pub struct State {
     /// A rewind ran (or failed) since the last clone: if the history still
     /// diverges, the next repair is a reinitialize.
     pub rewind_attempted: bool,
+    /// Since when `initialize` has been taken with nobody bootstrapping.
+    pub orphan_initialize_since_ms: Option<u64>,
     pub shutdown: bool,
 }
 
@@ -60,6 +62,7 @@ impl State {
             primary_down_since_ms: None,
             failsafe_promise: None,
             rewind_attempted: false,
+            orphan_initialize_since_ms: None,
             shutdown: false,
         }
     }

@@ -19,6 +19,15 @@ impl Node {
         Node { state: State::new(name) }
     }
 
+    /// A node that goes by `bootstrap` (the local `bootstrap.dcs`) until it
+    /// reads the cluster's config from the DCS: the lease it takes during
+    /// bootstrap must count with the TTL it was granted with.
+    pub fn with_config(name: impl Into<String>, bootstrap: crate::dcs::DynamicConfig) -> Node {
+        let mut state = State::new(name);
+        state.config = bootstrap;
+        Node { state }
+    }
+
     /// Resumes from a saved state (a trace's starting point).
     pub fn from_state(state: State) -> Node {
         Node { state }

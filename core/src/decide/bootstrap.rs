@@ -2,7 +2,7 @@
 //! `initialize` key and runs initdb; the others wait for a leader and clone.
 
 use super::{Ctx, Verdict};
-use crate::dcs::ClusterView;
+use crate::dcs::{ClusterView, MemberState};
 use crate::decision::{Action, Reason};
 use crate::input::ActionResult;
 use crate::pg::DataDir;
@@ -52,9 +52,29 @@ fn empty(cx: &mut Ctx, view: &ClusterView) -> Verdict {
     }
     match view.initialize.as_deref() {
         None if view.leader.is_none() => (vec![Action::TakeInitializeKey], Reason::BootstrapRace),
-        Some("") => (Vec::new(), Reason::LostBootstrapRace),
+        Some("") if view.leader.is_none() => orphaned_initialize(cx, view),
         _ => (Vec::new(), Reason::WaitingForLeaderToClone),
     }
+}
+
+/// `initialize` is taken but nobody is bootstrapping: its winner died, or
+/// never learnt that it won (its answer was lost: unknown is not lost, and
+/// not won either). After a TTL with no member initializing, clear it so
+/// that the race runs again; otherwise the cluster would wait forever.
+fn orphaned_initialize(cx: &mut Ctx, view: &ClusterView) -> Verdict {
+    let bootstrapping = view.members.values().any(|m| m.state == MemberState::InitializingNewCluster);
+    if bootstrapping {
+        return (Vec::new(), Reason::LostBootstrapRace);
+    }
+    let now = cx.now();
+    let since = cx.prev.orphan_initialize_since_ms.unwrap_or(now);
+    cx.next.orphan_initialize_since_ms = Some(since);
+    if now - since >= cx.cfg.ttl_ms {
+        cx.next.orphan_initialize_since_ms = None;
+        let idle_ms = now - since;
+        return (vec![Action::CancelInitialize], Reason::OrphanedInitialize { idle_ms });
+    }
+    (Vec::new(), Reason::LostBootstrapRace)
 }
 
 /// A running member tagged `clonefrom` (the furthest ahead), else the leader

@@ -71,7 +71,7 @@ pub(super) fn fitness(cx: &Ctx, view: &ClusterView, manual: bool) -> Result<(), 
     }
     // Failsafe mode: only members the leader last listed may take the lock
     // (Patroni's `/failsafe` key), for only they answered its pings.
-    if cx.cfg.failsafe_mode && view.failsafe.as_ref().is_some_and(|f| !f.contains(cx.me())) {
+    if !failsafe_allows(cx, view, cx.me()) {
         return Err(Unfit::NotInFailsafeSet);
     }
     if let Some(fork_lsn) = rewind::divergence(pg, &view.history, None) {
@@ -98,7 +98,8 @@ pub(super) fn fitness(cx: &Ctx, view: &ClusterView, manual: bool) -> Result<(), 
         let rival = name != cx.me()
             && m.is_running()
             && m.tags.can_fail_over()
-            && Some(name.as_str()) != stepping_down;
+            && Some(name.as_str()) != stepping_down
+            && failsafe_allows(cx, view, name);
         if !rival || !in_sync_set(cx, view, name) || m.timeline < pg.timeline {
             continue;
         }
@@ -142,6 +143,13 @@ fn sync_fitness(cx: &Ctx, view: &ClusterView) -> Result<(), Unfit> {
         }
     }
     Ok(())
+}
+
+/// In failsafe mode only the members the leader last listed in `failsafe`
+/// may take the lock (Patroni's `/failsafe` key): only they answer its
+/// pings, so only they know whether it still holds on without etcd.
+pub(super) fn failsafe_allows(cx: &Ctx, view: &ClusterView, name: &str) -> bool {
+    !cx.cfg.failsafe_mode || view.failsafe.as_ref().is_none_or(|f| f.contains(name))
 }
 
 fn in_sync_set(cx: &Ctx, view: &ClusterView, name: &str) -> bool {

@@ -13,8 +13,15 @@ use crate::role::Role;
 pub(super) fn decide(cx: &mut Ctx, view: &ClusterView, leader: &str) -> Verdict {
     let pg = &cx.obs.pg;
     // The leader's member key may lag its promotion; the history may not
-    // have it yet either: the newer of the two.
-    let leader_timeline = view.members.get(leader).map(|m| m.timeline.max(view.cluster_timeline()));
+    // have it yet either: the newer of the two. A node already on the
+    // timeline the leader's own promotion started (it streamed or rewound
+    // from it) is on the leader's branch, whatever those stale keys say.
+    let on_leaders_branch = pg.timeline_origin.as_deref() == Some(leader);
+    let leader_timeline = view
+        .members
+        .get(leader)
+        .map(|m| m.timeline.max(view.cluster_timeline()))
+        .filter(|_| !on_leaders_branch);
     if let Some(fork_lsn) = rewind::divergence(pg, &view.history, leader_timeline) {
         return repair(cx, leader, fork_lsn);
     }

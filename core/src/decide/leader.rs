@@ -4,6 +4,8 @@
 //! history, initialize key, config, synchronous standbys.
 
 use super::{switchover, sync, Ctx, Verdict};
+use std::collections::BTreeSet;
+
 use crate::dcs::{ClusterView, SyncMode};
 use crate::decision::{Action, Reason, StartAs, StopMode};
 use crate::pg::{PgProcess, TimelineSwitch};
@@ -93,6 +95,9 @@ fn primary(cx: &mut Ctx, view: &ClusterView) -> Verdict {
         let system_id = pg.system_id().unwrap_or_default();
         actions.push(Action::WriteInitializeKey { system_id });
         Reason::WritingInitializeKey
+    } else if let Some(members) = failsafe_members(cx, view) {
+        actions.push(Action::WriteFailsafeKey { members });
+        Reason::LeaderHealthy { name: cx.me().to_owned() }
     } else if view.config.is_none() {
         actions.push(Action::WriteClusterConfig);
         Reason::SeedingConfig
@@ -110,19 +115,32 @@ fn primary(cx: &mut Ctx, view: &ClusterView) -> Verdict {
     (actions, reason)
 }
 
-/// After a promotion the cluster history lags the local one: publish the
-/// local history, marking this node as the one promoted into its timeline,
-/// and keeping the names already known for earlier switches.
+/// In failsafe mode the leader lists the members it knows in `failsafe`:
+/// only they may take the lock while failsafe mode is on, for only they
+/// answer its pings when etcd is gone. Without the list, a member whose key
+/// had expired could promote while this leader holds on by failsafe.
+fn failsafe_members(cx: &Ctx, view: &ClusterView) -> Option<BTreeSet<String>> {
+    if !cx.cfg.failsafe_mode {
+        return None;
+    }
+    let mut members: BTreeSet<String> = view.members.keys().cloned().collect();
+    members.insert(cx.me().to_owned());
+    (view.failsafe.as_ref() != Some(&members)).then_some(members)
+}
+
+/// The cluster history must be the leader's own: after a promotion it lags,
+/// and after a promotion that reused a timeline number it is wrong (another
+/// member's switch at the same timeline, perhaps at the same LSN). Publish
+/// the local history whenever it differs, naming who was promoted where
+/// keel knows it, so that replicas on the other branch see their divergence
+/// (rule 4).
 fn history_to_publish(cx: &Ctx, view: &ClusterView) -> Option<Vec<TimelineSwitch>> {
     let pg = &cx.obs.pg;
-    if pg.timeline <= 1 || view.cluster_timeline() >= pg.timeline {
-        return None;
-    }
     let last = pg.history.last()?;
-    if last.timeline + 1 != pg.timeline {
+    if pg.timeline <= 1 || last.timeline + 1 != pg.timeline {
         return None;
     }
-    let switches = pg
+    let switches: Vec<TimelineSwitch> = pg
         .history
         .iter()
         .map(|local| {
@@ -132,12 +150,12 @@ fn history_to_publish(cx: &Ctx, view: &ClusterView) -> Option<Vec<TimelineSwitch
                 .find(|c| c.timeline == local.timeline && c.fork_lsn == local.fork_lsn)
                 .and_then(|c| c.new_leader.clone());
             let new_leader = if local.timeline == last.timeline {
-                Some(cx.me().to_owned())
+                Some(pg.timeline_origin.clone().unwrap_or_else(|| cx.me().to_owned()))
             } else {
-                known.or_else(|| local.new_leader.clone())
+                local.new_leader.clone().or(known)
             };
             TimelineSwitch { new_leader, ..local.clone() }
         })
         .collect();
-    Some(switches)
+    (switches != view.history).then_some(switches)
 }

@@ -97,6 +97,8 @@ impl<'a> Ctx<'a> {
         let cfg = view.and_then(|v| v.config.clone()).unwrap_or_else(|| prev.config.clone());
         let mut cx = Ctx { prev, obs, view, cfg, next: prev.clone(), lock_lost: false };
         cx.next.config = cx.cfg.clone();
+        // Kept only by the rule that keeps counting it.
+        cx.next.orphan_initialize_since_ms = None;
         if let Some(v) = view {
             cx.observe_view(v);
         }
@@ -115,7 +117,11 @@ impl<'a> Ctx<'a> {
 
     fn observe_view(&mut self, view: &ClusterView) {
         self.next.seen_revision = view.revision;
-        self.next.known_members = view.members.keys().filter(|m| **m != self.prev.name).cloned().collect();
+        // Whom failsafe mode must hear from: every member visible, and every
+        // member the failsafe key still allows to race.
+        let listed = view.failsafe.iter().flatten();
+        self.next.known_members =
+            view.members.keys().chain(listed).filter(|m| **m != self.prev.name).cloned().collect();
         if let Some(leader) = view.leader_name() {
             if let Some(m) = view.members.get(leader) {
                 self.next.last_leader_lsn = self.next.last_leader_lsn.max(m.lsn);
@@ -135,9 +141,11 @@ impl<'a> Ctx<'a> {
     /// failure of a renewal means the lock is gone (rule 6).
     fn fold_outcomes(&mut self) {
         let now = self.obs.now_ms;
-        let validity = self.cfg.lease_validity_ms();
         for outcome in &self.obs.outcomes {
             let sent = outcome.sent_at_ms.min(now);
+            let mut cfg = self.cfg.clone();
+            cfg.ttl_ms = cfg.ttl_ms.min(outcome.lease_ttl_ms.unwrap_or(u64::MAX));
+            let validity = cfg.lease_validity_ms();
             match (&outcome.action, outcome.result) {
                 (Action::AcquireLease | Action::RenewLease { .. }, ActionResult::Done) => {
                     let deadline = sent.saturating_add(validity);

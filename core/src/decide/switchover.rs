@@ -4,7 +4,7 @@
 //! clears the request. Unfit candidates are refused with a reason, as
 //! Patroni's 412 answers.
 
-use super::{Ctx, Verdict};
+use super::{election, Ctx, Verdict};
 use crate::dcs::{ClusterView, FailoverKey, SyncMode};
 use crate::decision::{Action, DemoteMode, Reason, Unfit};
 
@@ -67,6 +67,9 @@ pub(super) fn candidate_fitness(
     }
     if !member.tags.can_fail_over() {
         return Err(Unfit::NoFailoverTag);
+    }
+    if !election::failsafe_allows(cx, view, name) {
+        return Err(Unfit::NotInFailsafeSet);
     }
     if cx.cfg.synchronous_mode != SyncMode::Off
         && !view.sync.as_ref().is_some_and(|s| s.members.contains(name))

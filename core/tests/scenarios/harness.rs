@@ -157,7 +157,7 @@ impl Obs {
     }
 
     pub fn outcome(mut self, action: Action, result: ActionResult, sent_at_ms: u64) -> Obs {
-        self.0.outcomes.push(Outcome { action, sent_at_ms, result });
+        self.0.outcomes.push(Outcome { action, sent_at_ms, result, lease_ttl_ms: None });
         self
     }
 

@@ -9,6 +9,7 @@ mod dcs_unreachable;
 mod election;
 mod fencing;
 mod follow;
+mod found_by_sim;
 mod lease;
 mod operator;
 mod pause;

@@ -93,6 +93,7 @@ pub fn observe(t: &Tick, now_ms: u64, prev_now_ms: u64, revision: u64, prev: &[A
         .iter()
         .enumerate()
         .map(|(i, action)| Outcome {
+            lease_ttl_ms: None,
             action: action.clone(),
             sent_at_ms: prev_now_ms + t.send_delay_ms % 3_000,
             result: [ActionResult::Done, ActionResult::Failed, ActionResult::Unknown, ActionResult::Skipped]

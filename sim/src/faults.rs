@@ -1,0 +1,79 @@
+//! Fault schedules drawn from the seed: which fault, on which node, when,
+//! for how long. Overlapping faults make the "two at once" cases.
+
+use std::fmt;
+
+use crate::rng::SimRng;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The node cannot reach etcd (both ways).
+    EtcdPartition { node: usize },
+    /// The node cannot reach the other nodes (replication, failsafe pings).
+    NodeIsolation { node: usize },
+    /// etcd is down for everyone (outage, lost quorum).
+    EtcdOutage,
+    /// kill -9 of the postmaster only.
+    PostgresCrash { node: usize },
+    /// The machine dies: agent and Postgres; it comes back at the end.
+    NodeCrash { node: usize },
+    /// An operator asks for a switchover (to a random member or the best).
+    Switchover { candidate: Option<usize> },
+}
+
+impl FaultKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            FaultKind::EtcdPartition { .. } => "etcd-partition",
+            FaultKind::NodeIsolation { .. } => "node-isolation",
+            FaultKind::EtcdOutage => "etcd-outage",
+            FaultKind::PostgresCrash { .. } => "postgres-crash",
+            FaultKind::NodeCrash { .. } => "node-crash",
+            FaultKind::Switchover { .. } => "switchover",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub kind: FaultKind,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:>8.1} s .. {:>8.1} s  {:?}",
+            self.start_ms as f64 / 1000.0,
+            self.end_ms as f64 / 1000.0,
+            self.kind
+        )
+    }
+}
+
+/// A schedule over `[warmup_ms, heal_by_ms]`: one fault every 10 to 60 s,
+/// each lasting 1 to 40 s, all healed by `heal_by_ms`.
+pub fn schedule(rng: &mut SimRng, nodes: usize, warmup_ms: u64, heal_by_ms: u64) -> Vec<Fault> {
+    let mut faults = Vec::new();
+    let mut at = warmup_ms + rng.below(20_000);
+    while at < heal_by_ms {
+        let node = rng.below(nodes as u64) as usize;
+        let kind = match rng.below(12) {
+            0..=2 => FaultKind::EtcdPartition { node },
+            3 => FaultKind::NodeIsolation { node },
+            4 => FaultKind::EtcdOutage,
+            5..=6 => FaultKind::PostgresCrash { node },
+            7..=8 => FaultKind::NodeCrash { node },
+            _ => FaultKind::Switchover {
+                candidate: if rng.below(2) == 0 { None } else { Some(rng.below(nodes as u64) as usize) },
+            },
+        };
+        let end = (at + 1_000 + rng.below(39_000)).min(heal_by_ms);
+        // On the simulation's 10 ms grid.
+        faults.push(Fault { start_ms: at / 10 * 10, end_ms: end / 10 * 10, kind });
+        at += 10_000 + rng.below(50_000);
+    }
+    faults
+}

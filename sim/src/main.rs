@@ -1,0 +1,140 @@
+//! `keel-sim`: runs simulated keel clusters from seeds and reports what the
+//! checkers found. A failing seed prints the one command that replays it.
+//!
+//! Exit codes: 0 all runs clean, 2 a safety (correctness) violation, 3 a
+//! liveness violation, 4 an engine invariant broke (a panic in keel-core).
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use keel_sim::{run, Outcome, SimConfig};
+
+#[derive(Parser)]
+#[command(name = "keel-sim", about = "Deterministic failure drills for keel clusters")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one seed, or a batch of seeds, and check every run.
+    Run {
+        /// Run exactly this seed (and print its fault schedule).
+        #[arg(long, conflicts_with_all = ["seeds", "from"])]
+        seed: Option<u64>,
+        /// How many seeds to run.
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
+        /// The first seed of a batch.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Database nodes in the cluster.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+        nodes: u64,
+        /// Simulated seconds per run.
+        #[arg(long = "duration-s", default_value_t = 600, value_parser = clap::value_parser!(u64).range(120..=86_400))]
+        duration_s: u64,
+        /// No faults: a healthy cluster must never change leader.
+        #[arg(long)]
+        no_faults: bool,
+        /// Print every decision and fault (one seed).
+        #[arg(long, requires = "seed")]
+        verbose: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let Command::Run { seed, seeds, from, nodes, duration_s, no_faults, verbose } = Cli::parse().command;
+    let (first, count) = match seed {
+        Some(s) => (s, 1),
+        None => (from, seeds),
+    };
+    let started = Instant::now();
+    let mut total = Outcome::default();
+    let mut worst = 0u8;
+    let mut bad = Vec::new();
+    for s in first..first.saturating_add(count) {
+        let config = SimConfig {
+            seed: s,
+            nodes: nodes as usize,
+            duration_ms: duration_s * 1000,
+            faults: !no_faults,
+            verbose,
+        };
+        let outcome = run(&config);
+        if seed.is_some() {
+            print_run(&outcome);
+        }
+        let code = exit_code(&outcome, no_faults);
+        if code != 0 {
+            worst = worst.max(code);
+            bad.push((s, outcome.violations.clone()));
+        }
+        add(&mut total, &outcome);
+    }
+    let wall = started.elapsed().as_secs_f64();
+    println!(
+        "{count} seed(s) from {first}: {:.0} simulated s in {wall:.2} wall s ({:.0}x), {} failovers, {} switchover requests",
+        total.simulated_ms as f64 / 1000.0,
+        total.simulated_ms as f64 / 1000.0 / wall.max(1e-9),
+        total.failovers,
+        total.switchovers_requested,
+    );
+    let faults: Vec<String> = total.faults.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!("faults: {}", if faults.is_empty() { "none".to_owned() } else { faults.join(", ") });
+    println!(
+        "writes: {} acknowledged, {} refused or blocked, {} acknowledged but lost where the mode allows it",
+        total.writes_acked, total.writes_failed, total.writes_lost_allowed
+    );
+    for (s, violations) in &bad {
+        println!("seed {s} FAILED:");
+        for v in violations.iter().take(5) {
+            println!("  {v}");
+        }
+        let extra = if no_faults { " --no-faults" } else { "" };
+        println!(
+            "  replay: cargo run --release -p keel-sim -- run --seed {s} --nodes {nodes} --duration-s {duration_s}{extra}"
+        );
+    }
+    println!("{} passed, {} failed", count - bad.len() as u64, bad.len());
+    ExitCode::from(worst)
+}
+
+fn print_run(o: &Outcome) {
+    println!("seed {} ({} replication), fault schedule:", o.seed, o.sync_mode);
+    for f in &o.schedule {
+        println!("  {f}");
+    }
+    println!("trace hash {:016x}, {} engine steps", o.trace_hash, o.steps);
+}
+
+fn exit_code(o: &Outcome, no_faults: bool) -> u8 {
+    let mut code = 0;
+    for v in &o.violations {
+        code = code.max(if v.contains("engine invariant") {
+            4
+        } else if v.contains("liveness") {
+            3
+        } else {
+            2
+        });
+    }
+    if no_faults && o.failovers > 1 {
+        code = code.max(3);
+    }
+    code
+}
+
+fn add(total: &mut Outcome, o: &Outcome) {
+    total.simulated_ms += o.simulated_ms;
+    total.failovers += o.failovers;
+    total.switchovers_requested += o.switchovers_requested;
+    total.writes_acked += o.writes_acked;
+    total.writes_failed += o.writes_failed;
+    total.writes_lost_allowed += o.writes_lost_allowed;
+    for (k, v) in &o.faults {
+        *total.faults.entry(k).or_default() += v;
+    }
+}
