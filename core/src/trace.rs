@@ -15,6 +15,14 @@ pub struct TraceEntry {
     pub decision: Decision,
 }
 
+/// One line of a trace file (JSON lines): where a node started from, or one
+/// step. A node that restarts (its memory lost) starts a new `Start`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TraceLine {
+    Start(State),
+    Step(TraceEntry),
+}
+
 /// Where a replay first disagreed with the recording.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mismatch {
@@ -23,15 +31,21 @@ pub struct Mismatch {
     pub replayed: Decision,
 }
 
-/// Replays `entries` from `start`; `Ok` with the final state when every
-/// decision matches.
-pub fn replay(start: State, entries: &[TraceEntry]) -> Result<State, Box<Mismatch>> {
-    let mut node = Node::from_state(start);
-    for (index, entry) in entries.iter().enumerate() {
-        let replayed = node.step(&entry.observation);
-        if replayed != entry.decision {
-            return Err(Box::new(Mismatch { index, recorded: entry.decision.clone(), replayed }));
+/// Replays trace lines: every `Step` must decide what was recorded, from the
+/// state the last `Start` set. Lines before the first `Start` begin from a
+/// fresh node named `unknown`, which is rarely what was meant.
+pub fn replay(lines: &[TraceLine]) -> Result<(), Box<Mismatch>> {
+    let mut node = Node::new("unknown");
+    for (index, line) in lines.iter().enumerate() {
+        match line {
+            TraceLine::Start(state) => node = Node::from_state(state.clone()),
+            TraceLine::Step(entry) => {
+                let replayed = node.step(&entry.observation);
+                if replayed != entry.decision {
+                    return Err(Box::new(Mismatch { index, recorded: entry.decision.clone(), replayed }));
+                }
+            }
         }
     }
-    Ok(node.state().clone())
+    Ok(())
 }

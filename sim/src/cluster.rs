@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use keel_core::trace::{TraceEntry, TraceLine};
 use keel_core::{
     Action, ActionResult, DcsView, Decision, DynamicConfig, Node, Observation, Outcome as ActionOutcome,
     PgProcess, Request, StandbySyncState, StartAs, StopMode, SyncMode, Tags,
@@ -31,6 +32,9 @@ pub struct SimConfig {
     pub faults: bool,
     /// Print every decision and fault as it happens.
     pub verbose: bool,
+    /// Record this node's steps from this simulated time on, as trace
+    /// lines (JSON) that `keel_core::trace::replay` accepts.
+    pub trace: Option<(String, u64)>,
 }
 
 /// What a run found.
@@ -52,6 +56,8 @@ pub struct Outcome {
     /// FNV-1a over every decision and fault: same seed, same hash.
     pub trace_hash: u64,
     pub schedule: Vec<Fault>,
+    /// The recorded trace lines, when asked for.
+    pub trace: Vec<String>,
 }
 
 struct SimNode {
@@ -102,6 +108,9 @@ struct Cluster {
     hash: u64,
     last_leader: Option<String>,
     verbose: bool,
+    trace: Option<(String, u64)>,
+    /// Whether the traced node's current life has a `Start` line yet.
+    trace_started: bool,
 }
 
 /// Runs one seed to the end and reports what the checkers found.
@@ -170,6 +179,8 @@ pub fn run(sim: &SimConfig) -> Outcome {
         hash: 0xcbf2_9ce4_8422_2325,
         last_leader: None,
         verbose: sim.verbose,
+        trace: sim.trace.clone(),
+        trace_started: false,
     };
     let last_heal = schedule.iter().map(|f| f.end_ms).max().unwrap_or(0);
     let mut liveness_checked = false;
@@ -267,6 +278,9 @@ impl Cluster {
             }
             FaultKind::NodeCrash { node } => {
                 let n = &mut self.nodes[*node];
+                if self.trace.as_ref().is_some_and(|(name, _)| *name == n.name) {
+                    self.trace_started = false;
+                }
                 n.engine = None;
                 n.pg.crash();
                 n.outcomes.clear();
@@ -420,6 +434,13 @@ impl Cluster {
             request: n.request.take(),
         };
         let engine = n.engine.as_mut().expect("only live nodes step");
+        let tracing = self.trace.as_ref().is_some_and(|(node, from)| *node == name && t >= *from);
+        if tracing && !self.trace_started {
+            self.trace_started = true;
+            let start = TraceLine::Start(engine.state().clone());
+            self.out.trace.push(serde_json::to_string(&start).expect("states serialize"));
+        }
+        let traced_obs = tracing.then(|| obs.clone());
         let decision = match catch_unwind(AssertUnwindSafe(|| engine.step(&obs))) {
             Ok(d) => d,
             Err(panic) => {
@@ -434,6 +455,10 @@ impl Cluster {
             }
         };
         self.out.steps += 1;
+        if let Some(observation) = traced_obs {
+            let line = TraceLine::Step(TraceEntry { observation, decision: decision.clone() });
+            self.out.trace.push(serde_json::to_string(&line).expect("steps serialize"));
+        }
         self.mix(&format!("{t} {name} {:?} {}", decision.actions, decision.reason));
         if self.verbose {
             let acts: Vec<String> = decision

@@ -42,11 +42,32 @@ enum Command {
         /// Print every decision and fault (one seed).
         #[arg(long, requires = "seed")]
         verbose: bool,
+        /// Write this node's trace (JSON lines keel-core replays) to FILE.
+        #[arg(long, requires_all = ["seed", "trace"], value_name = "NODE")]
+        trace_node: Option<String>,
+        /// Where to write the trace of --trace-node.
+        #[arg(long, requires = "trace_node", value_name = "FILE")]
+        trace: Option<std::path::PathBuf>,
+        /// Start the trace at this simulated second.
+        #[arg(long, default_value_t = 0)]
+        trace_from_s: u64,
     },
 }
 
 fn main() -> ExitCode {
-    let Command::Run { seed, seeds, from, nodes, duration_s, no_faults, verbose } = Cli::parse().command;
+    let Command::Run {
+        seed,
+        seeds,
+        from,
+        nodes,
+        duration_s,
+        no_faults,
+        verbose,
+        trace_node,
+        trace,
+        trace_from_s,
+    } = Cli::parse().command;
+    let traced = trace_node.map(|n| (n, trace_from_s * 1000));
     let (first, count) = match seed {
         Some(s) => (s, 1),
         None => (from, seeds),
@@ -62,10 +83,20 @@ fn main() -> ExitCode {
             duration_ms: duration_s * 1000,
             faults: !no_faults,
             verbose,
+            trace: traced.clone(),
         };
         let outcome = run(&config);
         if seed.is_some() {
             print_run(&outcome);
+        }
+        if let Some(path) = &trace {
+            let mut text = outcome.trace.join("\n");
+            text.push('\n');
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("keel-sim: cannot write the trace to {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+            println!("trace: {} lines in {}", outcome.trace.len(), path.display());
         }
         let code = exit_code(&outcome, no_faults);
         if code != 0 {

@@ -4,7 +4,7 @@
 use keel_sim::{run, SimConfig};
 
 fn config(seed: u64, faults: bool) -> SimConfig {
-    SimConfig { seed, nodes: 3, duration_ms: 300_000, faults, verbose: false }
+    SimConfig { seed, nodes: 3, duration_ms: 300_000, faults, verbose: false, trace: None }
 }
 
 #[test]
