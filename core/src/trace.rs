@@ -20,7 +20,7 @@ pub struct TraceEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TraceLine {
     Start(State),
-    Step(TraceEntry),
+    Step(Box<TraceEntry>),
 }
 
 /// Where a replay first disagreed with the recording.

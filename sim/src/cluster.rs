@@ -456,7 +456,7 @@ impl Cluster {
         };
         self.out.steps += 1;
         if let Some(observation) = traced_obs {
-            let line = TraceLine::Step(TraceEntry { observation, decision: decision.clone() });
+            let line = TraceLine::Step(Box::new(TraceEntry { observation, decision: decision.clone() }));
             self.out.trace.push(serde_json::to_string(&line).expect("steps serialize"));
         }
         self.mix(&format!("{t} {name} {:?} {}", decision.actions, decision.reason));
