@@ -19,7 +19,7 @@ pub struct TraceEntry {
 /// step. A node that restarts (its memory lost) starts a new `Start`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TraceLine {
-    Start(State),
+    Start(Box<State>),
     Step(Box<TraceEntry>),
 }
 
@@ -38,7 +38,7 @@ pub fn replay(lines: &[TraceLine]) -> Result<(), Box<Mismatch>> {
     let mut node = Node::new("unknown");
     for (index, line) in lines.iter().enumerate() {
         match line {
-            TraceLine::Start(state) => node = Node::from_state(state.clone()),
+            TraceLine::Start(state) => node = Node::from_state(state.as_ref().clone()),
             TraceLine::Step(entry) => {
                 let replayed = node.step(&entry.observation);
                 if replayed != entry.decision {

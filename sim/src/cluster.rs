@@ -437,7 +437,7 @@ impl Cluster {
         let tracing = self.trace.as_ref().is_some_and(|(node, from)| *node == name && t >= *from);
         if tracing && !self.trace_started {
             self.trace_started = true;
-            let start = TraceLine::Start(engine.state().clone());
+            let start = TraceLine::Start(Box::new(engine.state().clone()));
             self.out.trace.push(serde_json::to_string(&start).expect("states serialize"));
         }
         let traced_obs = tracing.then(|| obs.clone());
