@@ -1,2 +1,10 @@
-//! keel-runtime: the node agent. Only the core exists so far; the agent loop, etcd and Postgres adapters come with issue 3.
-pub use keel_core as core;
+//! keel-runtime: the node agent. It observes etcd and Postgres, asks
+//! keel-core what to do, and does it.
+//!
+//! - `config`: Patroni's YAML configuration, loaded and validated.
+//! - `dcs`: Patroni's key layout in etcd over a small etcd-shaped trait,
+//!   and the binding of that trait to etcd-client.
+
+pub mod config;
+pub mod dcs;
+pub mod pg;

@@ -1,1 +1,7 @@
-//! keel-tests: end-to-end tests on real etcd, PostgreSQL and HAProxy (issues 3, 5, 6).
+//! keel-tests: fixtures that start real services on loopback for keel's
+//! end-to-end tests, each on ports it picks and in a directory of its own,
+//! and stop every process they started, by PID, when dropped.
+
+pub mod etcd;
+pub mod postgres;
+pub mod scratch;

@@ -1,0 +1,154 @@
+//! The binding of [`Kv`] to etcd-client: every request bounded by a
+//! deadline, errors sorted into unknown (unavailable) and definite.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions, TxnOp, TxnOpResponse};
+
+use super::{Compare, KeyValue, Kv, KvError, Op, Range};
+
+/// etcd v3 through etcd-client, one request at a time, each within
+/// `timeout`.
+#[derive(Clone)]
+pub struct EtcdKv {
+    client: Client,
+    timeout: Duration,
+}
+
+/// How to reach etcd.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdOptions {
+    pub endpoints: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Per-request deadline.
+    pub timeout: Duration,
+}
+
+impl EtcdKv {
+    pub async fn connect(opts: &EtcdOptions) -> Result<EtcdKv, KvError> {
+        let mut connect = ConnectOptions::new().with_connect_timeout(opts.timeout).with_timeout(opts.timeout);
+        if let (Some(user), Some(password)) = (&opts.username, &opts.password) {
+            connect = connect.with_user(user.clone(), password.clone());
+        }
+        let client =
+            tokio::time::timeout(opts.timeout, Client::connect(opts.endpoints.clone(), Some(connect)))
+                .await
+                .map_err(|_| KvError::Unavailable("connect timed out".into()))?
+                .map_err(classify)?;
+        Ok(EtcdKv { client, timeout: opts.timeout })
+    }
+
+    async fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, KvError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => result.map_err(classify),
+            Err(_) => Err(KvError::Unavailable(format!("no answer within {} ms", self.timeout.as_millis()))),
+        }
+    }
+}
+
+/// Only answers that prove the request did not happen are definite;
+/// anything else (transport, timeouts, unknown codes) may have happened.
+fn classify(e: etcd_client::Error) -> KvError {
+    use etcd_client::Error as E;
+    match e {
+        E::GRpcStatus(status) => {
+            let message = status.message().to_owned();
+            match status.code() {
+                tonic::Code::NotFound if message.contains("lease") => KvError::LeaseNotFound,
+                tonic::Code::PermissionDenied
+                | tonic::Code::Unauthenticated
+                | tonic::Code::InvalidArgument
+                | tonic::Code::FailedPrecondition
+                | tonic::Code::OutOfRange => KvError::Rejected(message),
+                _ => KvError::Unavailable(message),
+            }
+        }
+        // etcd-client reports a keep-alive on an expired lease this way.
+        E::LeaseKeepAliveError(message) if message.contains("lease not found") => KvError::LeaseNotFound,
+        other => KvError::Unavailable(other.to_string()),
+    }
+}
+
+fn to_compare(c: Compare) -> etcd_client::Compare {
+    use etcd_client::{Compare as C, CompareOp::Equal};
+    match c {
+        Compare::ValueEquals { key, value } => C::value(key, Equal, value),
+        Compare::CreateRevision { key, revision } => C::create_revision(key, Equal, revision),
+        Compare::ModRevision { key, revision } => C::mod_revision(key, Equal, revision),
+        Compare::Lease { key, lease } => C::lease(key, Equal, lease),
+    }
+}
+
+fn to_op(op: Op) -> TxnOp {
+    match op {
+        Op::Put { key, value, lease } => {
+            let opts = (lease != 0).then(|| etcd_client::PutOptions::new().with_lease(lease));
+            TxnOp::put(key, value, opts)
+        }
+        Op::Delete { key } => TxnOp::delete(key, None),
+    }
+}
+
+impl Kv for EtcdKv {
+    async fn range_prefix(&self, prefix: &str) -> Result<Range, KvError> {
+        let mut kv = self.client.kv_client();
+        let resp = self.bounded(kv.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let kvs = resp
+            .kvs()
+            .iter()
+            .map(|k| KeyValue {
+                key: String::from_utf8_lossy(k.key()).into_owned(),
+                value: k.value().to_vec(),
+                create_revision: k.create_revision(),
+                mod_revision: k.mod_revision(),
+                lease: k.lease(),
+            })
+            .collect();
+        Ok(Range { revision, kvs })
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, success: Vec<Op>, failure: Vec<Op>) -> Result<bool, KvError> {
+        let txn = etcd_client::Txn::new()
+            .when(compares.into_iter().map(to_compare).collect::<Vec<_>>())
+            .and_then(success.into_iter().map(to_op).collect::<Vec<_>>())
+            .or_else(failure.into_iter().map(to_op).collect::<Vec<_>>());
+        let mut kv = self.client.kv_client();
+        let resp = self.bounded(kv.txn(txn)).await?;
+        // Nested responses are not used; reading them keeps the type honest.
+        let _: &[TxnOpResponse] = resp.op_responses().as_slice();
+        Ok(resp.succeeded())
+    }
+
+    async fn grant(&self, ttl_s: i64) -> Result<(i64, i64), KvError> {
+        let mut lease = self.client.lease_client();
+        let resp = self.bounded(lease.grant(ttl_s, None)).await?;
+        Ok((resp.id(), resp.ttl()))
+    }
+
+    async fn keep_alive(&self, id: i64) -> Result<i64, KvError> {
+        let mut lease = self.client.lease_client();
+        let once = async {
+            let (mut keeper, mut stream) = lease.keep_alive(id).await?;
+            keeper.keep_alive().await?;
+            match stream.message().await? {
+                Some(resp) => Ok(resp.ttl()),
+                None => Ok(0),
+            }
+        };
+        match self.bounded(once).await {
+            // The trait's contract: an expired lease answers 0.
+            Err(KvError::LeaseNotFound) => Ok(0),
+            other => other,
+        }
+    }
+
+    async fn revoke(&self, id: i64) -> Result<(), KvError> {
+        let mut lease = self.client.lease_client();
+        self.bounded(lease.revoke(id)).await.map(|_| ())
+    }
+}

@@ -1,0 +1,142 @@
+//! The local Postgres: [`facts`] observes it as keel-core's [`PgFacts`];
+//! [`PgCtl`] runs the server binaries that carry out keel-core's actions.
+//!
+//! - `control`: initdb, start (with a parent-death signal, rule 7), stop,
+//!   promote, reload, base backup, pg_rewind, crash recovery, config files.
+//! - `probe`: SQL facts of a running server in one round trip.
+//! - `controldata`, `history`, `sync_names`, `lsn`: parsers of what
+//!   Postgres prints, each total (errors, never panics) and fuzzed.
+
+pub mod control;
+pub mod controldata;
+pub mod history;
+pub mod lsn;
+pub mod probe;
+pub mod sync_names;
+
+use std::path::Path;
+
+use keel_core::{DataDir, PgFacts, PgProcess, TimelineSwitch};
+
+pub use control::{DataDirState, PgCtl, PgCtlError, ServerConfig, Upstream};
+pub use controldata::PgControl;
+pub use probe::{ConnTarget, ProbeError, SqlFacts};
+
+/// keel's note in the data directory of which member's promotion started
+/// the local timeline: one line, `<timeline> <member>`. Postgres' history
+/// files do not say who was promoted; keel-core needs it to tell two
+/// promotions to the same timeline number apart (rule 4). pg_basebackup
+/// and pg_rewind copy it with the rest, which is right: the copy is on the
+/// source's timeline.
+pub const TIMELINE_ORIGIN_FILE: &str = "keel.timeline_origin";
+
+/// Observes the local Postgres. Never fails: what cannot be read is
+/// reported as absent (and logged), as keel-core expects of facts.
+///
+/// A stopped server is described by pg_controldata and the history file on
+/// disk; a running one by SQL ([`probe::probe`]). A postmaster that runs but
+/// does not answer yet (starting, crash recovery, or a single-user backend)
+/// is `Starting`, with the stopped server's timeline and WAL end.
+pub async fn facts(ctl: &PgCtl, conn: &ConnTarget) -> PgFacts {
+    let mut facts = PgFacts::empty();
+    match ctl.data_dir_state() {
+        Ok(DataDirState::Initialised) => {}
+        Ok(_) => return facts,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the data directory");
+            return facts;
+        }
+    }
+    let control = match ctl.controldata().await {
+        Ok(control) => control,
+        Err(e) => {
+            // Reported as empty: initdb and pg_basebackup both refuse a
+            // non-empty directory, so nothing is overwritten.
+            tracing::warn!(error = %e, "pg_controldata failed on an initialised data directory");
+            return facts;
+        }
+    };
+    if control.crc_mismatch {
+        tracing::warn!("pg_controldata reports a CRC mismatch in pg_control");
+    }
+    facts.data = DataDir::Initialised(control.to_core());
+    let (timeline, end_lsn) = control.local_timeline_lsn();
+    facts.timeline = timeline;
+    facts.write_lsn = end_lsn;
+    if ctl.is_running() {
+        match probe::probe(conn).await {
+            Ok(sql) => fill_from_sql(&mut facts, sql),
+            Err(e) => {
+                tracing::debug!(error = %e, "postmaster runs but the probe failed");
+                facts.process = PgProcess::Starting;
+                facts.history = history_on_disk(&ctl.data_dir, timeline);
+            }
+        }
+    } else {
+        facts.history = history_on_disk(&ctl.data_dir, timeline);
+    }
+    facts.timeline_origin = read_timeline_origin(&ctl.data_dir, facts.timeline);
+    facts
+}
+
+/// Records that `member`'s promotion started `timeline`; the agent calls it
+/// right after a promotion.
+pub fn write_timeline_origin(ctl: &PgCtl, timeline: u32, member: &str) -> Result<(), PgCtlError> {
+    if member.is_empty() || member.contains(['\n', '\r']) {
+        return Err(PgCtlError::Refused(format!("not a member name for {TIMELINE_ORIGIN_FILE}: {member:?}")));
+    }
+    ctl.write_owned_file(&ctl.data_dir.join(TIMELINE_ORIGIN_FILE), &format!("{timeline} {member}\n"))
+}
+
+/// The member recorded for `timeline`, if the note is for that timeline.
+pub fn read_timeline_origin(data_dir: &Path, timeline: u32) -> Option<String> {
+    let text = std::fs::read_to_string(data_dir.join(TIMELINE_ORIGIN_FILE)).ok()?;
+    parse_timeline_origin(&text).filter(|(t, _)| *t == timeline).map(|(_, member)| member)
+}
+
+fn parse_timeline_origin(text: &str) -> Option<(u32, String)> {
+    let (timeline, member) = text.lines().next()?.split_once(' ')?;
+    let timeline = timeline.parse().ok().filter(|_| timeline.bytes().all(|b| b.is_ascii_digit()))?;
+    (!member.is_empty()).then(|| (timeline, member.to_owned()))
+}
+
+fn fill_from_sql(facts: &mut PgFacts, sql: SqlFacts) {
+    facts.process = if sql.in_recovery { PgProcess::RunningReplica } else { PgProcess::RunningPrimary };
+    facts.streaming = sql.streaming_from_conninfo();
+    facts.timeline = sql.timeline;
+    facts.write_lsn = sql.write_lsn;
+    facts.receive_lsn = sql.receive_lsn;
+    facts.replay_lsn = sql.replay_lsn;
+    facts.upstream = if sql.in_recovery { sql.upstream } else { None };
+    facts.replication = sql.replication;
+    facts.sync_standby_names = sql.sync_standby_names;
+    facts.history = sql.history;
+}
+
+fn history_on_disk(data_dir: &Path, timeline: u32) -> Vec<TimelineSwitch> {
+    if timeline <= 1 {
+        return Vec::new();
+    }
+    let path = data_dir.join("pg_wal").join(history::history_file_name(timeline));
+    let parsed = std::fs::read_to_string(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| history::parse_history(&text).map_err(|e| e.to_string()));
+    parsed.unwrap_or_else(|e| {
+        tracing::warn!(path = %path.display(), error = %e, "cannot read the timeline history");
+        Vec::new()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_origin_line_parses_and_garbage_is_ignored() {
+        assert_eq!(parse_timeline_origin("2 pg-1\n"), Some((2, "pg-1".to_owned())));
+        assert_eq!(parse_timeline_origin("12 node with spaces"), Some((12, "node with spaces".to_owned())));
+        for bad in ["", "2", "2 ", "x pg1", "+2 pg1", " 2 pg1", "99999999999 pg1"] {
+            assert_eq!(parse_timeline_origin(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! keel's DCS layer against a real etcd on loopback: Patroni's key layout,
+//! the leader lease and its compare-and-swap, garbage in keys, and etcd
+//! going away.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use keel_core::{MemberRole, MemberState, MemberStatus, Tags};
+use keel_runtime::dcs::etcd::{EtcdKv, EtcdOptions};
+use keel_runtime::dcs::patroni::Acquired;
+use keel_runtime::dcs::{Compare, Dcs, Keys, Kv, KvError, Op};
+use keel_tests::etcd::EtcdServer;
+
+async fn kv(server: &EtcdServer) -> EtcdKv {
+    let opts = EtcdOptions {
+        endpoints: vec![server.endpoint.clone()],
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    EtcdKv::connect(&opts).await.expect("connects to the test etcd")
+}
+
+async fn node(server: &EtcdServer, name: &str) -> Dcs<EtcdKv> {
+    let keys = Keys::new("/service/", "pgcluster");
+    Dcs::new(
+        kv(server).await,
+        keys,
+        name,
+        &format!("postgres://{name}:5432/postgres"),
+        &format!("http://{name}:8008/patroni"),
+    )
+}
+
+fn status(role: MemberRole, lsn: u64) -> MemberStatus {
+    MemberStatus { role, state: MemberState::Running, timeline: 1, lsn, tags: Tags::new() }
+}
+
+#[tokio::test]
+async fn only_one_of_two_nodes_acquires_the_leader_key() {
+    let etcd = EtcdServer::start();
+    let (mut a, mut b) = (node(&etcd, "pg1").await, node(&etcd, "pg2").await);
+    assert_eq!(a.acquire(5_000).await.unwrap(), Acquired::Yes { ttl_ms: 5_000 });
+    assert_eq!(b.acquire(5_000).await.unwrap(), Acquired::Taken);
+    let snap = b.read().await.unwrap();
+    assert_eq!(snap.view.leader.as_ref().map(|l| l.name.as_str()), Some("pg1"));
+}
+
+#[tokio::test]
+async fn renewal_keeps_the_key_and_its_absence_expires_it_after_the_ttl() {
+    let etcd = EtcdServer::start();
+    let mut a = node(&etcd, "pg1").await;
+    let b = node(&etcd, "pg2").await;
+    a.acquire(2_000).await.unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert_eq!(a.renew(100).await.unwrap(), Some(2_000));
+    }
+    assert!(b.read().await.unwrap().view.leader.is_some(), "renewed for 3 s on a 2 s lease");
+    assert_eq!(b.read().await.unwrap().view.optime_lsn, Some(100));
+    let stopped = Instant::now();
+    let gone = loop {
+        if b.read().await.unwrap().view.leader.is_none() {
+            break stopped.elapsed();
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(10), "the key outlived its lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // etcd counts the TTL from its own receipt of the last keep-alive.
+    assert!(gone >= Duration::from_millis(1_500), "expired after only {gone:?}");
+    assert_eq!(a.renew(100).await.unwrap(), None, "renewing a lost lock is a definite failure");
+}
+
+#[tokio::test]
+async fn release_deletes_only_this_nodes_key() {
+    let etcd = EtcdServer::start();
+    let (mut a, mut b) = (node(&etcd, "pg1").await, node(&etcd, "pg2").await);
+    a.acquire(10_000).await.unwrap();
+    assert!(!b.release(0).await.unwrap(), "pg2 must not delete pg1's key");
+    assert!(a.release(7).await.unwrap());
+    let snap = b.read().await.unwrap();
+    assert!(snap.view.leader.is_none());
+    assert_eq!(snap.view.optime_lsn, Some(7));
+    assert_eq!(b.acquire(10_000).await.unwrap(), Acquired::Yes { ttl_ms: 10_000 });
+}
+
+#[tokio::test]
+async fn restarted_agent_adopts_the_key_that_still_names_it() {
+    let etcd = EtcdServer::start();
+    let mut before = node(&etcd, "pg1").await;
+    before.acquire(10_000).await.unwrap();
+    let mut after = node(&etcd, "pg1").await;
+    assert_eq!(after.renew(5).await.unwrap(), Some(10_000));
+    let mut other = node(&etcd, "pg2").await;
+    assert_eq!(other.renew(5).await.unwrap(), None, "pg2 cannot adopt pg1's key");
+}
+
+#[tokio::test]
+async fn members_sync_history_and_initialize_read_back_as_written() {
+    let etcd = EtcdServer::start();
+    let mut a = node(&etcd, "pg1").await;
+    let mut b = node(&etcd, "pg2").await;
+    assert!(a.take_initialize().await.unwrap());
+    assert!(!b.take_initialize().await.unwrap(), "initialize is create-only");
+    assert!(a.write_initialize(7_000_000_001).await.unwrap());
+    a.publish_member(&status(MemberRole::Primary, 50), 10_000).await.unwrap();
+    b.publish_member(&status(MemberRole::Replica, 40), 10_000).await.unwrap();
+    let members: BTreeSet<String> = ["pg2".to_owned()].into();
+    assert!(a.write_sync(&BTreeSet::new(), None, None).await.unwrap());
+    assert!(!a.write_sync(&members, None, None).await.unwrap(), "create-only once it exists");
+    let rev = a.read().await.unwrap().view.sync.unwrap().revision;
+    assert!(a.write_sync(&members, None, Some(rev)).await.unwrap());
+    assert!(!a.write_sync(&BTreeSet::new(), None, Some(rev)).await.unwrap(), "stale revision");
+    let switch = keel_core::TimelineSwitch { timeline: 1, fork_lsn: 45, new_leader: Some("pg1".into()) };
+    assert!(a.write_history(std::slice::from_ref(&switch), &[], 1_767_225_600_000).await.unwrap());
+    let snap = b.read().await.unwrap();
+    assert!(snap.warnings.is_empty(), "{:?}", snap.warnings);
+    let v = &snap.view;
+    assert_eq!(v.initialize.as_deref(), Some("7000000001"));
+    assert_eq!(v.members["pg1"].role, MemberRole::Primary);
+    assert_eq!(v.members["pg2"].lsn, 40);
+    assert_eq!(v.members["pg1"].api_url, "http://pg1:8008/patroni");
+    assert_eq!(v.sync.as_ref().unwrap().members, members);
+    assert_eq!(v.history, vec![switch]);
+    assert_eq!(snap.history[0].reason, "no recovery target specified");
+}
+
+#[tokio::test]
+async fn garbage_in_keys_is_reported_and_treated_as_absent() {
+    let etcd = EtcdServer::start();
+    let raw = kv(&etcd).await;
+    let keys = Keys::new("/service/", "pgcluster");
+    let put = |key: String, value: &str| Op::Put { key, value: value.as_bytes().to_vec(), lease: 0 };
+    let ops = vec![
+        put(keys.member("pg9"), "{not json"),
+        put(keys.sync(), "[1,2,3]"),
+        put(keys.failover(), r#"{"leader": 5}"#),
+        put(keys.history(), r#"{"no": "list"}"#),
+        put(keys.config(), r#"{"ttl": "soon"}"#),
+        put(keys.status(), "42"),
+    ];
+    assert!(raw.txn(vec![], ops, vec![]).await.unwrap());
+    let reader = node(&etcd, "pg1").await;
+    let snap = reader.read().await.unwrap();
+    assert_eq!(snap.warnings.len(), 6, "{:#?}", snap.warnings);
+    let v = &snap.view;
+    assert!(v.members.is_empty() && v.sync.is_none() && v.failover.is_none());
+    assert!(v.history.is_empty() && v.config.is_none() && v.optime_lsn.is_none());
+}
+
+#[tokio::test]
+async fn etcd_down_is_unavailable_within_the_deadline_and_back_after_restart() {
+    let mut etcd = EtcdServer::start();
+    let mut a = node(&etcd, "pg1").await;
+    a.acquire(10_000).await.unwrap();
+    etcd.stop();
+    let asked = Instant::now();
+    match a.renew(1).await {
+        Err(KvError::Unavailable(_)) => {}
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert!(asked.elapsed() < Duration::from_secs(5), "took {:?}", asked.elapsed());
+    etcd.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match a.read().await {
+            Ok(snap) => {
+                assert_eq!(snap.view.leader.map(|l| l.name), Some("pg1".into()));
+                break;
+            }
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("etcd did not come back: {e}\n{}", etcd.log()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn compare_on_a_missing_key_fails_as_etcd_says() {
+    // The portable create-if-absent pitfall (madsim recipe, 5): a value
+    // compare on a missing key is false, never true.
+    let etcd = EtcdServer::start();
+    let raw = kv(&etcd).await;
+    let cmp = Compare::ValueEquals { key: "/service/x/none".into(), value: Vec::new() };
+    assert!(!raw.txn(vec![cmp], vec![], vec![]).await.unwrap());
+}
