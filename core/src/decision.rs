@@ -270,6 +270,7 @@ pub enum Reason {
     ChangingUpstream { upstream: String },
     StoppingToRewind { fork_lsn: u64 },
     RecoveringBeforeRewind,
+    RecoveringCrashedPrimary,
     Rewinding { source: String, fork_lsn: u64 },
     RewindImpossible { why: String },
     WaitingForPostgres,
@@ -411,6 +412,10 @@ impl fmt::Display for Reason {
                 f,
                 "stopping Postgres: its history diverged from the leader's at {}",
                 Lsn(*fork_lsn)
+            ),
+            RecoveringCrashedPrimary => write!(
+                f,
+                "crash recovery: this former primary crashed; its WAL end is known only once recovered"
             ),
             RecoveringBeforeRewind => {
                 write!(f, "crash recovery: pg_rewind needs a cleanly shut down data directory")

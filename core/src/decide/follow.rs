@@ -7,7 +7,7 @@
 use super::{rewind, Ctx, Verdict};
 use crate::dcs::{ClusterView, MemberRole};
 use crate::decision::{Action, Reason, StartAs, StopMode};
-use crate::pg::{DataDir, PgProcess};
+use crate::pg::{ControlState, DataDir, PgProcess};
 use crate::role::Role;
 
 pub(super) fn decide(cx: &mut Ctx, view: &ClusterView, leader: &str) -> Verdict {
@@ -24,6 +24,14 @@ pub(super) fn decide(cx: &mut Ctx, view: &ClusterView, leader: &str) -> Verdict 
         .filter(|_| !on_leaders_branch);
     if let Some(fork_lsn) = rewind::divergence(pg, &view.history, leader_timeline) {
         return repair(cx, leader, fork_lsn);
+    }
+    // A primary that crashed reports its last checkpoint, not the end of
+    // its WAL: recover it before trusting that it has not diverged
+    // (Patroni's `_handle_crash_recovery`).
+    let crashed_primary =
+        matches!(&pg.data, DataDir::Initialised(c) if c.state == ControlState::InProduction);
+    if pg.process == PgProcess::Stopped && crashed_primary {
+        return (vec![Action::RecoverCrash], Reason::RecoveringCrashedPrimary);
     }
     cx.next.rewind_attempted = false;
     let upstream = upstream(cx, view, leader);

@@ -512,3 +512,23 @@ fn former_leader_whose_lease_lapsed_reinitializes_without_use_pg_rewind() {
     assert_eq!(acts(&d), vec![reinit_from("pg2")]);
     assert_eq!(n.state().role, Role::Cloning);
 }
+
+/// Found on real PostgreSQL 15: a primary killed in production reports
+/// its last checkpoint (here before the fork), not the end of its WAL,
+/// so it must recover before keel can tell whether it diverged.
+#[test]
+fn crashed_former_primary_that_looks_behind_the_fork_recovers_before_following() {
+    let mut v = with_leader(cluster(), "pg2");
+    v.history = vec![TimelineSwitch { timeline: 1, fork_lsn: 900, new_leader: Some("pg2".into()) }];
+    v.members.get_mut("pg2").unwrap().timeline = 2;
+    let mut p = stopped_pg(500);
+    p.data = DataDir::Initialised(control(ControlState::InProduction));
+    let d = replica("pg1").step(&Obs::new(1_000, v.clone(), p).0);
+    assert_eq!(acts(&d), vec![Action::RecoverCrash]);
+    assert_eq!(d.reason, Reason::RecoveringCrashedPrimary);
+    // Recovered, its WAL is seen to end past the fork: now it rewinds.
+    let v = with_config(v, |c| c.use_pg_rewind = true);
+    let o = Obs::new(2_000, v, stopped_pg(1_000)).outcome(Action::RecoverCrash, ActionResult::Done, 1_000);
+    let d = replica("pg1").step(&o.0);
+    assert_eq!(acts(&d), vec![Action::Rewind { source: "pg2".into() }]);
+}
