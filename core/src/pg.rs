@@ -32,6 +32,11 @@ pub struct PgFacts {
     /// it in the data directory; `None` when unknown (timeline 1, or a data
     /// directory keel did not write).
     pub timeline_origin: Option<String>,
+    /// A base backup's `backup_label` is in the data directory: the control
+    /// file's "in production" is the source's, not a crash of this node.
+    /// (Defaults to false in traces recorded before it existed.)
+    #[serde(default)]
+    pub backup_label: bool,
 }
 
 impl PgFacts {
@@ -50,6 +55,7 @@ impl PgFacts {
             sync_standby_names: SyncNames::default(),
             history: Vec::new(),
             timeline_origin: None,
+            backup_label: false,
         }
     }
 

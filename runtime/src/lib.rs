@@ -5,6 +5,7 @@
 //! - `dcs`: Patroni's key layout in etcd over a small etcd-shaped trait,
 //!   and the binding of that trait to etcd-client.
 
+pub mod agent;
 pub mod config;
 pub mod dcs;
 pub mod pg;

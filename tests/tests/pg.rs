@@ -244,10 +244,20 @@ async fn postmaster_shuts_down_when_the_agent_that_started_it_is_killed() {
     }
     assert!(node.log().contains("received immediate shutdown request"), "{}", node.log());
     // Orphaned, it was reparented; an init that does not reap (as in some
-    // containers) leaves a zombie, which runs nothing.
-    let stat = std::fs::read_to_string(format!("/proc/{postmaster}/stat")).unwrap_or_default();
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
-    assert!(matches!(state, None | Some('Z' | 'X')), "postmaster {postmaster} is still alive: {stat}");
+    // containers) leaves a zombie, which runs nothing. The pid file goes
+    // before the process has finished exiting: wait for the process too.
+    let exited = |stat: &str| {
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+        matches!(state, None | Some('Z' | 'X'))
+    };
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{postmaster}/stat")).unwrap_or_default();
+        if exited(&stat) {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "postmaster {postmaster} is still alive: {stat}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Kills the stand-in agent (by PID) if the test fails before it does.

@@ -28,8 +28,8 @@ pub(super) fn decide(cx: &mut Ctx, view: &ClusterView, leader: &str) -> Verdict 
     // A primary that crashed reports its last checkpoint, not the end of
     // its WAL: recover it before trusting that it has not diverged
     // (Patroni's `_handle_crash_recovery`).
-    let crashed_primary =
-        matches!(&pg.data, DataDir::Initialised(c) if c.state == ControlState::InProduction);
+    let crashed_primary = !pg.backup_label
+        && matches!(&pg.data, DataDir::Initialised(c) if c.state == ControlState::InProduction);
     if pg.process == PgProcess::Stopped && crashed_primary {
         return (vec![Action::RecoverCrash], Reason::RecoveringCrashedPrimary);
     }

@@ -532,3 +532,18 @@ fn crashed_former_primary_that_looks_behind_the_fork_recovers_before_following()
     let d = replica("pg1").step(&o.0);
     assert_eq!(acts(&d), vec![Action::Rewind { source: "pg2".into() }]);
 }
+
+/// Found running keel: a fresh base backup's control file says "in
+/// production" (the source's state); it is not a crashed primary and must
+/// start as a replica, not go through crash recovery.
+#[test]
+fn fresh_base_backup_starts_as_replica_without_crash_recovery() {
+    let mut p = stopped_pg(900);
+    p.data = DataDir::Initialised(control(ControlState::InProduction));
+    p.backup_label = true;
+    let d = replica("pg3").step(&Obs::new(1_000, cluster(), p).0);
+    assert_eq!(
+        acts(&d),
+        vec![Action::StartPostgres { role: StartAs::Replica { upstream: Some("pg1".into()) } }]
+    );
+}

@@ -76,6 +76,7 @@ pub async fn facts(ctl: &PgCtl, conn: &ConnTarget) -> PgFacts {
         facts.history = history_on_disk(&ctl.data_dir, timeline);
     }
     facts.timeline_origin = read_timeline_origin(&ctl.data_dir, facts.timeline);
+    facts.backup_label = ctl.data_dir.join("backup_label").exists();
     facts
 }
 

@@ -1,0 +1,220 @@
+//! The node agent: observe etcd and Postgres, ask keel-core what to do,
+//! carry the actions out in order, report every outcome in the next
+//! observation (ARCHITECTURE.md, data flow of one node).
+//!
+//! Every I/O call has a deadline: `retry_timeout`, and never beyond the
+//! point where a leader must have demoted (rule 1). The loop wakes on its
+//! timer, on an operator request, and within 100 ms of the postmaster
+//! exiting.
+
+mod exec;
+pub mod setup;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use keel_core::{ActionResult, DcsView, Decision, DynamicConfig, Node, Observation, Outcome, Request, Role};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::dcs::etcd::EtcdKv;
+use crate::dcs::patroni::Snapshot;
+use crate::dcs::{Dcs, KvError};
+use setup::Setup;
+
+/// The agent's monotonic clock: milliseconds since it started. keel-core
+/// takes this `now` as an argument and never reads a clock itself.
+#[derive(Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock { start: Instant::now() }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+pub struct Agent {
+    cfg: Config,
+    node: Node,
+    dcs: Dcs<EtcdKv>,
+    setup: Setup,
+    clock: Clock,
+    outcomes: Vec<Outcome>,
+    snapshot: Option<Snapshot>,
+    dcs_lost_since: Option<u64>,
+    requests: mpsc::Receiver<Request>,
+    /// A request that woke the loop, for the next observation.
+    requeued: Option<Request>,
+    last_reason: String,
+    /// initdb ran in this process: the first start as primary creates the
+    /// replication user and sets passwords.
+    bootstrapped: bool,
+}
+
+impl Agent {
+    pub fn new(cfg: Config, dcs: Dcs<EtcdKv>, setup: Setup, requests: mpsc::Receiver<Request>) -> Agent {
+        let bootstrap = cfg.bootstrap.dcs.to_core();
+        Agent {
+            node: Node::with_config(cfg.name.clone(), bootstrap),
+            cfg,
+            dcs,
+            setup,
+            clock: Clock::new(),
+            outcomes: Vec::new(),
+            snapshot: None,
+            dcs_lost_since: None,
+            requests,
+            requeued: None,
+            last_reason: String::new(),
+            bootstrapped: false,
+        }
+    }
+
+    fn config(&self) -> &DynamicConfig {
+        &self.node.state().config
+    }
+
+    /// Runs until a shutdown request has been carried out.
+    pub async fn run(mut self) {
+        loop {
+            let obs = self.observe().await;
+            let decision = self.node.step(&obs);
+            self.log(&decision);
+            self.outcomes = self.execute(&decision).await;
+            if self.node.state().role == Role::Stopped && decision.actions.is_empty() {
+                info!("shut down");
+                return;
+            }
+            self.sleep(decision.wake_after_ms).await;
+        }
+    }
+
+    /// The deadline of one I/O call: `retry_timeout`, cut short so that a
+    /// leader never waits on I/O past the point where it must demote.
+    fn deadline(&self) -> Duration {
+        let cfg = self.config();
+        let mut ms = cfg.retry_timeout_ms.max(1);
+        if let Some(left) = self.node.state().lease_remaining_ms(self.clock.now_ms()) {
+            let gentle = cfg.retry_timeout_ms.min(cfg.lease_validity_ms() / 2);
+            ms = ms.min(left.saturating_sub(gentle).max(100));
+        }
+        Duration::from_millis(ms)
+    }
+
+    async fn observe(&mut self) -> Observation {
+        let now_ms = self.clock.now_ms();
+        let deadline = self.deadline();
+        let read = bounded(deadline, self.dcs.read()).await;
+        let dcs = match read {
+            Ok(snap) => {
+                self.dcs_lost_since = None;
+                let view = snap.view.clone();
+                self.snapshot = Some(snap);
+                if let Err(e) = bounded(deadline, self.dcs.keep_member_alive()).await {
+                    warn!("member key keep-alive failed: {e}");
+                }
+                DcsView::Reachable(view)
+            }
+            Err(e) => {
+                let since = *self.dcs_lost_since.get_or_insert(now_ms);
+                warn!("etcd read failed: {e}");
+                DcsView::Unreachable { since_ms: since }
+            }
+        };
+        let pg = crate::pg::facts(&self.setup.ctl, &self.setup.conn).await;
+        Observation {
+            now_ms,
+            wall_ms: wall_ms(),
+            dcs,
+            pg,
+            tags: self.cfg.tags.to_core(),
+            outcomes: std::mem::take(&mut self.outcomes),
+            request: self.requeued.take().or_else(|| self.requests.try_recv().ok()),
+        }
+    }
+
+    /// Logs the decision's reason when it changes, not every loop.
+    fn log(&mut self, decision: &Decision) {
+        let reason = decision.reason.to_string();
+        if reason != self.last_reason {
+            info!(actions = ?decision.actions.iter().map(exec::name).collect::<Vec<_>>(), "{reason}");
+            self.last_reason = reason;
+        }
+    }
+
+    /// Carries out the actions in order; the first that does not succeed
+    /// stops the rest, which are reported as skipped.
+    async fn execute(&mut self, decision: &Decision) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(decision.actions.len());
+        let mut stopped = false;
+        for action in &decision.actions {
+            let sent_at_ms = self.clock.now_ms();
+            let (result, lease_ttl_ms) =
+                if stopped { (ActionResult::Skipped, None) } else { self.apply(action).await };
+            if result != ActionResult::Done && !stopped {
+                warn!(action = exec::name(action), ?result, "action did not succeed");
+                stopped = true;
+            }
+            outcomes.push(Outcome { action: action.clone(), sent_at_ms, result, lease_ttl_ms });
+        }
+        outcomes
+    }
+
+    /// Sleeps until the decision's wake time, an operator request, or the
+    /// postmaster's exit, whichever comes first.
+    async fn sleep(&mut self, wake_after_ms: u64) {
+        let until = Instant::now() + Duration::from_millis(wake_after_ms);
+        let was_running = self.setup.ctl.is_running();
+        loop {
+            let now = Instant::now();
+            if now >= until || self.setup.ctl.is_running() != was_running {
+                return;
+            }
+            let tick = (until - now).min(Duration::from_millis(100));
+            tokio::select! {
+                request = self.requests.recv() => {
+                    // Kept for the next observation.
+                    self.requeued = request;
+                    return;
+                }
+                () = tokio::time::sleep(tick) => {}
+            }
+        }
+    }
+}
+
+/// `fut`, or unavailable (unknown, rule 6) when it does not answer within
+/// `deadline`.
+pub(crate) async fn bounded<T>(
+    deadline: Duration,
+    fut: impl std::future::Future<Output = Result<T, KvError>>,
+) -> Result<T, KvError> {
+    tokio::time::timeout(deadline, fut).await.unwrap_or_else(|_| {
+        Err(KvError::Unavailable(format!("no answer within {} ms", deadline.as_millis())))
+    })
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The environment as a map, for the config's PATRONI_* overrides.
+pub fn environment() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}
