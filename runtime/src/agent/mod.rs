@@ -57,6 +57,8 @@ pub struct Agent {
     snapshot: Option<Snapshot>,
     dcs_lost_since: Option<u64>,
     requests: mpsc::Receiver<Request>,
+    /// Changes of the leader or failover key (an etcd watch).
+    wake: Option<mpsc::Receiver<()>>,
     /// A request that woke the loop, for the next observation.
     requeued: Option<Request>,
     last_reason: String,
@@ -78,10 +80,17 @@ impl Agent {
             snapshot: None,
             dcs_lost_since: None,
             requests,
+            wake: None,
             requeued: None,
             last_reason: String::new(),
             bootstrapped: false,
         }
+    }
+
+    /// Wakes the loop at once when `wake` fires (the etcd watch).
+    pub fn wake_on(mut self, wake: mpsc::Receiver<()>) -> Agent {
+        self.wake = Some(wake);
+        self
     }
 
     fn config(&self) -> &DynamicConfig {
@@ -185,7 +194,20 @@ impl Agent {
                 return;
             }
             let tick = (until - now).min(Duration::from_millis(100));
+            let watched = async {
+                match self.wake.as_mut() {
+                    Some(rx) => rx.recv().await.is_some(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                changed = watched => {
+                    if changed {
+                        return;
+                    }
+                    // The watch task ended: fall back to the timer.
+                    self.wake = None;
+                }
                 request = self.requests.recv() => {
                     // Kept for the next observation.
                     self.requeued = request;

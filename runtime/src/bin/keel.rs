@@ -86,7 +86,10 @@ async fn run(args: Args) -> ExitCode {
             }
         }
     };
-    let dcs = Dcs::new(kv, Keys::new(&cfg.namespace, &cfg.scope), &cfg.name, &setup.conn_url, &setup.api_url);
+    let keys = Keys::new(&cfg.namespace, &cfg.scope);
+    let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(1);
+    let _watch = kv.spawn_watch(keys.prefix().to_owned(), vec![keys.leader(), keys.failover()], wake_tx);
+    let dcs = Dcs::new(kv, keys, &cfg.name, &setup.conn_url, &setup.api_url);
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {
@@ -102,7 +105,7 @@ async fn run(args: Args) -> ExitCode {
         let _ = tx.send(Request::Shutdown).await;
     });
     info!(name = %cfg.name, scope = %cfg.scope, "keel starting");
-    Agent::new(cfg, dcs, setup, rx).run().await;
+    Agent::new(cfg, dcs, setup, rx).wake_on(wake_rx).run().await;
     ExitCode::SUCCESS
 }
 

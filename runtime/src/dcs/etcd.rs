@@ -50,6 +50,46 @@ impl EtcdKv {
     }
 }
 
+impl EtcdKv {
+    /// Signals `wake` whenever a key under `prefix` whose name ends in one
+    /// of `suffixes` changes (the leader and failover keys: a lost leader
+    /// must not wait for the next tick). Re-watches after any error; ends
+    /// when the receiver is dropped.
+    pub fn spawn_watch(
+        &self,
+        prefix: String,
+        suffixes: Vec<String>,
+        wake: tokio::sync::mpsc::Sender<()>,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut client = self.client.clone();
+        tokio::spawn(async move {
+            while !wake.is_closed() {
+                let opts = etcd_client::WatchOptions::new().with_prefix();
+                let mut stream = match client.watch(prefix.clone(), Some(opts)).await {
+                    Ok(stream) => stream,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                while let Ok(Some(resp)) = stream.message().await {
+                    let relevant = resp.events().iter().any(|e| {
+                        e.kv().is_some_and(|kv| {
+                            let key = String::from_utf8_lossy(kv.key());
+                            suffixes.iter().any(|s| key.ends_with(s.as_str()))
+                        })
+                    });
+                    // A full channel already holds a wake-up: nothing lost.
+                    if relevant && wake.try_send(()).is_err() && wake.is_closed() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    }
+}
+
 /// Only answers that prove the request did not happen are definite;
 /// anything else (transport, timeouts, unknown codes) may have happened.
 fn classify(e: etcd_client::Error) -> KvError {
