@@ -696,7 +696,9 @@ pub fn render_postgresql_conf(config: &ServerConfig, data_dir: &Path) -> Result<
             return Err(PgCtlError::Refused(format!("not a Postgres parameter name: {name:?}")));
         }
         if KEEL_OWNED_SETTINGS.iter().any(|owned| owned.eq_ignore_ascii_case(name)) {
-            tracing::warn!(parameter = %name, "ignoring a parameter that keel sets itself");
+            // Said once per start; settings such as wal_log_hints = on,
+            // which the guide's config sets and keel sets anyway, are common.
+            tracing::debug!(parameter = %name, "ignoring a parameter that keel sets itself");
             continue;
         }
         line(name, value);

@@ -1,0 +1,429 @@
+//! keel end to end: real agents (`keel --config`), real etcd, real
+//! PostgreSQL 15 on loopback, driven through the failures an operator
+//! fears, and judged by data: a writer records every acknowledged write,
+//! and each scenario checks that none is lost and that two nodes never
+//! accepted writes at the same time, besides the roles. Each prints how
+//! long writes stopped.
+//!
+//! They need the agent binary: `cargo build -p keel-runtime --bin keel`
+//! (or `KEEL_BIN`), then `cargo test -p keel-tests --test e2e -- --nocapture`
+//! (scripts/test-all builds it first).
+//!
+//! Settings (ClusterOptions' defaults): ttl 5 s, loop_wait 1 s,
+//! retry_timeout 2 s.
+
+use std::time::{Duration, Instant};
+
+use keel_core::MemberRole;
+use keel_tests::cluster::{ClusterOptions, KeelCluster, WriteLog};
+
+/// initdb, two base backups and the first sync standby, on two cores.
+const BOOTSTRAP: Duration = Duration::from_secs(120);
+/// A generous deadline for anything a failover does; the scenarios assert
+/// tighter bounds on what they measure.
+const FAILOVER: Duration = Duration::from_secs(30);
+/// Rewind or re-clone, restart, catch up.
+const REJOIN: Duration = Duration::from_secs(120);
+/// Writes on a new primary the checks want to see.
+const SETTLE: Duration = Duration::from_secs(2);
+/// What a loaded two-core machine adds to promotion and to the writer
+/// finding the new primary.
+const SLACK: Duration = Duration::from_secs(3);
+
+fn options(synchronous_mode: bool) -> ClusterOptions {
+    ClusterOptions { synchronous_mode, ..ClusterOptions::default() }
+}
+
+/// The liveness bound of ARCHITECTURE.md (a writable primary within
+/// `ttl + loop_wait + 1 s` once a majority is up), plus [`SLACK`].
+fn failover_bound(cluster: &KeelCluster) -> Duration {
+    cluster.options().ttl() + cluster.options().loop_wait() + Duration::from_secs(1) + SLACK
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+/// Three nodes, one leader streaming to two replicas, and in synchronous
+/// mode a sync standby named in the sync key. Returns the leader.
+async fn healthy_three(options: ClusterOptions) -> (KeelCluster, String) {
+    let synchronous = options.synchronous_mode;
+    let cluster = KeelCluster::start(3, options).await;
+    let (leader, replicas) = cluster.wait_streaming_replicas(2, BOOTSTRAP).await;
+    assert_eq!(replicas.len(), 2, "{leader} streams to {replicas:?}");
+    if synchronous {
+        cluster
+            .wait_for(BOOTSTRAP, "a synchronous standby in the sync key", |v| {
+                v.leader_name() == Some(leader.as_str())
+                    && v.sync.as_ref().is_some_and(|s| !s.members.is_empty() && !s.members.contains(&leader))
+            })
+            .await;
+    }
+    (cluster, leader)
+}
+
+/// Every acknowledged write of `logs` is on `node`, now.
+async fn assert_none_lost(cluster: &KeelCluster, node: &str, logs: &[&WriteLog]) {
+    for log in logs {
+        let missing = cluster.missing_on(log, node).await;
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged writes are missing on {node}: {missing:?}\n{}",
+            missing.len(),
+            log.summary(cluster.started())
+        );
+    }
+}
+
+/// One writable node at a time, and no node writable again after another.
+fn assert_one_writer_at_a_time(cluster: &KeelCluster, log: &WriteLog) {
+    let overlaps = log.overlaps();
+    assert!(
+        overlaps.is_empty(),
+        "two nodes accepted writes at once: {overlaps:#?}\n{}",
+        log.summary(cluster.started())
+    );
+    let returning = log.returning_nodes();
+    assert!(
+        returning.is_empty(),
+        "{returning:?} accepted writes again after another node did\n{}",
+        log.summary(cluster.started())
+    );
+}
+
+fn era_nodes(log: &WriteLog) -> Vec<String> {
+    log.eras().into_iter().map(|e| e.node).collect()
+}
+
+// --- 1. bootstrap ------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_bootstraps_and_becomes_a_writable_primary() {
+    let cluster = KeelCluster::start(1, options(false)).await;
+
+    assert_eq!(cluster.wait_for_leader(BOOTSTRAP).await, "pg1");
+    cluster.wait_recovery_state("pg1", false, BOOTSTRAP).await;
+    // The leader writes the initialize and config keys just after it
+    // starts serving.
+    let view = cluster
+        .wait_for(FAILOVER, "pg1 a running primary, with the initialize and config keys", |v| {
+            v.members.get("pg1").is_some_and(|m| m.role == MemberRole::Primary && m.is_running())
+                && v.initialize.as_deref().is_some_and(|id| !id.is_empty())
+                && v.config.is_some()
+        })
+        .await;
+    let system_id = view.initialize.clone().unwrap_or_default();
+    assert!(system_id.parse::<u64>().is_ok(), "initialize key: {system_id:?}");
+    let config = view.config.expect("checked");
+    assert_eq!((config.ttl_ms, config.loop_wait_ms), (5_000, 1_000), "bootstrap.dcs in the config key");
+    assert_eq!(config.synchronous_mode, keel_core::SyncMode::Off);
+    assert!(config.use_pg_rewind);
+
+    let writer = cluster.writer();
+    let first = writer.wait_for_ack(FAILOVER, "a first write", |_| true).await;
+    println!("first acknowledged write {} after the agent started", secs(first.acked_at - cluster.started()));
+    tokio::time::sleep(SETTLE).await;
+    let log = writer.stop().await;
+
+    assert!(log.acks.len() >= 20, "{}", log.summary(cluster.started()));
+    assert!(log.failures.is_empty(), "a healthy primary refused writes: {}", log.summary(cluster.started()));
+    assert_eq!(era_nodes(&log), ["pg1"]);
+    assert_none_lost(&cluster, "pg1", &[&log]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_one_leader_and_two_streaming_replicas_that_hold_every_write() {
+    let (cluster, leader) = healthy_three(options(false)).await;
+
+    // Replicas publish their state once a loop: streaming shows in
+    // pg_stat_replication up to loop_wait before it shows in their keys.
+    let view = cluster
+        .wait_for(FAILOVER, "three running members on timeline 1", |v| {
+            v.members.len() == 3 && v.members.values().all(|m| m.is_running() && m.timeline == 1)
+        })
+        .await;
+    let primaries: Vec<&String> =
+        view.members.iter().filter(|(_, m)| m.role == MemberRole::Primary).map(|(name, _)| name).collect();
+    assert_eq!(primaries, [&leader], "{view:#?}");
+    let replicas: Vec<String> = cluster.names().into_iter().filter(|n| *n != leader).collect();
+    for replica in &replicas {
+        assert_eq!(cluster.is_in_recovery(replica).await, Ok(true), "{replica}");
+    }
+
+    let writer = cluster.writer();
+    let first = writer.wait_for_ack(FAILOVER, "a first write", |_| true).await;
+    println!(
+        "first acknowledged write {} after the agents started",
+        secs(first.acked_at - cluster.started())
+    );
+    tokio::time::sleep(SETTLE).await;
+    let log = writer.stop().await;
+
+    assert!(log.failures.is_empty(), "{}", log.summary(cluster.started()));
+    assert_eq!(era_nodes(&log), std::slice::from_ref(&leader));
+    assert_none_lost(&cluster, &leader, &[&log]).await;
+    for replica in &replicas {
+        cluster.wait_replicated(&log, replica, FAILOVER).await;
+    }
+    assert_eq!(cluster.leader().await, Some(leader), "a healthy cluster never changes leader");
+}
+
+// --- 2. the primary's machine dies ---------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_primary_agent_and_postmaster_promote_the_sync_standby_without_losing_a_write() {
+    let (mut cluster, old) = healthy_three(options(true)).await;
+    let sync_before = cluster.view().await.unwrap().sync.expect("a sync key").members;
+    let writer = cluster.writer();
+    writer.wait_for_ack(FAILOVER, "a first write", |a| a.node == old).await;
+    tokio::time::sleep(SETTLE).await;
+
+    let fault = cluster.kill_agent(&old);
+    // Its parent-death signal may have stopped it already (rule 7).
+    let postmaster = cluster.kill_postmaster(&old);
+    println!("killed {old}'s agent, then its postmaster ({postmaster:?})");
+    let view = cluster
+        .wait_for(FAILOVER, "a new leader", |v| v.leader_name().is_some_and(|l| l != old.as_str()))
+        .await;
+    let new = view.leader_name().expect("checked").to_owned();
+    let leader_after = fault.elapsed();
+    let first = writer
+        .wait_for_ack(FAILOVER, "a write on the new primary", |a| a.sent_at >= fault && a.node == new)
+        .await;
+    tokio::time::sleep(SETTLE).await;
+    let log = writer.stop().await;
+
+    let writes_after = first.acked_at - fault;
+    println!(
+        "{old} -> {new}: new leader key after {}, first acknowledged write after {}",
+        secs(leader_after),
+        secs(writes_after)
+    );
+    println!("{}", log.summary(fault));
+    assert!(
+        sync_before.contains(&new),
+        "{new} was promoted but the sync standbys were {sync_before:?} (rule 2)"
+    );
+    assert!(writes_after <= failover_bound(&cluster), "writes resumed after {}", secs(writes_after));
+    assert_eq!(era_nodes(&log), [old.clone(), new.clone()]);
+    assert_one_writer_at_a_time(&cluster, &log);
+    assert_none_lost(&cluster, &new, &[&log]).await;
+    let other = cluster.names().into_iter().find(|n| *n != old && *n != new).expect("a third node");
+    cluster.wait_recovery_state(&other, true, FAILOVER).await;
+    cluster.wait_replicated(&log, &other, REJOIN).await;
+
+    // The old node comes back as a replica of the new primary, with every
+    // acknowledged write and nothing of its own (rule 4).
+    cluster.restart_agent(&old);
+    cluster.wait_recovery_state(&old, true, REJOIN).await;
+    let (leader, streaming) = cluster.wait_streaming_replicas(2, REJOIN).await;
+    assert_eq!(leader, new);
+    assert!(streaming.contains(&old), "{old} does not stream from {new}: {streaming:?}");
+    cluster.wait_replicated(&log, &old, REJOIN).await;
+    let view = cluster
+        .wait_for(REJOIN, "the old primary published as a running replica", |v| {
+            v.members.get(old.as_str()).is_some_and(|m| m.role == MemberRole::Replica && m.is_running())
+        })
+        .await;
+    assert_eq!(view.leader_name(), Some(new.as_str()));
+}
+
+// --- 3. Postgres crashes under a live agent ------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_primary_postmaster_alone_resumes_writes_on_exactly_one_node() {
+    let (cluster, old) = healthy_three(options(true)).await;
+    let writer = cluster.writer();
+    let prober = cluster.prober();
+    writer.wait_for_ack(FAILOVER, "a first write", |a| a.node == old).await;
+    tokio::time::sleep(SETTLE).await;
+
+    let killed = cluster.kill_postmaster(&old).expect("the primary's postmaster");
+    let fault = Instant::now();
+    let first = writer.wait_for_ack(FAILOVER, "a write after the crash", |a| a.sent_at >= fault).await;
+    tokio::time::sleep(SETTLE).await;
+    let log = writer.stop().await;
+    let probes = prober.stop().await;
+
+    let writes_after = first.acked_at - fault;
+    let how = if first.node == old {
+        "restarted in place".to_owned()
+    } else {
+        format!("failed over to {}", first.node)
+    };
+    println!(
+        "killed postmaster {killed} of {old}: {how}, first acknowledged write after {}",
+        secs(writes_after)
+    );
+    println!("writer: {}\nprober: {}", log.summary(fault), probes.summary(fault));
+    assert!(writes_after <= failover_bound(&cluster), "writes resumed after {}", secs(writes_after));
+    assert_one_writer_at_a_time(&cluster, &probes);
+    assert_one_writer_at_a_time(&cluster, &log);
+    let leader = cluster.leader().await.expect("a leader");
+    assert_eq!(leader, first.node, "the leader key names the node that accepts writes");
+    assert_none_lost(&cluster, &leader, &[&log, &probes]).await;
+    for node in cluster.names().into_iter().filter(|n| *n != leader) {
+        // A replica, or (after a failover) down or rejoining: not a primary.
+        assert_ne!(cluster.is_in_recovery(&node).await, Ok(false), "{node} is a primary too");
+    }
+}
+
+// --- 4. a clean shutdown of the leader's agent ----------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_leaders_agent_hands_over_well_under_ttl() {
+    let (mut cluster, old) = healthy_three(options(true)).await;
+    let writer = cluster.writer();
+    writer.wait_for_ack(FAILOVER, "a first write", |a| a.node == old).await;
+    tokio::time::sleep(SETTLE).await;
+
+    let fault = cluster.terminate_agent(&old);
+    let view = cluster
+        .wait_for(FAILOVER, "a new leader", |v| v.leader_name().is_some_and(|l| l != old.as_str()))
+        .await;
+    let new = view.leader_name().expect("checked").to_owned();
+    let leader_after = fault.elapsed();
+    let first = writer
+        .wait_for_ack(FAILOVER, "a write on the new primary", |a| a.sent_at >= fault && a.node == new)
+        .await;
+    let status = cluster.wait_agent_exit(&old, FAILOVER).await;
+    tokio::time::sleep(SETTLE).await;
+    let log = writer.stop().await;
+
+    let writes_after = first.acked_at - fault;
+    println!(
+        "SIGTERM to {old}: {new} leads after {}, first acknowledged write after {}",
+        secs(leader_after),
+        secs(writes_after)
+    );
+    println!("{}", log.summary(fault));
+    assert!(status.success(), "the agent exited with {status:?}");
+    assert!(cluster.node(&old).postmaster_pid().is_none(), "{old}'s Postgres outlived its agent's shutdown");
+    // Without the release a replica would wait for the lease: ttl at least.
+    let ttl = cluster.options().ttl();
+    assert!(writes_after < ttl, "handover took {}, not under ttl {}", secs(writes_after), secs(ttl));
+    assert_eq!(era_nodes(&log), [old.clone(), new.clone()]);
+    assert_one_writer_at_a_time(&cluster, &log);
+    assert_none_lost(&cluster, &new, &[&log]).await;
+}
+
+// --- 5. etcd goes away ------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_outage_promotes_nobody_and_the_leader_stops_writes_by_its_lease_deadline() {
+    let (mut cluster, old) = healthy_three(options(true)).await;
+    let writer = cluster.writer();
+    let prober = cluster.prober();
+    writer.wait_for_ack(FAILOVER, "a first write", |a| a.node == old).await;
+    tokio::time::sleep(SETTLE).await;
+
+    let outage = cluster.etcd_stop();
+    let ttl = cluster.options().ttl();
+    tokio::time::sleep(ttl + SLACK).await;
+    // Rules 1 and 5, by data: nobody else accepted a write, and the leader
+    // accepted none sent after its lease deadline (at most ttl after its
+    // last renewal, which came before the outage).
+    let during = prober.log();
+    let elsewhere: Vec<_> = during.acks.iter().filter(|a| a.sent_at >= outage && a.node != old).collect();
+    assert!(elsewhere.is_empty(), "promoted without etcd: {elsewhere:?}");
+    let late: Vec<_> = during.acks.iter().filter(|a| a.node == old && a.sent_at > outage + ttl).collect();
+    assert!(
+        late.is_empty(),
+        "{old} accepted writes past its lease deadline: {late:?}\n{}",
+        during.summary(outage)
+    );
+    let last = during.last_ack_on(&old).map(|a| a.acked_at.saturating_duration_since(outage));
+    println!("etcd down: {old} accepted its last write {} into the outage", last.map_or("-".into(), secs));
+    for node in cluster.names() {
+        let state = cluster.is_in_recovery(&node).await;
+        assert!(state != Ok(false), "{node} is still a primary {} into the outage", secs(outage.elapsed()));
+    }
+
+    let back = cluster.etcd_start();
+    let first =
+        writer.wait_for_ack(FAILOVER + ttl, "a write after etcd returned", |a| a.sent_at >= back).await;
+    tokio::time::sleep(SETTLE).await;
+    let log = writer.stop().await;
+    let probes = prober.stop().await;
+
+    let writes_after = first.acked_at - back;
+    println!(
+        "etcd back: first acknowledged write on {} after {} ({} after the outage began)",
+        first.node,
+        secs(writes_after),
+        secs(first.acked_at - outage)
+    );
+    println!("writer: {}\nprober: {}", log.summary(outage), probes.summary(outage));
+    // etcd restores leases with their full ttl: the old key may outlive
+    // the outage by one ttl before anyone can take it.
+    assert!(writes_after <= ttl + failover_bound(&cluster), "writes resumed after {}", secs(writes_after));
+    assert_one_writer_at_a_time(&cluster, &probes);
+    let leader = cluster.wait_for_leader(FAILOVER).await;
+    assert_eq!(leader, first.node);
+    assert_none_lost(&cluster, &leader, &[&log, &probes]).await;
+}
+
+// --- 6. the primary alone loses etcd ------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_cut_from_etcd_demotes_before_a_replica_is_promoted() {
+    let opts = ClusterOptions { etcd_proxies: true, ..options(true) };
+    let (cluster, old) = healthy_three(opts).await;
+    let writer = cluster.writer();
+    let prober = cluster.prober();
+    writer.wait_for_ack(FAILOVER, "a first write", |a| a.node == old).await;
+    tokio::time::sleep(SETTLE).await;
+
+    let cut = cluster.cut_etcd(&old);
+    let view = cluster
+        .wait_for(FAILOVER, "a new leader", |v| v.leader_name().is_some_and(|l| l != old.as_str()))
+        .await;
+    let new = view.leader_name().expect("checked").to_owned();
+    let leader_after = cut.elapsed();
+    let first = writer
+        .wait_for_ack(FAILOVER, "a write on the new primary", |a| a.sent_at >= cut && a.node == new)
+        .await;
+    tokio::time::sleep(SETTLE).await;
+    let log = writer.stop().await;
+    let probes = prober.stop().await;
+
+    let ttl = cluster.options().ttl();
+    let old_last = probes.last_ack_on(&old).expect("writes on the old primary before the cut").clone();
+    let new_first =
+        probes.first_ack_after(cut, Some(new.as_str())).expect("probes on the new primary").clone();
+    println!(
+        "{old} cut from etcd: its last write acknowledged {} after the cut; {new} leads after {}, \
+         first acknowledged write after {} (writer: {})",
+        secs(old_last.acked_at.saturating_duration_since(cut)),
+        secs(leader_after),
+        secs(new_first.acked_at - cut),
+        secs(first.acked_at - cut)
+    );
+    println!("writer: {}\nprober: {}", log.summary(cut), probes.summary(cut));
+    // The old primary stopped accepting writes before the new one began
+    // (rules 1 and 7), and by its lease deadline.
+    assert!(
+        old_last.acked_at < new_first.sent_at,
+        "{old} acknowledged a write {} after {new} was sent one",
+        secs(old_last.acked_at - new_first.sent_at)
+    );
+    assert!(old_last.sent_at <= cut + ttl, "{old} accepted a write past its lease deadline");
+    assert_one_writer_at_a_time(&cluster, &probes);
+    assert_one_writer_at_a_time(&cluster, &log);
+    assert!(
+        first.acked_at - cut <= failover_bound(&cluster),
+        "writes resumed after {}",
+        secs(first.acked_at - cut)
+    );
+    assert_ne!(cluster.is_in_recovery(&old).await, Ok(false), "{old} is still a primary");
+    assert_none_lost(&cluster, &new, &[&log, &probes]).await;
+
+    // Healed, the old primary follows the new one with every write.
+    cluster.heal_etcd(&old);
+    cluster.wait_recovery_state(&old, true, REJOIN).await;
+    let (leader, streaming) = cluster.wait_streaming_replicas(2, REJOIN).await;
+    assert_eq!(leader, new);
+    assert!(streaming.contains(&old), "{streaming:?}");
+    cluster.wait_replicated(&log, &old, REJOIN).await;
+    cluster.wait_replicated(&probes, &old, REJOIN).await;
+}
