@@ -2,25 +2,113 @@
 //! named by `KEEL_ETCD_BIN`).
 
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::scratch::{free_port, Scratch};
 
+/// PEM files for a TLS etcd and its clients (see [`make_certs`]).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// A throwaway CA, a server certificate for 127.0.0.1 and a client
+/// certificate, made with the openssl command (ECDSA P-256, 2 days).
+pub fn make_certs(dir: &Path) -> TlsFiles {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=keel test CA"],
+    ]
+    .concat());
+    for (name, ext) in [
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ] {
+        let (key, csr, pem, extfile) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        std::fs::write(dir.join(&extfile), ext).expect("extension file");
+        run(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN=keel-{name}")]]
+            .concat());
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &extfile,
+        ]);
+    }
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+    }
+}
+
 pub struct EtcdServer {
+    tls: Option<TlsFiles>,
     child: Option<Child>,
     pub endpoint: String,
     client_port: u16,
     peer_port: u16,
     dir: Scratch,
+    certs: Option<Scratch>,
 }
 
 impl EtcdServer {
     /// Starts etcd and waits until it accepts connections (at most 30 s).
     pub fn start() -> EtcdServer {
+        EtcdServer::start_with(None)
+    }
+
+    /// Starts an etcd that serves clients over TLS and requires a client
+    /// certificate signed by the same CA.
+    pub fn start_tls() -> EtcdServer {
+        let certs = Scratch::new("etcd-certs");
+        let files = make_certs(certs.path());
+        let mut server = EtcdServer::start_with(Some(files));
+        server.certs = Some(certs);
+        server
+    }
+
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    fn start_with(tls: Option<TlsFiles>) -> EtcdServer {
         let dir = Scratch::new("etcd");
-        let mut server =
-            EtcdServer { child: None, endpoint: String::new(), client_port: 0, peer_port: 0, dir };
+        let mut server = EtcdServer {
+            tls,
+            child: None,
+            endpoint: String::new(),
+            client_port: 0,
+            peer_port: 0,
+            dir,
+            certs: None,
+        };
         for _ in 0..5 {
             server.client_port = free_port();
             server.peer_port = free_port();
@@ -33,10 +121,16 @@ impl EtcdServer {
 
     fn spawn(&mut self) -> bool {
         let bin = std::env::var("KEEL_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log file");
-        let child = Command::new(&bin)
+        let mut cmd = Command::new(&bin);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file").arg(&tls.server_cert).arg("--key-file").arg(&tls.server_key);
+            cmd.arg("--trusted-ca-file").arg(&tls.ca).arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "keel-test", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use keel_core::{MemberRole, MemberState, MemberStatus, Tags};
-use keel_runtime::dcs::etcd::{EtcdKv, EtcdOptions};
+use keel_runtime::dcs::etcd::{EtcdKv, EtcdOptions, EtcdTls};
 use keel_runtime::dcs::patroni::Acquired;
 use keel_runtime::dcs::{Compare, Dcs, Keys, Kv, KvError, Op};
 use keel_tests::etcd::EtcdServer;
@@ -181,4 +181,67 @@ async fn compare_on_a_missing_key_fails_as_etcd_says() {
     let raw = kv(&etcd).await;
     let cmp = Compare::ValueEquals { key: "/service/x/none".into(), value: Vec::new() };
     assert!(!raw.txn(vec![cmp], vec![], vec![]).await.unwrap());
+}
+
+#[tokio::test]
+async fn etcd_over_tls_with_a_client_certificate_serves_the_leader_lease() {
+    let etcd = EtcdServer::start_tls();
+    let files = etcd.tls().expect("a TLS server").clone();
+    let tls = EtcdTls { ca: Some(files.ca), cert: Some(files.client_cert), key: Some(files.client_key) };
+    let opts = EtcdOptions {
+        endpoints: vec![etcd.endpoint.clone()],
+        timeout: Duration::from_secs(3),
+        tls: Some(tls),
+        ..Default::default()
+    };
+    let kv = EtcdKv::connect(&opts).await.expect("connects over TLS");
+    let mut dcs =
+        Dcs::new(kv, Keys::new("/service/", "tls"), "pg1", "postgres://a:1/postgres", "http://a:2/patroni");
+    assert_eq!(dcs.acquire(5_000).await.unwrap(), Acquired::Yes { ttl_ms: 5_000 });
+    assert_eq!(dcs.read().await.unwrap().view.leader.map(|l| l.name), Some("pg1".into()));
+}
+
+#[tokio::test]
+async fn etcd_over_tls_refuses_a_client_without_a_certificate() {
+    let etcd = EtcdServer::start_tls();
+    let files = etcd.tls().expect("a TLS server").clone();
+    let opts = EtcdOptions {
+        endpoints: vec![etcd.endpoint.clone()],
+        timeout: Duration::from_secs(3),
+        tls: Some(EtcdTls { ca: Some(files.ca), cert: None, key: None }),
+        ..Default::default()
+    };
+    let refused = match EtcdKv::connect(&opts).await {
+        Err(_) => true,
+        Ok(kv) => kv.range_prefix("/").await.is_err(),
+    };
+    assert!(refused, "etcd with --client-cert-auth served a client without a certificate");
+}
+
+#[tokio::test]
+async fn etcd_with_authentication_serves_only_the_right_password() {
+    let etcd = EtcdServer::start();
+    let mut admin = etcd_client::Client::connect([etcd.endpoint.as_str()], None).await.unwrap();
+    admin.user_add("root", "rootpw", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.auth_enable().await.unwrap();
+    let with = |user: Option<&str>, password: Option<&str>| EtcdOptions {
+        endpoints: vec![etcd.endpoint.clone()],
+        timeout: Duration::from_secs(3),
+        username: user.map(Into::into),
+        password: password.map(Into::into),
+        ..Default::default()
+    };
+    let good = EtcdKv::connect(&with(Some("root"), Some("rootpw"))).await.expect("right password connects");
+    assert!(good.range_prefix("/service/").await.is_ok());
+    let bad = match EtcdKv::connect(&with(Some("root"), Some("wrong"))).await {
+        Err(_) => true,
+        Ok(kv) => kv.range_prefix("/service/").await.is_err(),
+    };
+    assert!(bad, "a wrong password was served");
+    let anonymous = match EtcdKv::connect(&with(None, None)).await {
+        Err(_) => true,
+        Ok(kv) => kv.range_prefix("/service/").await.is_err(),
+    };
+    assert!(anonymous, "an anonymous client was served with auth enabled");
 }

@@ -165,7 +165,19 @@ async fn three_nodes_form_one_leader_and_two_streaming_replicas_that_hold_every_
     for replica in &replicas {
         cluster.wait_replicated(&log, replica, FAILOVER).await;
     }
-    assert_eq!(cluster.leader().await, Some(leader), "a healthy cluster never changes leader");
+    assert_eq!(cluster.leader().await, Some(leader.clone()), "a healthy cluster never changes leader");
+
+    // One physical slot per replica on the leader, each in use by it.
+    let rows = cluster
+        .sql(&leader, "SELECT slot_name, active::text FROM pg_replication_slots ORDER BY 1")
+        .await
+        .expect("the leader lists its slots");
+    let slots: Vec<(String, String)> = rows
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default()))
+        .collect();
+    let expected: Vec<(String, String)> = replicas.iter().map(|r| (r.clone(), "true".to_owned())).collect();
+    assert_eq!(slots, expected, "the leader's replication slots");
 }
 
 // --- 2. the primary's machine dies ---------------------------------------------

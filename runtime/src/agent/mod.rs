@@ -9,6 +9,7 @@
 
 mod exec;
 pub mod setup;
+pub mod slots;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -104,6 +105,9 @@ impl Agent {
             let decision = self.node.step(&obs);
             self.log(&decision);
             self.outcomes = self.execute(&decision).await;
+            if obs.pg.is_running_primary() && self.node.state().role == Role::Leader {
+                self.keep_slots().await;
+            }
             if self.node.state().role == Role::Stopped && decision.actions.is_empty() {
                 info!("shut down");
                 return;
@@ -153,6 +157,17 @@ impl Agent {
             tags: self.cfg.tags.to_core(),
             outcomes: std::mem::take(&mut self.outcomes),
             request: self.requeued.take().or_else(|| self.requests.try_recv().ok()),
+        }
+    }
+
+    /// On the leader: a slot for every member (see `slots`). A failure is
+    /// logged; the next loop tries again.
+    async fn keep_slots(&self) {
+        let (Some(snap), true) = (&self.snapshot, self.setup.use_slots) else { return };
+        match slots::ensure(&self.setup.conn, snap.view.members.keys(), &self.cfg.name).await {
+            Ok(created) if !created.is_empty() => info!(?created, "created replication slots"),
+            Ok(_) => {}
+            Err(e) => warn!("replication slots: {e}"),
         }
     }
 

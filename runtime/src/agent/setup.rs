@@ -33,6 +33,8 @@ pub struct Setup {
     pub conn_url: String,
     pub api_url: String,
     pub initdb: Vec<String>,
+    /// One physical replication slot per member (Patroni's `use_slots`).
+    pub use_slots: bool,
 }
 
 impl Setup {
@@ -57,6 +59,10 @@ impl Setup {
         let mut conn = ConnTarget::socket(&server.socket_dir, port, &superuser.username);
         conn.password = superuser.password.clone();
         let api = cfg.restapi.connect_address.clone().unwrap_or_else(|| cfg.restapi.listen.clone());
+        let use_slots = pg.use_slots.unwrap_or(cfg.bootstrap.dcs.postgresql.use_slots);
+        if use_slots {
+            server.primary_slot_name = Some(super::slots::slot_name(&cfg.name));
+        }
         Ok(Setup {
             ctl,
             conn,
@@ -64,6 +70,7 @@ impl Setup {
             conn_url: format!("postgres://{connect}/postgres"),
             api_url: format!("http://{api}/patroni"),
             initdb: cfg.bootstrap.initdb.iter().map(|o| o.to_arg()).collect(),
+            use_slots,
         })
     }
 }

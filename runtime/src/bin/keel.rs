@@ -12,7 +12,7 @@ use clap::Parser;
 use keel_core::Request;
 use keel_runtime::agent::{environment, setup::Setup, Agent};
 use keel_runtime::config;
-use keel_runtime::dcs::etcd::{EtcdKv, EtcdOptions};
+use keel_runtime::dcs::etcd::{EtcdKv, EtcdOptions, EtcdTls};
 use keel_runtime::dcs::{Dcs, Keys};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
@@ -71,11 +71,18 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let timeout = Duration::from_secs(u64::try_from(cfg.bootstrap.dcs.retry_timeout).unwrap_or(10).max(1));
+    let https = cfg.etcd3.protocol == config::EtcdProtocol::Https;
+    let scheme = if https { "https" } else { "http" };
     let opts = EtcdOptions {
-        endpoints: cfg.etcd3.hosts.iter().map(|h| format!("http://{h}")).collect(),
+        endpoints: cfg.etcd3.hosts.iter().map(|h| format!("{scheme}://{h}")).collect(),
         username: cfg.etcd3.username.clone(),
         password: cfg.etcd3.password.clone(),
         timeout,
+        tls: https.then(|| EtcdTls {
+            ca: cfg.etcd3.cacert.clone(),
+            cert: cfg.etcd3.cert.clone(),
+            key: cfg.etcd3.key.clone(),
+        }),
     };
     let kv = loop {
         match EtcdKv::connect(&opts).await {

@@ -23,6 +23,37 @@ pub struct EtcdOptions {
     pub password: Option<String>,
     /// Per-request deadline.
     pub timeout: Duration,
+    /// TLS: endpoints must then be `https://`.
+    pub tls: Option<EtcdTls>,
+}
+
+/// PEM files for TLS to etcd: the CA that signed etcd's certificate, and
+/// the client certificate and key when etcd asks for one.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdTls {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl EtcdTls {
+    fn options(&self) -> Result<etcd_client::TlsOptions, KvError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| KvError::Rejected(format!("cannot read {}: {e}", p.display())))
+        };
+        let mut tls = etcd_client::TlsOptions::new();
+        if let Some(ca) = &self.ca {
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?))
+            }
+            (None, None) => {}
+            _ => return Err(KvError::Rejected("etcd3 cert and key go together".into())),
+        }
+        Ok(tls)
+    }
 }
 
 impl EtcdKv {
@@ -30,6 +61,9 @@ impl EtcdKv {
         let mut connect = ConnectOptions::new().with_connect_timeout(opts.timeout).with_timeout(opts.timeout);
         if let (Some(user), Some(password)) = (&opts.username, &opts.password) {
             connect = connect.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &opts.tls {
+            connect = connect.with_tls(tls.options()?);
         }
         let client =
             tokio::time::timeout(opts.timeout, Client::connect(opts.endpoints.clone(), Some(connect)))
