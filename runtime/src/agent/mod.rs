@@ -148,7 +148,18 @@ impl Agent {
                 DcsView::Unreachable { since_ms: since }
             }
         };
-        let pg = crate::pg::facts(&self.setup.ctl, &self.setup.conn).await;
+        // Facts too are bounded by the lease: a hung pg_controldata must
+        // not keep a leader from its next step.
+        let facts = crate::pg::facts(&self.setup.ctl, &self.setup.conn);
+        let pg = match self.node.state().lease_remaining_ms(now_ms) {
+            Some(left) => match tokio::time::timeout(Duration::from_millis(left), facts).await {
+                Ok(pg) => pg,
+                // Unknown facts: keep the server's running state, which
+                // is what fencing needs, and nothing else.
+                Err(_) => crate::pg::running_only(&self.setup.ctl),
+            },
+            None => facts.await,
+        };
         Observation {
             now_ms,
             wall_ms: wall_ms(),
@@ -187,8 +198,18 @@ impl Agent {
         let mut stopped = false;
         for action in &decision.actions {
             let sent_at_ms = self.clock.now_ms();
-            let (result, lease_ttl_ms) =
-                if stopped { (ActionResult::Skipped, None) } else { self.apply(action).await };
+            let (result, lease_ttl_ms) = if stopped {
+                (ActionResult::Skipped, None)
+            } else {
+                match self.lease_bound(action) {
+                    // A leader never waits on an action past its lease: the
+                    // next step must be able to fence (rule 1).
+                    Some(bound) => tokio::time::timeout(bound, self.apply(action))
+                        .await
+                        .unwrap_or((ActionResult::Unknown, None)),
+                    None => self.apply(action).await,
+                }
+            };
             if result != ActionResult::Done && !stopped {
                 warn!(action = exec::name(action), ?result, "action did not succeed");
                 stopped = true;
@@ -196,6 +217,18 @@ impl Agent {
             outcomes.push(Outcome { action: action.clone(), sent_at_ms, result, lease_ttl_ms });
         }
         outcomes
+    }
+
+    /// How long `action` may take while this node holds the lease: until
+    /// the lease deadline. Stopping Postgres is what the deadline asks for,
+    /// so it is never cut short.
+    fn lease_bound(&self, action: &keel_core::Action) -> Option<Duration> {
+        use keel_core::Action::{Demote, StopPostgres};
+        if matches!(action, Demote { .. } | StopPostgres { .. }) {
+            return None;
+        }
+        let left = self.node.state().lease_remaining_ms(self.clock.now_ms())?;
+        Some(Duration::from_millis(left))
     }
 
     /// Sleeps until the decision's wake time, an operator request, or the

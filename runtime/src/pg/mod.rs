@@ -80,6 +80,23 @@ pub async fn facts(ctl: &PgCtl, conn: &ConnTarget) -> PgFacts {
     facts
 }
 
+/// What can be said without asking Postgres anything: whether a postmaster
+/// runs. A running one counts as primary (the conservative reading: a
+/// leader without a lease then demotes), when facts timed out.
+pub fn running_only(ctl: &PgCtl) -> PgFacts {
+    let mut facts = PgFacts::empty();
+    if ctl.is_running() {
+        facts.process = PgProcess::RunningPrimary;
+        facts.data = DataDir::Initialised(keel_core::ControlData {
+            system_id: 0,
+            state: keel_core::ControlState::Other,
+            wal_log_hints: false,
+            data_checksums: false,
+        });
+    }
+    facts
+}
+
 /// Records that `member`'s promotion started `timeline`; the agent calls it
 /// right after a promotion.
 pub fn write_timeline_origin(ctl: &PgCtl, timeline: u32, member: &str) -> Result<(), PgCtlError> {
