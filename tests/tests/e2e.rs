@@ -185,10 +185,12 @@ async fn three_nodes_form_one_leader_and_two_streaming_replicas_that_hold_every_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_primary_agent_and_postmaster_promote_the_sync_standby_without_losing_a_write() {
     let (mut cluster, old) = healthy_three(options(true)).await;
-    let sync_before = cluster.view().await.unwrap().sync.expect("a sync key").members;
     let writer = cluster.writer();
     writer.wait_for_ack(FAILOVER, "a first write", |a| a.node == old).await;
     tokio::time::sleep(SETTLE).await;
+    // The sync set at the moment of the fault (it may change while the
+    // cluster settles, e.g. when a replica's member key shows it running).
+    let sync_before = cluster.view().await.unwrap().sync.expect("a sync key").members;
 
     let fault = cluster.kill_agent(&old);
     // Its parent-death signal may have stopped it already (rule 7).

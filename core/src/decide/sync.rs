@@ -153,7 +153,7 @@ fn desired_standbys(cx: &Ctx, view: &ClusterView, key: &SyncKey) -> Vec<String> 
         .replication
         .iter()
         .filter(|r| r.streaming && r.name != cx.me() && r.reply_age_ms <= reply_timeout_ms)
-        .filter(|r| view.members.get(&r.name).is_some_and(|m| !m.tags.nosync))
+        .filter(|r| view.members.get(&r.name).is_some_and(|m| m.is_running() && !m.tags.nosync))
         .filter(|r| {
             let lag = leader_lsn.saturating_sub(r.flush_lsn);
             cx.cfg.maximum_lag_on_syncnode_bytes.is_none_or(|max| lag <= max)

@@ -679,3 +679,15 @@ fn quorum_change_of_synchronous_node_count_keeps_the_promise() {
     drive_quorum(2, (s, 1), quorum_names(s, 1), s);
     drive_quorum(1, (s, 2), quorum_names(s, 2), s);
 }
+
+/// Found in the end-to-end tests: a base backup's WAL stream shows in
+/// pg_stat_replication while the member still clones; it must not be
+/// chosen as the synchronous standby.
+#[test]
+fn member_still_creating_its_replica_is_not_chosen_as_sync_standby() {
+    let mut v = with_sync(with_config(cluster(), |c| c.synchronous_mode = SyncMode::On), "pg1", &[]);
+    v.members.get_mut("pg2").unwrap().state = MemberState::CreatingReplica;
+    let mut n = leader("pg1", 25_000);
+    let d = n.step(&Obs::new(1_000, v, leader_pg(both_async(), SyncNames::default())).0);
+    assert_eq!(acts(&d), vec![renew(1000), Action::SetSyncStandbyNames(names(&["pg3"], 1))]);
+}

@@ -8,22 +8,24 @@
 //! exiting.
 
 mod exec;
+pub mod local;
 pub mod setup;
 pub mod slots;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keel_core::{ActionResult, DcsView, Decision, DynamicConfig, Node, Observation, Outcome, Request, Role};
+use keel_core::{
+    Action, ActionResult, ClusterView, DcsView, Decision, DynamicConfig, Node, Observation, Outcome, PgFacts,
+    Request, Role,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::dcs::etcd::EtcdKv;
 use crate::dcs::patroni::Snapshot;
-use crate::dcs::{Dcs, KvError};
-use setup::Setup;
+use crate::dcs::{Dcs, Kv, KvError};
 
 /// The agent's monotonic clock: milliseconds since it started. keel-core
 /// takes this `now` as an argument and never reads a clock itself.
@@ -48,11 +50,26 @@ impl Default for Clock {
     }
 }
 
-pub struct Agent {
+/// The local Postgres as the agent sees it: observed as keel-core's facts,
+/// driven by keel-core's Postgres actions. `local::LocalPostgres` is the
+/// real server; the simulator puts a model behind it.
+#[allow(async_fn_in_trait)]
+pub trait Postgres {
+    async fn facts(&mut self) -> PgFacts;
+    /// Facts when observing timed out: whether a postmaster runs.
+    fn running_only(&self) -> PgFacts;
+    fn is_running(&self) -> bool;
+    /// Carries out one Postgres action; `view` gives the members' addresses.
+    async fn apply(&mut self, action: &Action, view: Option<&ClusterView>) -> ActionResult;
+    /// On the leader: a replication slot per member.
+    async fn keep_slots(&mut self, view: &ClusterView);
+}
+
+pub struct Agent<K: Kv, P: Postgres> {
     cfg: Config,
     node: Node,
-    dcs: Dcs<EtcdKv>,
-    setup: Setup,
+    dcs: Dcs<K>,
+    pg: P,
     clock: Clock,
     outcomes: Vec<Outcome>,
     snapshot: Option<Snapshot>,
@@ -63,19 +80,16 @@ pub struct Agent {
     /// A request that woke the loop, for the next observation.
     requeued: Option<Request>,
     last_reason: String,
-    /// initdb ran in this process: the first start as primary creates the
-    /// replication user and sets passwords.
-    bootstrapped: bool,
 }
 
-impl Agent {
-    pub fn new(cfg: Config, dcs: Dcs<EtcdKv>, setup: Setup, requests: mpsc::Receiver<Request>) -> Agent {
+impl<K: Kv, P: Postgres> Agent<K, P> {
+    pub fn new(cfg: Config, dcs: Dcs<K>, pg: P, requests: mpsc::Receiver<Request>) -> Agent<K, P> {
         let bootstrap = cfg.bootstrap.dcs.to_core();
         Agent {
             node: Node::with_config(cfg.name.clone(), bootstrap),
             cfg,
             dcs,
-            setup,
+            pg,
             clock: Clock::new(),
             outcomes: Vec::new(),
             snapshot: None,
@@ -84,12 +98,11 @@ impl Agent {
             wake: None,
             requeued: None,
             last_reason: String::new(),
-            bootstrapped: false,
         }
     }
 
     /// Wakes the loop at once when `wake` fires (the etcd watch).
-    pub fn wake_on(mut self, wake: mpsc::Receiver<()>) -> Agent {
+    pub fn wake_on(mut self, wake: mpsc::Receiver<()>) -> Agent<K, P> {
         self.wake = Some(wake);
         self
     }
@@ -150,15 +163,15 @@ impl Agent {
         };
         // Facts too are bounded by the lease: a hung pg_controldata must
         // not keep a leader from its next step.
-        let facts = crate::pg::facts(&self.setup.ctl, &self.setup.conn);
-        let pg = match self.node.state().lease_remaining_ms(now_ms) {
-            Some(left) => match tokio::time::timeout(Duration::from_millis(left), facts).await {
+        let lease_left = self.node.state().lease_remaining_ms(now_ms);
+        let pg = match lease_left {
+            Some(left) => match tokio::time::timeout(Duration::from_millis(left), self.pg.facts()).await {
                 Ok(pg) => pg,
                 // Unknown facts: keep the server's running state, which
                 // is what fencing needs, and nothing else.
-                Err(_) => crate::pg::running_only(&self.setup.ctl),
+                Err(_) => self.pg.running_only(),
             },
-            None => facts.await,
+            None => self.pg.facts().await,
         };
         Observation {
             now_ms,
@@ -173,12 +186,9 @@ impl Agent {
 
     /// On the leader: a slot for every member (see `slots`). A failure is
     /// logged; the next loop tries again.
-    async fn keep_slots(&self) {
-        let (Some(snap), true) = (&self.snapshot, self.setup.use_slots) else { return };
-        match slots::ensure(&self.setup.conn, snap.view.members.keys(), &self.cfg.name).await {
-            Ok(created) if !created.is_empty() => info!(?created, "created replication slots"),
-            Ok(_) => {}
-            Err(e) => warn!("replication slots: {e}"),
+    async fn keep_slots(&mut self) {
+        if let Some(snap) = &self.snapshot {
+            self.pg.keep_slots(&snap.view).await;
         }
     }
 
@@ -235,10 +245,10 @@ impl Agent {
     /// postmaster's exit, whichever comes first.
     async fn sleep(&mut self, wake_after_ms: u64) {
         let until = Instant::now() + Duration::from_millis(wake_after_ms);
-        let was_running = self.setup.ctl.is_running();
+        let was_running = self.pg.is_running();
         loop {
             let now = Instant::now();
-            if now >= until || self.setup.ctl.is_running() != was_running {
+            if now >= until || self.pg.is_running() != was_running {
                 return;
             }
             let tick = (until - now).min(Duration::from_millis(100));

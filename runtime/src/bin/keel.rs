@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use keel_core::Request;
-use keel_runtime::agent::{environment, setup::Setup, Agent};
+use keel_runtime::agent::{environment, local::LocalPostgres, setup::Setup, Agent};
 use keel_runtime::config;
 use keel_runtime::dcs::etcd::{EtcdKv, EtcdOptions, EtcdTls};
 use keel_runtime::dcs::{Dcs, Keys};
@@ -112,7 +112,8 @@ async fn run(args: Args) -> ExitCode {
         let _ = tx.send(Request::Shutdown).await;
     });
     info!(name = %cfg.name, scope = %cfg.scope, "keel starting");
-    Agent::new(cfg, dcs, setup, rx).wake_on(wake_rx).run().await;
+    let pg = LocalPostgres::new(setup, &cfg.name, cfg.postgresql.authentication.clone());
+    Agent::new(cfg, dcs, pg, rx).wake_on(wake_rx).run().await;
     ExitCode::SUCCESS
 }
 
