@@ -37,7 +37,7 @@ pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Verdict {
     if let Some(p) = cx.next.failsafe_promise.as_ref().filter(|p| p.until_ms > cx.now()) {
         return (Vec::new(), Reason::FailsafePromise { leader: p.leader.clone() });
     }
-    let requested = switchover::requested_candidate(view.failover.as_ref());
+    let requested = view.failover.as_ref().and_then(|f| f.candidate.as_deref());
     let manual = requested == Some(cx.me());
     if let Some(candidate) = requested.filter(|c| *c != cx.me()) {
         if switchover::candidate_fitness(cx, view, candidate, false).is_ok() {

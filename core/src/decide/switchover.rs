@@ -83,8 +83,3 @@ pub(super) fn candidate_fitness(
     }
     Ok(())
 }
-
-/// The candidate a failover request names, if any.
-pub(super) fn requested_candidate(request: Option<&FailoverKey>) -> Option<&str> {
-    request?.candidate.as_deref()
-}

@@ -11,8 +11,8 @@ use tracing::{info, warn};
 use super::exec::pg;
 use super::setup::{upstream, Setup};
 use super::{slots, Postgres};
-use crate::config::PgAuthentication;
-use crate::pg::{probe, PgCtlError};
+use crate::config::{PgAuthentication, PgUser};
+use crate::pg::{probe, PgCtlError, Upstream};
 
 pub struct LocalPostgres {
     setup: Setup,
@@ -123,12 +123,23 @@ impl LocalPostgres {
     }
 
     /// Writes postgresql.conf for this role and upstream, and standby.signal.
+    /// How to reach `member` as `user`, from its published `conn_url`;
+    /// logged when it cannot be known.
+    fn reach(&self, member: &str, user: &PgUser) -> Option<Upstream> {
+        let Some(url) = self.view.as_ref().and_then(|v| v.members.get(member)).map(|m| m.conn_url.as_str())
+        else {
+            warn!("no address known for {member}");
+            return None;
+        };
+        let up = upstream(member, url, user);
+        if up.is_none() {
+            warn!("bad conn_url {url:?} for {member}");
+        }
+        up
+    }
+
     fn configure(&mut self, upstream_member: Option<&str>, standby: bool) -> Result<(), PgCtlError> {
-        let user = &self.auth.replication;
-        self.setup.server.upstream = upstream_member.and_then(|m| {
-            let url = self.view.as_ref()?.members.get(m)?.conn_url.clone();
-            upstream(m, &url, user)
-        });
+        self.setup.server.upstream = upstream_member.and_then(|m| self.reach(m, &self.auth.replication));
         self.setup.ctl.write_config(&self.setup.server)?;
         self.setup.ctl.set_standby(standby)
     }
@@ -234,13 +245,7 @@ impl LocalPostgres {
     }
 
     async fn clone_from(&mut self, source: &str) -> ActionResult {
-        let Some(url) = self.view.as_ref().and_then(|v| v.members.get(source)).map(|m| m.conn_url.clone())
-        else {
-            warn!("cannot clone: no address for {source}");
-            return ActionResult::Failed;
-        };
-        let Some(up) = upstream(source, &url, &self.auth.replication) else {
-            warn!("cannot clone: bad conn_url {url:?} for {source}");
+        let Some(up) = self.reach(source, &self.auth.replication) else {
             return ActionResult::Failed;
         };
         let long = self.long();
@@ -260,13 +265,8 @@ impl LocalPostgres {
     }
 
     async fn rewind(&mut self, source: &str) -> ActionResult {
-        let auth = &self.auth;
-        let user = auth.rewind.clone().unwrap_or_else(|| auth.superuser.clone());
-        let Some(url) = self.view.as_ref().and_then(|v| v.members.get(source)).map(|m| m.conn_url.clone())
-        else {
-            return ActionResult::Failed;
-        };
-        let Some(up) = upstream(source, &url, &user) else {
+        let user = self.auth.rewind.as_ref().unwrap_or(&self.auth.superuser);
+        let Some(up) = self.reach(source, user) else {
             return ActionResult::Failed;
         };
         let conninfo = format!("{} dbname=postgres", up.conninfo(&format!("keel_rewind_{}", self.name)));
