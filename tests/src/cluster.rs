@@ -354,6 +354,30 @@ impl KeelCluster {
         self.nodes.iter().map(|n| n.name.clone()).collect()
     }
 
+    /// The status code of one request to `node`'s REST API (`OPTIONS
+    /// /primary`, as HAProxy asks), over a plain HTTP/1.1 connection.
+    pub async fn api_code(&self, node: &str, method: &str, path: &str) -> Result<u16, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let port = self.node(node).api_port;
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+            stream.write_all(head.as_bytes()).await?;
+            let mut raw = Vec::new();
+            stream.read_to_end(&mut raw).await?;
+            Ok::<_, std::io::Error>(raw)
+        };
+        let raw = tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .map_err(|_| format!("{node}: {method} {path}: no answer within 5 s"))?
+            .map_err(|e| format!("{node}: {method} {path}: {e}"))?;
+        let raw = String::from_utf8_lossy(&raw);
+        raw.split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| format!("{node}: {method} {path}: not an HTTP response: {raw:?}"))
+    }
+
     pub fn options(&self) -> &ClusterOptions {
         &self.options
     }

@@ -178,6 +178,14 @@ async fn three_nodes_form_one_leader_and_two_streaming_replicas_that_hold_every_
         .collect();
     let expected: Vec<(String, String)> = replicas.iter().map(|r| (r.clone(), "true".to_owned())).collect();
     assert_eq!(slots, expected, "the leader's replication slots");
+
+    // The REST API as HAProxy asks it: the status line of OPTIONS.
+    for (node, primary, replica) in
+        [(&leader, 200, 503)].into_iter().chain(replicas.iter().map(|r| (r, 503, 200)))
+    {
+        assert_eq!(cluster.api_code(node, "OPTIONS", "/primary").await, Ok(primary), "{node} /primary");
+        assert_eq!(cluster.api_code(node, "OPTIONS", "/replica").await, Ok(replica), "{node} /replica");
+    }
 }
 
 // --- 2. the primary's machine dies ---------------------------------------------

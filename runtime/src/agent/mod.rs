@@ -13,6 +13,7 @@ pub mod setup;
 pub mod slots;
 
 use std::collections::BTreeMap;
+use std::sync::PoisonError;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keel_core::{
@@ -23,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::api::{SharedStatus, StepReport};
 use crate::config::Config;
 use crate::dcs::patroni::Snapshot;
 use crate::dcs::{Dcs, Kv, KvError};
@@ -41,6 +43,11 @@ impl Clock {
 
     pub fn now_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Where `ms` on this clock lies: `start + ms`.
+    pub fn start(&self) -> Instant {
+        self.start
     }
 }
 
@@ -80,6 +87,8 @@ pub struct Agent<K: Kv, P: Postgres> {
     /// A request that woke the loop, for the next observation.
     requeued: Option<Request>,
     last_reason: String,
+    /// Where the REST API reads this node's status.
+    status: Option<SharedStatus>,
 }
 
 impl<K: Kv, P: Postgres> Agent<K, P> {
@@ -98,12 +107,19 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
             wake: None,
             requeued: None,
             last_reason: String::new(),
+            status: None,
         }
     }
 
     /// Wakes the loop at once when `wake` fires (the etcd watch).
     pub fn wake_on(mut self, wake: mpsc::Receiver<()>) -> Agent<K, P> {
         self.wake = Some(wake);
+        self
+    }
+
+    /// Publishes the node's status to `status` after every step.
+    pub fn publish_to(mut self, status: SharedStatus) -> Agent<K, P> {
+        self.status = Some(status);
         self
     }
 
@@ -117,6 +133,7 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
             let obs = self.observe().await;
             let decision = self.node.step(&obs);
             self.log(&decision);
+            self.publish(&obs, &decision);
             self.outcomes = self.execute(&decision).await;
             if obs.pg.is_running_primary() && self.node.state().role == Role::Leader {
                 self.keep_slots().await;
@@ -198,6 +215,16 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
         if reason != self.last_reason {
             info!(actions = ?decision.actions.iter().map(exec::name).collect::<Vec<_>>(), "{reason}");
             self.last_reason = reason;
+        }
+    }
+
+    /// Leaves the step for the REST API: plain data, written under a lock
+    /// that no reader holds across an await.
+    fn publish(&self, obs: &Observation, decision: &Decision) {
+        if let Some(status) = &self.status {
+            let step =
+                StepReport { obs, decision, state: self.node.state(), clock_start: self.clock.start() };
+            status.write().unwrap_or_else(PoisonError::into_inner).record(&step);
         }
     }
 

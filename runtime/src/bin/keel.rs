@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use keel_core::Request;
 use keel_runtime::agent::{environment, local::LocalPostgres, setup::Setup, Agent};
+use keel_runtime::api::{self, NodeStatus};
 use keel_runtime::config;
 use keel_runtime::dcs::etcd::{EtcdKv, EtcdOptions, EtcdTls};
 use keel_runtime::dcs::{Dcs, Keys};
@@ -70,6 +71,23 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Bound before waiting for etcd: a port in use is a config error, and
+    // HAProxy gets its 503s while the node waits.
+    let listener = match api::bind(&cfg.restapi.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!("restapi.listen {}: cannot bind: {e}", cfg.restapi.listen);
+            return ExitCode::from(2);
+        }
+    };
+    let status = NodeStatus::new(&cfg.name, &cfg.scope, cfg.tags.to_member_tags()).shared();
+    let served = status.clone();
+    tokio::spawn(async move {
+        if let Err(e) = api::serve(listener, served).await {
+            error!("REST API stopped: {e}");
+        }
+    });
+    info!(listen = %cfg.restapi.listen, "REST API listening");
     let timeout = Duration::from_secs(u64::try_from(cfg.bootstrap.dcs.retry_timeout).unwrap_or(10).max(1));
     let https = cfg.etcd3.protocol == config::EtcdProtocol::Https;
     let scheme = if https { "https" } else { "http" };
@@ -113,7 +131,7 @@ async fn run(args: Args) -> ExitCode {
     });
     info!(name = %cfg.name, scope = %cfg.scope, "keel starting");
     let pg = LocalPostgres::new(setup, &cfg.name, cfg.postgresql.authentication.clone());
-    Agent::new(cfg, dcs, pg, rx).wake_on(wake_rx).run().await;
+    Agent::new(cfg, dcs, pg, rx).wake_on(wake_rx).publish_to(status).run().await;
     ExitCode::SUCCESS
 }
 

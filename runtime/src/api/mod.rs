@@ -1,0 +1,22 @@
+//! Patroni's REST API, first part (reference section 1): the health checks
+//! HAProxy polls, and `GET /patroni`.
+//!
+//! - `status`: `NodeStatus`, plain data the agent publishes after every
+//!   step. The agent depends on this module only, never on HTTP types.
+//! - `health`: which code each endpoint answers, as a pure function of the
+//!   status, the query and the time of the request.
+//! - `lag`: `lag=` values (`16kB`, `64MB`...).
+//! - `json`: the node status JSON with Patroni's field names.
+//! - `server`: the axum server.
+//!
+//! Handlers only read the shared status: a health check never opens a
+//! connection to Postgres or etcd.
+
+pub mod health;
+pub mod json;
+pub mod lag;
+pub mod server;
+pub mod status;
+
+pub use server::{bind, serve};
+pub use status::{NodeStatus, ReplicationState, SharedStatus, StepReport};
