@@ -1,5 +1,5 @@
 //! The in-memory etcd (`keel_runtime::dcs::mem::MemKv`, used by unit tests
-//! and the simulator's models) must behave like real etcd for everything
+//! and, later, the madsim simulator) must behave like real etcd for everything
 //! keel relies on. Each check runs against both.
 
 use std::time::Duration;
