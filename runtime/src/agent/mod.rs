@@ -222,8 +222,13 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
     /// that no reader holds across an await.
     fn publish(&self, obs: &Observation, decision: &Decision) {
         if let Some(status) = &self.status {
-            let step =
-                StepReport { obs, decision, state: self.node.state(), clock_start: self.clock.start() };
+            let step = StepReport {
+                obs,
+                decision,
+                state: self.node.state(),
+                snapshot: self.snapshot.as_ref(),
+                clock_start: self.clock.start(),
+            };
             status.write().unwrap_or_else(PoisonError::into_inner).record(&step);
         }
     }

@@ -12,8 +12,10 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+use super::cluster::{cluster_json, config_json, history_json};
 use super::health::{status_code, Endpoint, HealthQuery};
 use super::json::status_json;
+use super::metrics::{self, metrics_text};
 use super::status::SharedStatus;
 
 /// Binds `restapi.listen` (`host:port`). The config accepts `*` as the
@@ -35,6 +37,9 @@ pub fn router(status: SharedStatus) -> Router {
 }
 
 async fn handle(State(status): State<SharedStatus>, method: Method, uri: Uri) -> Response {
+    if let Some(page) = Page::from_path(uri.path()) {
+        return page_response(page, &status, &method, &uri);
+    }
     let Some(endpoint) = Endpoint::from_path(uri.path()) else {
         return text(StatusCode::NOT_FOUND, format!("no such endpoint: {}\n", uri.path()));
     };
@@ -67,6 +72,64 @@ async fn handle(State(status): State<SharedStatus>, method: Method, uri: Uri) ->
     response.body(body).unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
+/// The endpoints that show the cluster or the node rather than check
+/// health (reference section 1.2). They take no query parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Page {
+    Cluster,
+    History,
+    Config,
+    Metrics,
+}
+
+impl Page {
+    fn from_path(path: &str) -> Option<Page> {
+        Some(match path {
+            "/cluster" => Page::Cluster,
+            "/history" => Page::History,
+            "/config" => Page::Config,
+            "/metrics" => Page::Metrics,
+            _ => return None,
+        })
+    }
+}
+
+/// A page from the shared status. Before the agent's first DCS read there
+/// is no view: `/cluster` and `/history` answer 503; `/config` answers
+/// 502 without a valid `config` key, as Patroni.
+fn page_response(page: Page, status: &SharedStatus, method: &Method, uri: &Uri) -> Response {
+    if method != Method::GET && method != Method::HEAD && method != Method::OPTIONS {
+        return text(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not served on {}\n", uri.path()));
+    }
+    let now = Instant::now();
+    let status = status.read().unwrap_or_else(PoisonError::into_inner);
+    let (code, content_type, body) = match page {
+        Page::Cluster => match cluster_json(&status) {
+            Some(json) => (StatusCode::OK, JSON, json.to_string().into_bytes()),
+            None => (StatusCode::SERVICE_UNAVAILABLE, TEXT, b"no DCS view yet\n".to_vec()),
+        },
+        Page::History => match history_json(&status) {
+            Some(body) => (StatusCode::OK, JSON, body),
+            None => (StatusCode::SERVICE_UNAVAILABLE, TEXT, b"no DCS view yet\n".to_vec()),
+        },
+        Page::Config => match config_json(&status) {
+            Some(json) => (StatusCode::OK, JSON, json.to_string().into_bytes()),
+            None => (StatusCode::BAD_GATEWAY, TEXT, b"no valid config in the DCS view\n".to_vec()),
+        },
+        Page::Metrics => (StatusCode::OK, metrics::CONTENT_TYPE, metrics_text(&status, now).into_bytes()),
+    };
+    drop(status);
+    let mut response = Response::builder().status(code);
+    if *method != Method::GET {
+        return response.body(Body::empty()).unwrap_or_else(|_| Response::new(Body::empty()));
+    }
+    response = response.header(header::CONTENT_TYPE, content_type);
+    response.body(Body::from(body)).unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain";
+
 fn text(code: StatusCode, message: String) -> Response {
     let mut response = Response::new(Body::from(message));
     *response.status_mut() = code;
@@ -80,13 +143,19 @@ mod tests {
     use std::net::SocketAddr;
     use std::time::Duration;
 
-    use keel_core::{MemberRole, MemberState, Standby, StandbySyncState};
+    use keel_core::dcs::LeaderKey;
+    use keel_core::{
+        ClusterView, Member, MemberRole, MemberState, Standby, StandbySyncState, Tags, TimelineSwitch,
+    };
     use serde_json::Value;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
     use super::super::status::{NodeStatus, ReplicationState};
     use super::*;
+    use crate::config::dynamic_from_json;
+    use crate::dcs::codec::HistoryEntry;
+    use crate::dcs::patroni::Snapshot;
 
     /// One request over a fresh connection: the status code and the body.
     async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
@@ -132,7 +201,36 @@ mod tests {
             flush_lsn: 67_108_960,
             reply_age_ms: 10,
         }];
+        s.leader_changes = 1;
+        s.snapshot = Some(snapshot());
         s
+    }
+
+    /// pg1 leads; pg2 trails it by 96 bytes; one switch to timeline 2.
+    fn snapshot() -> Snapshot {
+        let member = |role, lsn, port: u16| Member {
+            role,
+            state: MemberState::Running,
+            timeline: 2,
+            lsn,
+            tags: Tags::new(),
+            api_url: format!("http://127.0.0.1:{port}/patroni"),
+            conn_url: format!("postgres://127.0.0.1:{port}/postgres"),
+        };
+        let mut view = ClusterView {
+            leader: Some(LeaderKey { name: "pg1".into(), revision: 3 }),
+            optime_lsn: Some(67_108_960),
+            ..ClusterView::default()
+        };
+        view.members.insert("pg1".into(), member(MemberRole::Primary, 67_108_960, 5432));
+        view.members.insert("pg2".into(), member(MemberRole::Replica, 67_108_864, 5433));
+        let history = vec![HistoryEntry {
+            switch: TimelineSwitch { timeline: 1, fork_lsn: 50_331_808, new_leader: Some("pg1".into()) },
+            reason: "no recovery target specified".into(),
+            timestamp: Some("2024-01-01T00:00:00+00:00".into()),
+        }];
+        let config = dynamic_from_json(br#"{"ttl": 30, "loop_wait": 10}"#).expect("config");
+        Snapshot { view, config: Some(config), history, warnings: Vec::new() }
     }
 
     #[tokio::test]
@@ -161,6 +259,10 @@ mod tests {
                 ("/replica?lag=64MB&replication_state=streaming", 503),
                 ("/replica?replication_state=in%20archive%20recovery", 503),
                 ("/replica?lag=abc", 400),
+                ("/cluster", 200),
+                ("/history", 200),
+                ("/config", 200),
+                ("/metrics", 200),
                 ("/nope", 404),
             ] {
                 let (got, body) = request(addr, method, path).await;
@@ -200,6 +302,57 @@ mod tests {
         assert_eq!(serde_json::from_str::<Value>(&primary_body).expect("JSON")["role"], "primary");
         let (_, liveness_body) = request(addr, "GET", "/liveness").await;
         assert_eq!(liveness_body, "", "liveness answers with the status line only");
+
+        let (_, body) = request(addr, "GET", "/cluster").await;
+        let json: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(json["scope"], "demo");
+        assert_eq!(json["members"][0]["name"], "pg1");
+        assert_eq!(json["members"][0]["role"], "leader");
+        assert_eq!(json["members"][0]["host"], "127.0.0.1");
+        assert_eq!(json["members"][0]["port"], 5432);
+        assert_eq!(json["members"][1]["name"], "pg2");
+        assert_eq!(json["members"][1]["role"], "replica");
+        assert_eq!(json["members"][1]["lag"], 96);
+        let (_, body) = request(addr, "GET", "/history").await;
+        let json: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(
+            json,
+            serde_json::json!([[
+                1,
+                50_331_808,
+                "no recovery target specified",
+                "2024-01-01T00:00:00+00:00",
+                "pg1"
+            ]])
+        );
+        let (_, body) = request(addr, "GET", "/config").await;
+        let json: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(json["ttl"], 30);
+        assert_eq!(json["loop_wait"], 10);
+        let (_, body) = request(addr, "GET", "/metrics").await;
+        assert!(body.contains("patroni_primary{scope=\"demo\",name=\"pg1\"} 1\n"), "{body}");
+        assert!(body.contains("keel_leader_changes_total{scope=\"demo\",name=\"pg1\"} 1\n"), "{body}");
+        assert!(body.contains("keel_last_decision_info{"), "{body}");
+        assert!(body.ends_with("# EOF\n"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn cluster_and_history_answer_503_and_config_502_without_a_dcs_view() {
+        let mut s = primary(Duration::from_secs(20));
+        s.snapshot = None;
+        let (addr, shared) = serve_status(s).await;
+        for method in ["GET", "HEAD", "OPTIONS"] {
+            for (path, code) in [("/cluster", 503), ("/history", 503), ("/config", 502), ("/metrics", 200)] {
+                assert_eq!(request(addr, method, path).await.0, code, "{method} {path}");
+            }
+        }
+        assert_eq!(request(addr, "POST", "/config").await.0, 405);
+        // A view whose config key is missing or invalid: still 502.
+        let mut snap = snapshot();
+        snap.config = None;
+        shared.write().expect("lock").snapshot = Some(snap);
+        assert_eq!(request(addr, "GET", "/config").await.0, 502);
+        assert_eq!(request(addr, "GET", "/cluster").await.0, 200);
     }
 
     #[tokio::test]

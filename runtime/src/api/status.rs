@@ -13,6 +13,8 @@ use keel_core::{DcsView, Decision, MemberRole, MemberState, Observation, Role, S
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::dcs::patroni::Snapshot;
+
 /// Written by the agent, read by the HTTP handlers. A std lock: it is
 /// never held across an await.
 pub type SharedStatus = Arc<RwLock<NodeStatus>>;
@@ -72,6 +74,14 @@ pub struct NodeStatus {
     /// Patroni's liveness: the next loop is due plus `ttl` (twice on a
     /// replica); past that, the agent is taken for hung.
     pub liveness_deadline: Option<Instant>,
+    /// The last successful DCS read, for `/cluster`, `/history` and
+    /// `/config`; `None` before the first.
+    pub snapshot: Option<Snapshot>,
+    /// `synchronous_mode` of the node's config: which members `/cluster`
+    /// names sync or quorum standbys.
+    pub synchronous_mode: SyncMode,
+    /// Leader changes this node has seen (keel-core's `State`).
+    pub leader_changes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +113,8 @@ pub struct StepReport<'a> {
     pub decision: &'a Decision,
     /// The node's state after the step.
     pub state: &'a State,
+    /// The agent's last successful DCS read.
+    pub snapshot: Option<&'a Snapshot>,
     /// The agent's clock: `now_ms` and deadlines in its milliseconds map
     /// to `clock_start + ms`.
     pub clock_start: Instant,
@@ -139,6 +151,9 @@ impl NodeStatus {
             replication: Vec::new(),
             maximum_lag_on_failover_bytes: 0,
             liveness_deadline: None,
+            snapshot: None,
+            synchronous_mode: SyncMode::Off,
+            leader_changes: 0,
         }
     }
 
@@ -149,7 +164,7 @@ impl NodeStatus {
     /// Takes in one step. What comes from the DCS is kept from the last
     /// successful read when etcd did not answer.
     pub fn record(&mut self, step: &StepReport<'_>) {
-        let StepReport { obs, decision, state, clock_start } = *step;
+        let StepReport { obs, decision, state, snapshot, clock_start } = *step;
         let at = |ms: u64| clock_start + Duration::from_millis(ms);
         let pg = &obs.pg;
         let cfg = &state.config;
@@ -189,7 +204,12 @@ impl NodeStatus {
             self.quorum_standby = listed && cfg.synchronous_mode == SyncMode::Quorum;
             self.leader_optime_lsn = view.optime_lsn;
             self.dcs_last_seen_s = u64::try_from(obs.wall_ms / 1000).unwrap_or(0);
+            // The agent keeps its snapshot from the last successful read,
+            // which is this one.
+            self.snapshot = snapshot.cloned();
         }
+        self.synchronous_mode = cfg.synchronous_mode;
+        self.leader_changes = state.leader_changes;
         self.paused = cfg.pause;
         self.tags = obs.tags.clone();
         self.last_reason = decision.reason.to_string();
@@ -205,5 +225,56 @@ impl NodeStatus {
     /// max(leader's optime, received) − replayed (Patroni's `/replica?lag=`).
     pub fn replay_lag_bytes(&self) -> u64 {
         self.leader_optime_lsn.unwrap_or(0).max(self.receive_lsn).saturating_sub(self.replay_lsn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_core::{ClusterView, DynamicConfig, Node, PgFacts};
+
+    use super::*;
+
+    fn observation(now_ms: u64, dcs: DcsView) -> Observation {
+        Observation {
+            now_ms,
+            wall_ms: 1_700_000_000_000,
+            dcs,
+            pg: PgFacts::empty(),
+            tags: Tags::new(),
+            outcomes: Vec::new(),
+            request: None,
+        }
+    }
+
+    #[test]
+    fn record_keeps_the_last_read_snapshot_while_etcd_is_unreachable() {
+        let config = DynamicConfig { synchronous_mode: SyncMode::On, ..DynamicConfig::default() };
+        let mut node = Node::with_config("pg1", config);
+        let mut status = NodeStatus::new("pg1", "demo", BTreeMap::new());
+        let snap =
+            Snapshot { view: ClusterView { revision: 9, ..ClusterView::default() }, ..Snapshot::default() };
+        let clock_start = Instant::now();
+
+        let obs = observation(0, DcsView::Reachable(snap.view.clone()));
+        let decision = node.step(&obs);
+        let step = StepReport {
+            obs: &obs,
+            decision: &decision,
+            state: node.state(),
+            snapshot: Some(&snap),
+            clock_start,
+        };
+        status.record(&step);
+        assert_eq!(status.snapshot.as_ref().map(|s| s.view.revision), Some(9));
+        assert_eq!(status.synchronous_mode, SyncMode::On);
+        assert_eq!(status.leader_changes, node.state().leader_changes);
+
+        // etcd down: only a step with a fresh read replaces the snapshot.
+        let obs = observation(1_000, DcsView::Unreachable { since_ms: 1_000 });
+        let decision = node.step(&obs);
+        let step =
+            StepReport { obs: &obs, decision: &decision, state: node.state(), snapshot: None, clock_start };
+        status.record(&step);
+        assert_eq!(status.snapshot.as_ref().map(|s| s.view.revision), Some(9));
     }
 }

@@ -17,12 +17,16 @@ use tracing::warn;
 
 use super::codec::{self, HistoryEntry};
 use super::{Compare, Keys, Kv, KvError, Op};
+use crate::config::DynamicSettings;
 
 /// A read of the cluster: what keel-core needs, plus what the DCS layer
 /// keeps to write values back faithfully.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub view: ClusterView,
+    /// `config` in Patroni's JSON form, for `GET /config`; `None` when
+    /// absent or invalid, as `view.config`.
+    pub config: Option<DynamicSettings>,
     /// `history` with the reasons and times Patroni recorded.
     pub history: Vec<HistoryEntry>,
     /// Keys that could not be read, with why; they count as absent.
@@ -103,6 +107,7 @@ impl<K: Kv> Dcs<K> {
             "config" => {
                 let settings = crate::config::dynamic_from_json(value).map_err(|e| e.to_string())?;
                 view.config = Some(settings.to_core());
+                snap.config = Some(settings);
             }
             "sync" => view.sync = Some(codec::parse_sync(value, revision)?),
             "failover" => view.failover = Some(codec::parse_failover(value, revision)?),

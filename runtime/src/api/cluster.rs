@@ -1,0 +1,273 @@
+//! The bodies of `GET /cluster`, `/history` and `/config` (reference
+//! section 1.2), from the last DCS view the agent read. Patroni reads etcd
+//! afresh for each request; keel answers from the agent's last read, so
+//! that a request never opens a connection (see `mod.rs`).
+
+use keel_core::{ClusterView, SyncMode};
+use serde_json::{json, Map, Value};
+
+use super::status::NodeStatus;
+use crate::dcs::codec::{self, encode_tags, format_timestamp, state_name};
+
+/// `GET /cluster` (Patroni's `cluster_as_json`): the members, leader first
+/// then by name, with their role, state, addresses, timeline, lag and tags.
+/// `None` before the agent's first DCS read.
+pub fn cluster_json(s: &NodeStatus) -> Option<Value> {
+    let view = &s.snapshot.as_ref()?.view;
+    let leader = view.leader_name();
+    // The leader's position: what it published in `status`, else what its
+    // member key says.
+    let leader_lsn = view.optime_lsn.or_else(|| leader.and_then(|l| view.members.get(l)).map(|m| m.lsn));
+    let mut members: Vec<(bool, &String, Value)> = view
+        .members
+        .iter()
+        .map(|(name, m)| {
+            let is_leader = leader == Some(name.as_str());
+            let mut out = Map::new();
+            out.insert("name".into(), json!(name));
+            out.insert("role".into(), json!(cluster_role(view, s.synchronous_mode, name, is_leader)));
+            out.insert("state".into(), json!(state_name(m.state)));
+            out.insert("api_url".into(), json!(m.api_url));
+            if let Some((host, port)) = host_port(&m.conn_url) {
+                out.insert("host".into(), json!(host));
+                if let Some(port) = port {
+                    out.insert("port".into(), json!(port));
+                }
+            }
+            if m.timeline > 0 {
+                out.insert("timeline".into(), json!(m.timeline));
+            }
+            if !is_leader {
+                // Patroni: leader position minus the member's, never
+                // negative; "unknown" without a position (keel's member
+                // keys read a missing position as 0).
+                let lag = match leader_lsn {
+                    Some(at) if m.lsn > 0 => json!(at.saturating_sub(m.lsn)),
+                    _ => json!("unknown"),
+                };
+                out.insert("lag".into(), lag);
+            }
+            out.insert("tags".into(), encode_tags(&m.tags));
+            (!is_leader, name, Value::Object(out))
+        })
+        .collect();
+    members.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let mut out = Map::new();
+    out.insert("members".into(), Value::Array(members.into_iter().map(|(_, _, m)| m).collect()));
+    out.insert("scope".into(), json!(s.scope));
+    if s.paused {
+        out.insert("pause".into(), json!(true));
+    }
+    if let Some(failover) = &view.failover {
+        if let Some(at_ms) = failover.scheduled_at_wall_ms {
+            let mut scheduled = Map::new();
+            scheduled.insert("at".into(), json!(format_timestamp(at_ms)));
+            if let Some(from) = &failover.leader {
+                scheduled.insert("from".into(), json!(from));
+            }
+            if let Some(to) = &failover.candidate {
+                scheduled.insert("to".into(), json!(to));
+            }
+            out.insert("scheduled_switchover".into(), Value::Object(scheduled));
+        }
+    }
+    Some(Value::Object(out))
+}
+
+/// `GET /history`: the `history` key's lines as Patroni wrote them,
+/// `[[timeline, lsn, reason, timestamp, new_leader], ...]`. `None` before
+/// the agent's first DCS read.
+pub fn history_json(s: &NodeStatus) -> Option<Vec<u8>> {
+    s.snapshot.as_ref().map(|snap| codec::encode_history(&snap.history))
+}
+
+/// `GET /config`: the dynamic configuration with Patroni's defaults filled
+/// in. `None` (Patroni's 502) when the view has no valid `config`.
+pub fn config_json(s: &NodeStatus) -> Option<Value> {
+    let settings = s.snapshot.as_ref()?.config.as_ref()?;
+    serde_json::to_value(settings).ok()
+}
+
+/// Patroni's role names in `/cluster`: the leader key's holder is the
+/// leader; members listed in `sync` are sync (or quorum) standbys while
+/// synchronous mode is on.
+fn cluster_role(view: &ClusterView, mode: SyncMode, name: &str, is_leader: bool) -> &'static str {
+    let listed = view.sync.as_ref().is_some_and(|s| s.members.contains(name));
+    match (is_leader, mode, listed) {
+        (true, _, _) => "leader",
+        (false, SyncMode::On, true) => "sync_standby",
+        (false, SyncMode::Quorum, true) => "quorum_standby",
+        _ => "replica",
+    }
+}
+
+/// Host and port of a libpq URL (`postgres://user@host:port/db?...`), as
+/// Patroni's `conn_kwargs`. `None` when there is no host.
+fn host_port(conn_url: &str) -> Option<(String, Option<u16>)> {
+    let rest = conn_url.strip_prefix("postgresql://").or_else(|| conn_url.strip_prefix("postgres://"))?;
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match hostport.strip_prefix('[') {
+        // IPv6: `[::1]:5432`.
+        Some(v6) => {
+            let (host, after) = v6.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match hostport.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (hostport, None),
+        },
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_owned(), port.and_then(|p| p.parse().ok())))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use keel_core::dcs::{FailoverKey, LeaderKey, SyncKey};
+    use keel_core::{Member, MemberRole, MemberState, Tags, TimelineSwitch};
+
+    use super::*;
+    use crate::config::dynamic_from_json;
+    use crate::dcs::codec::HistoryEntry;
+    use crate::dcs::patroni::Snapshot;
+
+    fn member(role: MemberRole, lsn: u64, port: u16) -> Member {
+        Member {
+            role,
+            state: MemberState::Running,
+            timeline: 3,
+            lsn,
+            tags: Tags::new(),
+            api_url: format!("http://10.0.0.{port}:8008/patroni"),
+            conn_url: format!("postgres://10.0.0.{port}:{port}/postgres"),
+        }
+    }
+
+    /// pg1 leads at 1000; pg2 is a sync standby at 900; pg3 has reported
+    /// no position yet.
+    fn status_with_view() -> NodeStatus {
+        let mut s = NodeStatus::new("pg2", "demo", BTreeMap::new());
+        let mut view = ClusterView {
+            leader: Some(LeaderKey { name: "pg1".into(), revision: 5 }),
+            optime_lsn: Some(1000),
+            sync: Some(SyncKey {
+                leader: Some("pg1".into()),
+                members: BTreeSet::from(["pg2".into()]),
+                quorum: None,
+                revision: 6,
+            }),
+            ..ClusterView::default()
+        };
+        let mut pg3 = member(MemberRole::Replica, 0, 5434);
+        pg3.tags.nofailover = true;
+        pg3.state = MemberState::Stopped;
+        view.members.insert("pg3".into(), pg3);
+        view.members.insert("pg2".into(), member(MemberRole::Replica, 900, 5433));
+        view.members.insert("pg1".into(), member(MemberRole::Primary, 1000, 5432));
+        let history = vec![
+            HistoryEntry {
+                switch: TimelineSwitch { timeline: 1, fork_lsn: 500, new_leader: None },
+                reason: "no recovery target specified".into(),
+                timestamp: Some("2024-01-01T00:00:00Z".into()),
+            },
+            HistoryEntry {
+                switch: TimelineSwitch { timeline: 2, fork_lsn: 800, new_leader: Some("pg1".into()) },
+                reason: "no recovery target specified".into(),
+                timestamp: None,
+            },
+        ];
+        let config = dynamic_from_json(br#"{"ttl": 40, "synchronous_mode": true}"#).expect("config");
+        s.snapshot = Some(Snapshot { view, config: Some(config), history, warnings: Vec::new() });
+        s.synchronous_mode = SyncMode::On;
+        s
+    }
+
+    #[test]
+    fn cluster_lists_leader_first_with_patroni_roles_addresses_and_lag() {
+        let json = cluster_json(&status_with_view()).expect("a view");
+        assert_eq!(json["scope"], "demo");
+        assert!(json.get("pause").is_none(), "{json}");
+        let members = json["members"].as_array().expect("members");
+        let names: Vec<&str> = members.iter().map(|m| m["name"].as_str().unwrap_or("")).collect();
+        assert_eq!(names, ["pg1", "pg2", "pg3"]);
+        assert_eq!(
+            members[0],
+            json!({
+                "name": "pg1", "role": "leader", "state": "running",
+                "api_url": "http://10.0.0.5432:8008/patroni", "host": "10.0.0.5432", "port": 5432,
+                "timeline": 3, "tags": {},
+            })
+        );
+        assert_eq!(members[1]["role"], "sync_standby");
+        assert_eq!(members[1]["lag"], 100);
+        assert_eq!(members[1]["port"], 5433);
+        assert_eq!(members[2]["role"], "replica");
+        assert_eq!(members[2]["state"], "stopped");
+        assert_eq!(members[2]["lag"], "unknown");
+        assert_eq!(members[2]["tags"], json!({"nofailover": true}));
+    }
+
+    #[test]
+    fn cluster_shows_pause_and_scheduled_switchover_and_nothing_before_a_read() {
+        assert_eq!(cluster_json(&NodeStatus::new("pg1", "demo", BTreeMap::new())), None);
+        let mut s = status_with_view();
+        s.paused = true;
+        s.synchronous_mode = SyncMode::Off;
+        if let Some(snap) = s.snapshot.as_mut() {
+            snap.view.failover = Some(FailoverKey {
+                leader: Some("pg1".into()),
+                candidate: Some("pg3".into()),
+                scheduled_at_wall_ms: Some(1_700_000_000_000),
+                revision: 7,
+            });
+        }
+        let json = cluster_json(&s).expect("a view");
+        assert_eq!(json["pause"], true);
+        assert_eq!(json["members"][1]["role"], "replica", "synchronous mode is off");
+        assert_eq!(
+            json["scheduled_switchover"],
+            json!({"at": "2023-11-14T22:13:20Z", "from": "pg1", "to": "pg3"})
+        );
+    }
+
+    #[test]
+    fn history_lists_patroni_lines() {
+        let body = history_json(&status_with_view()).expect("a view");
+        let json: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(
+            json,
+            json!([
+                [1, 500, "no recovery target specified", "2024-01-01T00:00:00Z"],
+                [2, 800, "no recovery target specified", null, "pg1"],
+            ])
+        );
+        assert_eq!(history_json(&NodeStatus::new("pg1", "demo", BTreeMap::new())), None);
+    }
+
+    #[test]
+    fn config_is_the_dynamic_config_with_defaults_or_none_without_one() {
+        let json = config_json(&status_with_view()).expect("a config");
+        assert_eq!(json["ttl"], 40);
+        assert_eq!(json["loop_wait"], 10);
+        assert_eq!(json["synchronous_mode"], true);
+        let mut s = status_with_view();
+        if let Some(snap) = s.snapshot.as_mut() {
+            snap.config = None;
+        }
+        assert_eq!(config_json(&s), None);
+    }
+
+    #[test]
+    fn host_port_reads_libpq_urls() {
+        assert_eq!(host_port("postgres://u:p@db1:5433/x?sslmode=require"), Some(("db1".into(), Some(5433))));
+        assert_eq!(host_port("postgresql://[::1]:5432/postgres"), Some(("::1".into(), Some(5432))));
+        assert_eq!(host_port("postgres://db2/postgres"), Some(("db2".into(), None)));
+        assert_eq!(host_port("host=db1 port=5432"), None);
+        assert_eq!(host_port(""), None);
+    }
+}
