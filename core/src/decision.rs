@@ -6,7 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::dcs::{MemberRole, MemberState, Tags};
-use crate::pg::{SyncNames, TimelineSwitch};
+use crate::pg::{DataDir, PgFacts, PgProcess, SyncNames, TimelineSwitch};
+use crate::role::Role;
 use crate::time::secs;
 
 /// One step's output. The runtime carries out `actions` in order, stops at
@@ -143,6 +144,36 @@ pub struct MemberStatus {
     pub timeline: u32,
     pub lsn: u64,
     pub tags: Tags,
+}
+
+impl MemberStatus {
+    /// A node's member-key status from its role and Postgres facts: a
+    /// leader whose Postgres is down is still the primary member, and the
+    /// role's work in progress (bootstrap, clone, rewind) shows as its state.
+    pub fn of(role: Role, pg: &PgFacts, tags: &Tags) -> MemberStatus {
+        let member_role = match (&pg.data, pg.process) {
+            (DataDir::Empty, _) => MemberRole::Uninitialized,
+            (_, PgProcess::RunningPrimary) => MemberRole::Primary,
+            _ if role == Role::Leader && !pg.is_running_replica() => MemberRole::Primary,
+            _ => MemberRole::Replica,
+        };
+        let state = match (role, pg.process) {
+            (Role::Bootstrapping, _) => MemberState::InitializingNewCluster,
+            (Role::Cloning, _) => MemberState::CreatingReplica,
+            (Role::Rewinding, _) => MemberState::Rewinding,
+            (_, PgProcess::RunningPrimary | PgProcess::RunningReplica) => MemberState::Running,
+            (_, PgProcess::Starting) => MemberState::Starting,
+            (Role::Leader, PgProcess::Stopped) => MemberState::Crashed,
+            (_, PgProcess::Stopped) => MemberState::Stopped,
+        };
+        MemberStatus {
+            role: member_role,
+            state,
+            timeline: pg.timeline,
+            lsn: pg.wal_position(),
+            tags: tags.clone(),
+        }
+    }
 }
 
 impl Action {

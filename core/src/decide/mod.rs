@@ -18,11 +18,11 @@ pub(crate) mod rewind;
 mod switchover;
 mod sync;
 
-use crate::dcs::{ClusterView, DcsView, DynamicConfig, MemberRole, MemberState};
+use crate::dcs::{ClusterView, DcsView, DynamicConfig};
 use crate::decision::{Action, Decision, MemberStatus, Reason};
 use crate::input::{ActionResult, Observation, Request};
 use crate::limits::ACTIONS_MAX;
-use crate::pg::{DataDir, PgProcess};
+use crate::pg::DataDir;
 use crate::role::Role;
 use crate::state::{FailsafePromise, State};
 use crate::time::drift_margin_ms;
@@ -238,30 +238,7 @@ impl<'a> Ctx<'a> {
 
     /// What this node publishes in its member key.
     fn member_status(&self) -> MemberStatus {
-        let pg = &self.obs.pg;
-        let role = match (&pg.data, pg.process) {
-            (DataDir::Empty, _) => MemberRole::Uninitialized,
-            (_, PgProcess::RunningPrimary) => MemberRole::Primary,
-            // A leader whose Postgres is down is still the primary member.
-            _ if self.next.role == Role::Leader && !pg.is_running_replica() => MemberRole::Primary,
-            _ => MemberRole::Replica,
-        };
-        let state = match (self.next.role, pg.process) {
-            (Role::Bootstrapping, _) => MemberState::InitializingNewCluster,
-            (Role::Cloning, _) => MemberState::CreatingReplica,
-            (Role::Rewinding, _) => MemberState::Rewinding,
-            (_, PgProcess::RunningPrimary | PgProcess::RunningReplica) => MemberState::Running,
-            (_, PgProcess::Starting) => MemberState::Starting,
-            (Role::Leader, PgProcess::Stopped) => MemberState::Crashed,
-            (_, PgProcess::Stopped) => MemberState::Stopped,
-        };
-        MemberStatus {
-            role,
-            state,
-            timeline: pg.timeline,
-            lsn: pg.wal_position(),
-            tags: self.obs.tags.clone(),
-        }
+        MemberStatus::of(self.next.role, &self.obs.pg, &self.obs.tags)
     }
 
     fn finish(mut self, mut actions: Vec<Action>, reason: Reason) -> Plan {

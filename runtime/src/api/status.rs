@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use keel_core::pg::{DataDir, PgProcess, Standby};
+use keel_core::pg::Standby;
 use keel_core::{DcsView, Decision, MemberRole, MemberState, Observation, Role, State, SyncMode, Tags};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -168,22 +168,9 @@ impl NodeStatus {
         let at = |ms: u64| clock_start + Duration::from_millis(ms);
         let pg = &obs.pg;
         let cfg = &state.config;
-        // The member key's role and state (keel-core's `member_status`).
-        self.role = match (&pg.data, pg.process) {
-            (DataDir::Empty, _) => MemberRole::Uninitialized,
-            (_, PgProcess::RunningPrimary) => MemberRole::Primary,
-            _ if state.role == Role::Leader && !pg.is_running_replica() => MemberRole::Primary,
-            _ => MemberRole::Replica,
-        };
-        self.state = match (state.role, pg.process) {
-            (Role::Bootstrapping, _) => MemberState::InitializingNewCluster,
-            (Role::Cloning, _) => MemberState::CreatingReplica,
-            (Role::Rewinding, _) => MemberState::Rewinding,
-            (_, PgProcess::RunningPrimary | PgProcess::RunningReplica) => MemberState::Running,
-            (_, PgProcess::Starting) => MemberState::Starting,
-            (Role::Leader, PgProcess::Stopped) => MemberState::Crashed,
-            (_, PgProcess::Stopped) => MemberState::Stopped,
-        };
+        let member = keel_core::MemberStatus::of(state.role, pg, &obs.tags);
+        self.role = member.role;
+        self.state = member.state;
         self.running_primary = pg.is_running_primary();
         self.in_recovery = pg.is_running_replica();
         self.timeline = pg.timeline;
