@@ -9,6 +9,7 @@
 
 pub mod command;
 mod exec;
+pub mod failsafe;
 pub mod local;
 pub mod setup;
 pub mod slots;

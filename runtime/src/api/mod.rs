@@ -23,6 +23,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod client;
 pub mod cluster;
 pub mod config_edit;
 pub mod health;
@@ -35,6 +36,7 @@ pub mod status;
 pub mod store;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 pub use ops::{Api, Ops};
 pub use server::{bind, serve};

@@ -649,3 +649,63 @@ async fn operations_before_etcd_is_connected_answer_503() {
     assert_eq!((a.code, a.body.as_str()), (503, "operations are not available\n"));
     assert_eq!(post(addr, "/nothing", "{}").await.code, 404);
 }
+
+// ---- the leader's side of failsafe: CheckFailsafe's pings ----
+
+/// A replica whose agent confirms every ping it gets.
+async fn confirming_replica(auth: Option<Auth>) -> SocketAddr {
+    let kv = cluster(json!({})).await;
+    let mut node =
+        serve_with(Box::new(KvStore::new(kv, keys())), with_failsafe(replica_status(), true), auth).await;
+    tokio::spawn(async move {
+        while let Some(command) = node.agent.recv().await {
+            if let Some(tx) = command.reply {
+                let _ = tx.send(Reply::Stepped { reason: Reason::ShutDown, outcomes: Vec::new() });
+            }
+        }
+    });
+    node.addr
+}
+
+fn url(addr: SocketAddr) -> Option<String> {
+    Some(format!("http://{addr}/patroni"))
+}
+
+#[tokio::test]
+async fn check_failsafe_is_done_when_every_member_accepts() {
+    use crate::agent::failsafe::confirm_all;
+    let auth = Auth { username: "admin".into(), password: "pw".into() };
+    let (a, b) = (confirming_replica(Some(auth.clone())).await, confirming_replica(None).await);
+    let peers = vec![("pg2".to_owned(), url(a)), ("pg3".to_owned(), url(b))];
+    let body = br#"{"name": "pg1"}"#.to_vec();
+    let header = Some(super::auth::header_value(&auth));
+    let result = confirm_all(peers.clone(), body.clone(), header, None, Duration::from_secs(5)).await;
+    assert_eq!(result, ActionResult::Done);
+    let no_credentials = confirm_all(peers, body, None, None, Duration::from_secs(5)).await;
+    assert_eq!(no_credentials, ActionResult::Failed, "pg2 wants credentials: 401");
+}
+
+#[tokio::test]
+async fn check_failsafe_fails_on_a_primary_an_unknown_address_or_a_dead_member() {
+    use crate::agent::failsafe::confirm_all;
+    let ok = confirming_replica(None).await;
+    let kv = cluster(json!({})).await;
+    let mut primary = with_failsafe(replica_status(), true);
+    primary.running_primary = true;
+    let primary = serve_with(Box::new(KvStore::new(kv, keys())), primary, None).await;
+    let dead = {
+        let listener = bind("127.0.0.1:0").await.expect("bind");
+        listener.local_addr().expect("address")
+    };
+    let body = br#"{"name": "pg1"}"#.to_vec();
+    for (peer, why) in [
+        (url(primary.addr), "a running primary answers 500"),
+        (None, "no address known"),
+        (url(dead), "nobody listens"),
+    ] {
+        let peers = vec![("pg2".to_owned(), url(ok)), ("pg3".to_owned(), peer)];
+        let result = confirm_all(peers, body.clone(), None, None, Duration::from_secs(5)).await;
+        assert_eq!(result, ActionResult::Failed, "{why}");
+    }
+    assert_eq!(confirm_all(Vec::new(), body, None, None, Duration::from_secs(1)).await, ActionResult::Done);
+}
