@@ -159,3 +159,28 @@ async fn with_authentication_an_unauthenticated_switchover_gets_401_and_the_lead
         .expect("answer");
     assert_eq!(a.code, 400, "{}", a.body);
 }
+
+#[test]
+fn a_bad_certificate_path_stops_keel_at_startup_with_one_clear_error() {
+    use keel_tests::cluster::{config_yaml, keel_bin, ConfigSpec};
+    let dir = keel_tests::scratch::Scratch::new("api-tls");
+    let options = ClusterOptions::default();
+    let spec = ConfigSpec {
+        options: &options,
+        name: "pg1",
+        pg_port: 5432,
+        api_port: 8008,
+        etcd_port: 2379,
+        dir: dir.path(),
+        bin_dir: std::path::Path::new("/usr/lib/postgresql/15/bin"),
+    };
+    let yaml = config_yaml(&spec).replacen("restapi:\n", "restapi:\n  certfile: /nonexistent/keel.pem\n", 1);
+    let path = dir.path().join("keel.yml");
+    std::fs::write(&path, yaml).expect("write config");
+    let out = std::process::Command::new(keel_bin()).arg("--config").arg(&path).output().expect("keel runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0].contains("restapi.certfile /nonexistent/keel.pem: "), "{text}");
+}

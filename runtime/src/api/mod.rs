@@ -39,6 +39,6 @@ mod tests;
 pub mod tls;
 
 pub use ops::{Api, Ops};
-pub use server::{bind, serve};
+pub use server::{bind, serve, serve_tls};
 pub use status::{NodeStatus, ReplicationState, SharedStatus, StepReport};
 pub use store::{KvStore, Store};
