@@ -54,6 +54,12 @@ async fn switchover_through_the_api_moves_the_leader_and_loses_no_acknowledged_w
     let view = cluster.view().await.expect("etcd");
     assert!(view.failover.is_none(), "{:?}", view.failover);
 
+    // The status shows the server's real version (`server_version_num`).
+    let status = cluster.api_call(&leader, "GET", "/patroni", &[], None, QUICK).await.expect("answer");
+    let version = status.body.split("\"server_version\":").nth(1).and_then(|v| v.split([',', '}']).next());
+    let version: u32 = version.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{}", status.body));
+    assert!((150_000..160_000).contains(&version), "PostgreSQL 15: {}", status.body);
+
     // PATCH /config round trip: set, read back from etcd and GET /config,
     // delete with null; an invalid patch changes nothing.
     let patch = r#"{"maximum_lag_on_failover": 2097152}"#;

@@ -817,3 +817,17 @@ async fn bad_certificate_paths_are_one_clear_error_naming_the_file() {
     assert!(matches!(tls::server_config(&RestApi::default()), Ok(None)), "no certfile: plain HTTP");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn restart_pending_filter_restarts_a_server_that_waits_for_one() {
+    let kv = cluster(json!({})).await;
+    let node = serve_kv(&kv).await;
+    node.status.write().expect("lock").pending_restart = true;
+    let done = stepped(Reason::Restarting, Action::RestartPostgres, ActionResult::Done);
+    let agent = agent_answers(node.agent, done);
+    let a = post(node.addr, "/restart", r#"{"restart_pending": true, "role": "replica"}"#).await;
+    assert_eq!((a.code, a.body.as_str()), (200, "restarted successfully"));
+    agent.await.expect("agent");
+    let status = call(node.addr, "GET", "/patroni", "", None).await;
+    assert!(status.body.contains("\"pending_restart\":true"), "{}", status.body);
+}
