@@ -147,8 +147,7 @@ async fn operation(
         ("POST", "/failover") => ops::manual(api, headers, body, Manual::Failover).await,
         ("DELETE", "/switchover") => ops::cancel_switchover(api).await,
         ("POST", "/restart") => ops::restart(api, headers, body).await,
-        // No restart can be scheduled (see `ops::restart`).
-        ("DELETE", "/restart") => super::body::text(StatusCode::NOT_FOUND, "no restart is scheduled"),
+        ("DELETE", "/restart") => ops::cancel_restart(api),
         ("POST", "/reinitialize") => ops::reinitialize(api, headers, body).await,
         ("POST", "/reload") => ops::reload(api).await,
         ("POST", "/failsafe") => ops::failsafe(api, headers, body).await,

@@ -492,11 +492,7 @@ async fn restart_filters_answer_400_or_503_and_never_reach_the_agent() {
         (r#"{"role": "primary"}"#, 503, "restart conditions are not satisfied"),
         (r#"{"postgres_version": "15.4"}"#, 503, "restart conditions are not satisfied"),
         (r#"{"restart_pending": true}"#, 503, "restart conditions are not satisfied"),
-        (
-            r#"{"schedule": "2999-01-01T00:00:00Z"}"#,
-            501,
-            "scheduled restarts are not supported by keel; restart now or later",
-        ),
+        (r#"{"schedule": "2001-01-01T00:00:00Z"}"#, 422, "Cannot schedule restart in the past"),
     ] {
         let a = post(node.addr, "/restart", body).await;
         assert_eq!((a.code, a.body.as_str()), (code, message), "{body}");
@@ -830,4 +826,33 @@ async fn restart_pending_filter_restarts_a_server_that_waits_for_one() {
     agent.await.expect("agent");
     let status = call(node.addr, "GET", "/patroni", "", None).await;
     assert!(status.body.contains("\"pending_restart\":true"), "{}", status.body);
+}
+
+#[tokio::test]
+async fn scheduled_restart_answers_202_then_409_shows_in_patroni_and_delete_removes_it() {
+    let kv = cluster(json!({})).await;
+    let mut node = serve_kv(&kv).await;
+    let far = r#"{"schedule": "2999-01-01T00:00:00+00:00", "role": "replica"}"#;
+    let a = post(node.addr, "/restart", far).await;
+    assert_eq!((a.code, a.body.as_str()), (202, "Restart scheduled"));
+    let a = post(node.addr, "/restart", r#"{"schedule": "2999-06-01T00:00:00Z"}"#).await;
+    assert_eq!((a.code, a.body.as_str()), (409, "Another restart is already scheduled"));
+    let status = call(node.addr, "GET", "/patroni", "", None).await;
+    let json: Value = serde_json::from_str(&status.body).expect("JSON");
+    assert_eq!(json["scheduled_restart"], json!({"schedule": "2999-01-01T00:00:00Z", "role": "replica"}));
+    let a = call(node.addr, "DELETE", "/restart", "", None).await;
+    assert_eq!((a.code, a.body.as_str()), (200, "scheduled restart deleted"));
+    let a = call(node.addr, "DELETE", "/restart", "", None).await;
+    assert_eq!((a.code, a.body.as_str()), (404, "no restarts are scheduled"));
+    let status = call(node.addr, "GET", "/patroni", "", None).await;
+    assert!(!status.body.contains("scheduled_restart"), "{}", status.body);
+    assert!(node.agent.try_recv().is_err(), "a cancelled restart never reaches the agent");
+
+    // One due in a moment reaches the agent when due.
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(300);
+    let a = post(node.addr, "/restart", &json!({"schedule": soon.to_string()}).to_string()).await;
+    assert_eq!(a.code, 202, "{}", a.body);
+    let done = stepped(Reason::Restarting, Action::RestartPostgres, ActionResult::Done);
+    let order = agent_answers(node.agent, done).await.expect("agent");
+    assert!(matches!(order, Order::Request(Request::Restart)), "{order:?}");
 }
