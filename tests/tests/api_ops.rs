@@ -252,3 +252,41 @@ async fn failsafe_mode_keeps_the_primary_writable_through_an_etcd_outage() {
         .wait_for(FAILOVER, "the same leader once etcd is back", |v| v.leader_name() == Some(leader.as_str()))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_reinitialize_and_scheduled_switchover_answer_with_what_happened() {
+    let (cluster, leader, replicas) = healthy_three().await;
+    let replica = &replicas[0];
+
+    // Restart: the agent restarts Postgres and says so; a filter that
+    // does not match changes nothing.
+    let before = cluster.node(replica).postmaster_pid();
+    let a = cluster.api_call(replica, "POST", "/restart", &[], Some(r#"{"role": "primary"}"#), QUICK).await;
+    assert_eq!(a.map(|a| (a.code, a.body)), Ok((503, "restart conditions are not satisfied".into())));
+    let a = cluster.api_call(replica, "POST", "/restart", &[], None, FAILOVER).await.expect("answer");
+    assert_eq!((a.code, a.body.as_str()), (200, "restarted successfully"));
+    let after = cluster.node(replica).postmaster_pid();
+    assert!(after.is_some() && after != before, "a new postmaster: {before:?} -> {after:?}");
+
+    // Reinitialize: refused on the leader, carried out on a replica.
+    let a = cluster.api_call(&leader, "POST", "/reinitialize", &[], None, QUICK).await.expect("answer");
+    assert_eq!((a.code, a.body.as_str()), (503, "I am the leader, can not reinitialize"));
+    let a =
+        cluster.api_call(replica, "POST", "/reinitialize", &[], Some(r#"{"force": true}"#), BOOTSTRAP).await;
+    assert_eq!(a.map(|a| (a.code, a.body)), Ok((200, "reinitialized successfully".into())));
+    cluster.wait_streaming_replicas(2, BOOTSTRAP).await;
+
+    // A scheduled switchover is written, shown, left alone, and deleted.
+    let body = format!(r#"{{"leader": "{leader}", "scheduled_at": "2999-01-01T00:00:00+00:00"}}"#);
+    let a = cluster.api_call(replica, "POST", "/switchover", &[], Some(&body), QUICK).await.expect("answer");
+    assert_eq!((a.code, a.body.as_str()), (202, "Switchover scheduled"));
+    let view = cluster.wait_for(QUICK, "the scheduled request", |v| v.failover.is_some()).await;
+    assert_eq!(view.failover.and_then(|f| f.leader), Some(leader.clone()));
+    tokio::time::sleep(cluster.options().loop_wait() * 2).await;
+    assert_eq!(cluster.leader().await, Some(leader.clone()), "not due yet");
+    let a = cluster.api_call(&leader, "DELETE", "/switchover", &[], None, QUICK).await.expect("answer");
+    assert_eq!((a.code, a.body.as_str()), (200, "scheduled switchover deleted"));
+    let a = cluster.api_call(&leader, "DELETE", "/switchover", &[], None, QUICK).await.expect("answer");
+    assert_eq!((a.code, a.body.as_str()), (404, "no switchover is scheduled"));
+    assert!(cluster.view().await.expect("etcd").failover.is_none());
+}
