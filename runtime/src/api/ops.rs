@@ -600,7 +600,10 @@ pub async fn reload(api: &Api) -> Response {
             let current = source.current.lock().unwrap_or_else(PoisonError::into_inner);
             needs_restart(&current, &new)
         };
-        let (command, answer) = Command::ask(Order::Reload(Reload { tags: new.tags.clone() }));
+        let (command, answer) = Command::ask(Order::Reload(Reload {
+            tags: new.tags.clone(),
+            restapi_auth: new.restapi.authentication.clone(),
+        }));
         ops.agent.send(command).await.map_err(|_| agent_gone())?;
         answer.await.map_err(|_| agent_gone())?;
         *api.auth.write().unwrap_or_else(PoisonError::into_inner) = new.restapi.authentication.clone();

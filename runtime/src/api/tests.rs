@@ -623,6 +623,8 @@ async fn reload_applies_tags_and_authentication_and_a_bad_file_answers_400_keepi
     assert_eq!(a.code, 202, "{}", a.body);
     let reload = agent.await.expect("agent");
     assert_eq!(reload.tags.nofailover, Some(true));
+    let pw = Auth { username: "admin".into(), password: "pw".into() };
+    assert_eq!(reload.restapi_auth, Some(pw), "the agent's failsafe pings send the new credentials");
     assert_eq!(status.read().expect("lock").member_tags.get("zone"), Some(&json!("b")));
     assert_eq!(call(addr, "POST", "/reload", "", None).await.code, 401, "the new credentials apply");
 
