@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tracing::{info, warn};
 
+use super::access::Access;
 use super::body::{self, opt_bool, opt_string, refusal, text, Object, Refusal};
 use super::status::SharedStatus;
 use super::store::Store;
@@ -37,7 +38,7 @@ use crate::dcs::{Compare, Op};
 #[derive(Clone)]
 pub struct Api {
     pub(super) status: SharedStatus,
-    pub(super) auth: Arc<RwLock<Option<Auth>>>,
+    pub(super) access: Arc<RwLock<Access>>,
     /// Set once etcd is connected; until then operations answer 503.
     pub(super) ops: Arc<OnceLock<Ops>>,
 }
@@ -89,12 +90,18 @@ impl Api {
     /// The read-only API: health checks and pages. The operations answer
     /// 503 until [`Api::set_operations`].
     pub fn new(status: SharedStatus) -> Api {
-        Api { status, auth: Arc::new(RwLock::new(None)), ops: Arc::new(OnceLock::new()) }
+        Api { status, access: Arc::new(RwLock::new(Access::default())), ops: Arc::new(OnceLock::new()) }
     }
 
     /// Basic authentication for the unsafe methods.
     pub fn with_auth(self, auth: Option<Auth>) -> Api {
-        *self.auth.write().unwrap_or_else(PoisonError::into_inner) = auth;
+        self.access.write().unwrap_or_else(PoisonError::into_inner).auth = auth;
+        self
+    }
+
+    /// Who may call the unsafe methods (`Access::from_config`).
+    pub fn with_access(self, access: Access) -> Api {
+        *self.access.write().unwrap_or_else(PoisonError::into_inner) = access;
         self
     }
 
@@ -109,8 +116,8 @@ impl Api {
         let _ = self.ops.set(ops);
     }
 
-    pub(super) fn auth(&self) -> Option<Auth> {
-        self.auth.read().unwrap_or_else(PoisonError::into_inner).clone()
+    pub(super) fn access(&self) -> Access {
+        self.access.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     pub(super) fn ops_or_503(&self) -> Result<&Ops, Refusal> {
@@ -606,9 +613,10 @@ pub async fn reload(api: &Api) -> Response {
         }));
         ops.agent.send(command).await.map_err(|_| agent_gone())?;
         answer.await.map_err(|_| agent_gone())?;
-        *api.auth.write().unwrap_or_else(PoisonError::into_inner) = new.restapi.authentication.clone();
+        let access = Access::from_config(&new.restapi).await;
+        *api.access.write().unwrap_or_else(PoisonError::into_inner) = access;
         api.status.write().unwrap_or_else(PoisonError::into_inner).member_tags = new.tags.to_member_tags();
-        let mut message = "reloaded: tags and restapi.authentication applied".to_owned();
+        let mut message = "reloaded: tags, restapi.authentication and allowlist applied".to_owned();
         if !later.is_empty() {
             message.push_str(&format!("; changed, applied at the next start of keel: {}", later.join(", ")));
         }
@@ -636,7 +644,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.watchdog != new.watchdog, "watchdog");
     let mut old_api = old.restapi.clone();
     old_api.authentication = new.restapi.authentication.clone();
-    check(old_api != new.restapi, "restapi (other than authentication)");
+    old_api.allowlist = new.restapi.allowlist.clone();
+    old_api.allowlist_include_members = new.restapi.allowlist_include_members;
+    check(old_api != new.restapi, "restapi (other than authentication and allowlist)");
     out
 }
 
