@@ -685,6 +685,20 @@ pub async fn failsafe(api: &Api, headers: &HeaderMap, raw: &[u8]) -> Response {
     run.await.unwrap_or_else(Refusal::into_response)
 }
 
+/// `GET /failsafe`: the `failsafe` key, `{member: api_url}`, as the
+/// leader wrote it; 502 when it is missing or not such an object.
+pub async fn failsafe_members(api: &Api) -> Response {
+    let Ok(ops) = api.ops_or_503() else {
+        return text(StatusCode::BAD_GATEWAY, "failsafe topology unknown");
+    };
+    let stored = ops.store.get(ops.store.keys().failsafe()).await;
+    let value = stored.ok().flatten().and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok());
+    match value {
+        Some(v @ Value::Object(_)) => body::json(StatusCode::OK, &v),
+        _ => text(StatusCode::BAD_GATEWAY, "failsafe topology unknown"),
+    }
+}
+
 /// Sends `request` to the agent and waits for the step that carried it
 /// out, at most `limit` when given.
 async fn ask(ops: &Ops, request: Request, limit: Option<Duration>) -> Result<Reply, Refusal> {
