@@ -121,9 +121,12 @@ impl Api {
     }
 
     pub(super) fn ops_or_503(&self) -> Result<&Ops, Refusal> {
-        self.ops
-            .get()
-            .ok_or_else(|| refusal(StatusCode::SERVICE_UNAVAILABLE, "operations are not available\n"))
+        self.ops.get().ok_or_else(|| {
+            refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "operations are not available: not connected to etcd yet",
+            )
+        })
     }
 }
 

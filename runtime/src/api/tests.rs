@@ -644,7 +644,7 @@ async fn operations_before_etcd_is_connected_answer_503() {
     let addr = listener.local_addr().expect("address");
     tokio::spawn(serve(listener, api));
     let a = post(addr, "/switchover", r#"{"leader": "pg1"}"#).await;
-    assert_eq!((a.code, a.body.as_str()), (503, "operations are not available\n"));
+    assert_eq!((a.code, a.body.as_str()), (503, "operations are not available: not connected to etcd yet"));
     assert_eq!(post(addr, "/nothing", "{}").await.code, 404);
 }
 
