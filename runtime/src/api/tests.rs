@@ -976,3 +976,69 @@ async fn get_failsafe_answers_the_failsafe_key_or_502() {
     let a = call(node.addr, "HEAD", "/failsafe", "", None).await;
     assert_eq!((a.code, a.body.as_str()), (200, ""));
 }
+
+#[tokio::test]
+async fn garbage_bodies_on_every_unsafe_endpoint_answer_4xx_and_change_nothing() {
+    let kv = cluster(json!({"ttl": 30})).await;
+    let node = serve_kv(&kv).await;
+    // No agent: a request that gets that far is answered 503.
+    drop(node.agent);
+    let bodies = [
+        "",
+        "null",
+        "true",
+        "42",
+        "\"pg1\"",
+        "[]",
+        "{",
+        "{\"leader\": \"pg1\"",
+        "\u{feff}{}",
+        "{\"leader\": [\"pg1\"]}",
+        "{\"leader\": {\"name\": \"pg1\"}}",
+        "{\"candidate\": 1e999}",
+        "{\"scheduled_at\": 12}",
+        "{\"leader\": \"pg1\", \"scheduled_at\": \"\u{0}\"}",
+        "{\"timeout\": -1}",
+        "{\"role\": null, \"postgres_version\": \"99999999999999999999.1\"}",
+        "{\"ttl\": null, \"loop_wait\": \"x\"}",
+        "{\"postgresql\": 7}",
+        "{\"force\": 1}",
+    ];
+    // The dynamic config keeps keys it does not know (as Patroni): for
+    // /config only bodies that are not objects or carry bad values.
+    let config_bodies = &bodies[..9];
+    let config_bodies =
+        [config_bodies, &["{\"ttl\": null, \"loop_wait\": \"x\"}", "{\"postgresql\": 7}"]].concat();
+    let endpoints = [
+        ("POST", "/switchover", &bodies[..]),
+        ("POST", "/failover", &bodies[..]),
+        ("POST", "/restart", &bodies[..]),
+        ("POST", "/reinitialize", &bodies[..]),
+        ("PATCH", "/config", &config_bodies[..]),
+        ("PUT", "/config", &config_bodies[..]),
+    ];
+    for (method, path, bodies) in endpoints {
+        for &body in bodies {
+            let a = call(node.addr, method, path, "", Some(body)).await;
+            // Restart and reinitialize take an empty body, and
+            // reinitialize ignores unknown keys (as Patroni): those reach
+            // the (absent) agent, 503.
+            assert!((400..600).contains(&a.code), "{method} {path} {body:?}: {} {}", a.code, a.body);
+            assert!(!a.body.is_empty(), "{method} {path} {body:?}: a message");
+        }
+    }
+    let invalid_utf8 = b"{\"leader\": \"\xff\xfe\"}";
+    let mut stream = TcpStream::connect(node.addr).await.expect("connect");
+    let head = format!(
+        "POST /switchover HTTP/1.1\r\nHost: keel\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        invalid_utf8.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("send");
+    stream.write_all(invalid_utf8).await.expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("receive");
+    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(get(&kv, "failover").await, None);
+    assert_eq!(get(&kv, "config").await, Some(json!({"ttl": 30})));
+    assert_eq!(call(node.addr, "GET", "/patroni", "", None).await.code, 200, "still serving");
+}
