@@ -3,6 +3,7 @@
 //! and stop every process they started, by PID, when dropped.
 
 pub mod cluster;
+pub mod ctl;
 pub mod etcd;
 pub mod postgres;
 pub mod scratch;
