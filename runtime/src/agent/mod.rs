@@ -7,6 +7,7 @@
 //! timer, on an operator request, and within 100 ms of the postmaster
 //! exiting.
 
+pub mod command;
 mod exec;
 pub mod local;
 pub mod setup;
@@ -20,10 +21,11 @@ use keel_core::{
     Action, ActionResult, ClusterView, DcsView, Decision, DynamicConfig, Node, Observation, Outcome, PgFacts,
     Request, Role,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use self::command::{Command, Order, Reply};
 use crate::api::{SharedStatus, StepReport};
 use crate::config::Config;
 use crate::dcs::patroni::Snapshot;
@@ -81,18 +83,20 @@ pub struct Agent<K: Kv, P: Postgres> {
     outcomes: Vec<Outcome>,
     snapshot: Option<Snapshot>,
     dcs_lost_since: Option<u64>,
-    requests: mpsc::Receiver<Request>,
+    requests: mpsc::Receiver<Command>,
     /// Changes of the leader or failover key (an etcd watch).
     wake: Option<mpsc::Receiver<()>>,
-    /// A request that woke the loop, for the next observation.
-    requeued: Option<Request>,
+    /// A command that woke the loop, for the next observation.
+    requeued: Option<Command>,
+    /// Who waits for the outcome of the request being carried out.
+    reply: Option<oneshot::Sender<Reply>>,
     last_reason: String,
     /// Where the REST API reads this node's status.
     status: Option<SharedStatus>,
 }
 
 impl<K: Kv, P: Postgres> Agent<K, P> {
-    pub fn new(cfg: Config, dcs: Dcs<K>, pg: P, requests: mpsc::Receiver<Request>) -> Agent<K, P> {
+    pub fn new(cfg: Config, dcs: Dcs<K>, pg: P, requests: mpsc::Receiver<Command>) -> Agent<K, P> {
         let bootstrap = cfg.bootstrap.dcs.to_core();
         Agent {
             node: Node::with_config(cfg.name.clone(), bootstrap),
@@ -106,6 +110,7 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
             requests,
             wake: None,
             requeued: None,
+            reply: None,
             last_reason: String::new(),
             status: None,
         }
@@ -135,6 +140,12 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
             self.log(&decision);
             self.publish(&obs, &decision);
             self.outcomes = self.execute(&decision).await;
+            if let Some(reply) = self.reply.take() {
+                let _ = reply.send(Reply::Stepped {
+                    reason: decision.reason.clone(),
+                    outcomes: self.outcomes.clone(),
+                });
+            }
             if obs.pg.is_running_primary() && self.node.state().role == Role::Leader {
                 self.keep_slots().await;
             }
@@ -197,8 +208,29 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
             pg,
             tags: self.cfg.tags.to_core(),
             outcomes: std::mem::take(&mut self.outcomes),
-            request: self.requeued.take().or_else(|| self.requests.try_recv().ok()),
+            request: self.next_request(),
         }
+    }
+
+    /// The next keel-core request, if any. Reloads are applied on the way
+    /// (they change what the agent publishes, not what core decides).
+    fn next_request(&mut self) -> Option<Request> {
+        while let Some(command) = self.requeued.take().or_else(|| self.requests.try_recv().ok()) {
+            match command.order {
+                Order::Request(request) => {
+                    self.reply = command.reply;
+                    return Some(request);
+                }
+                Order::Reload(reload) => {
+                    info!("reloaded: tags {:?}", reload.tags);
+                    self.cfg.tags = reload.tags;
+                    if let Some(reply) = command.reply {
+                        let _ = reply.send(Reply::Reloaded { tags: self.cfg.tags.to_core() });
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// On the leader: a slot for every member (see `slots`). A failure is

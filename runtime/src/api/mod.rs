@@ -1,6 +1,6 @@
-//! Patroni's REST API, first part (reference section 1): the health checks
-//! HAProxy polls, `GET /patroni`, and the read-only pages `/cluster`,
-//! `/history`, `/config` and `/metrics`.
+//! Patroni's REST API (reference section 1): the health checks HAProxy
+//! polls, `GET /patroni`, the read-only pages `/cluster`, `/history`,
+//! `/config` and `/metrics`, and the operations.
 //!
 //! - `status`: `NodeStatus`, plain data the agent publishes after every
 //!   step. The agent depends on this module only, never on HTTP types.
@@ -11,18 +11,32 @@
 //! - `cluster`: `/cluster`, `/history` and `/config`, from the agent's last
 //!   DCS read.
 //! - `metrics`: `/metrics`, Patroni's metric names plus keel's own.
+//! - `ops`, `config_edit`: the operations (section 1.3): switchover,
+//!   failover, restart, reinitialize, reload, failsafe; PATCH/PUT /config.
+//! - `auth`: HTTP Basic on the unsafe methods; `body`: request bodies.
+//! - `store`: the API's own `Send` handle on etcd.
 //! - `server`: the axum server.
 //!
-//! Handlers only read the shared status: a health check never opens a
-//! connection to Postgres or etcd.
+//! Health checks and pages only read the shared status: they never open a
+//! connection to Postgres or etcd. Operations read and write etcd and ask
+//! the agent.
 
+pub mod auth;
+pub mod body;
 pub mod cluster;
+pub mod config_edit;
 pub mod health;
 pub mod json;
 pub mod lag;
 pub mod metrics;
+pub mod ops;
 pub mod server;
 pub mod status;
+pub mod store;
+#[cfg(test)]
+mod tests;
 
+pub use ops::{Api, Ops};
 pub use server::{bind, serve};
 pub use status::{NodeStatus, ReplicationState, SharedStatus, StepReport};
+pub use store::{KvStore, Store};

@@ -1,22 +1,27 @@
 //! The HTTP server: one handler that maps the path to an endpoint, reads
 //! the shared status under a read lock, and answers. GET gets the status
 //! JSON; HEAD and OPTIONS only the status line (what HAProxy asks for).
+//! The unsafe methods pass the authentication check first, then go to the
+//! operations (`ops`, `config_edit`).
 
 use std::sync::PoisonError;
 
-use axum::body::Body;
-use axum::extract::{Query, State};
-use axum::http::{header, Method, StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+use super::body::BODY_BYTES_MAX;
 use super::cluster::{cluster_json, config_json, history_json};
 use super::health::{status_code, Endpoint, HealthQuery};
 use super::json::status_json;
 use super::metrics::{self, metrics_text};
+use super::ops::{Api, Manual};
 use super::status::SharedStatus;
+use super::{auth, config_edit, ops};
 
 /// Binds `restapi.listen` (`host:port`). The config accepts `*` as the
 /// host, as for Postgres' `listen_addresses`: every IPv4 address.
@@ -28,17 +33,32 @@ pub async fn bind(listen: &str) -> std::io::Result<TcpListener> {
 }
 
 /// Serves the API on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, status: SharedStatus) -> std::io::Result<()> {
-    axum::serve(listener, router(status)).await
+pub async fn serve(listener: TcpListener, api: Api) -> std::io::Result<()> {
+    axum::serve(listener, router(api)).await
 }
 
-pub fn router(status: SharedStatus) -> Router {
-    Router::new().fallback(handle).with_state(status)
+pub fn router(api: Api) -> Router {
+    Router::new().fallback(handle).layer(DefaultBodyLimit::max(BODY_BYTES_MAX)).with_state(api)
 }
 
-async fn handle(State(status): State<SharedStatus>, method: Method, uri: Uri) -> Response {
+async fn handle(
+    State(api): State<Api>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if auth::is_unsafe(&method) {
+        if let Some(refused) = auth::check(api.auth().as_ref(), &headers) {
+            return refused;
+        }
+        if let Some(response) = operation(&api, &method, uri.path(), &headers, &body).await {
+            return response;
+        }
+    }
+    let status = &api.status;
     if let Some(page) = Page::from_path(uri.path()) {
-        return page_response(page, &status, &method, &uri);
+        return page_response(page, status, &method, &uri);
     }
     let Some(endpoint) = Endpoint::from_path(uri.path()) else {
         return text(StatusCode::NOT_FOUND, format!("no such endpoint: {}\n", uri.path()));
@@ -70,6 +90,31 @@ async fn handle(State(status): State<SharedStatus>, method: Method, uri: Uri) ->
         None => Body::empty(),
     };
     response.body(body).unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+/// The mutating endpoints (reference section 1.3); `None` for a path and
+/// method that is not one of them.
+async fn operation(
+    api: &Api,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Option<Response> {
+    Some(match (method.as_str(), path) {
+        ("POST", "/switchover") => ops::manual(api, headers, body, Manual::Switchover).await,
+        ("POST", "/failover") => ops::manual(api, headers, body, Manual::Failover).await,
+        ("DELETE", "/switchover") => ops::cancel_switchover(api).await,
+        ("POST", "/restart") => ops::restart(api, headers, body).await,
+        // No restart can be scheduled (see `ops::restart`).
+        ("DELETE", "/restart") => super::body::text(StatusCode::NOT_FOUND, "no restart is scheduled"),
+        ("POST", "/reinitialize") => ops::reinitialize(api, headers, body).await,
+        ("POST", "/reload") => ops::reload(api).await,
+        ("POST", "/failsafe") => ops::failsafe(api, headers, body).await,
+        ("PATCH", "/config") => config_edit::patch(api, headers, body).await,
+        ("PUT", "/config") => config_edit::put(api, headers, body).await,
+        _ => return None,
+    })
 }
 
 /// The endpoints that show the cluster or the node rather than check
@@ -174,7 +219,7 @@ mod tests {
         let listener = bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let shared = status.shared();
-        tokio::spawn(serve(listener, shared.clone()));
+        tokio::spawn(serve(listener, Api::new(shared.clone())));
         (addr, shared)
     }
 

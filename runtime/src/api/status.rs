@@ -66,6 +66,8 @@ pub struct NodeStatus {
     pub last_reason: String,
     /// `server_version_num`; 0 when unknown.
     pub server_version: u32,
+    /// Some setting changed needs a Postgres restart (`pg_settings`).
+    pub pending_restart: bool,
     pub system_id: Option<u64>,
     /// `pg_stat_replication` on a primary.
     pub replication: Vec<Standby>,
@@ -147,6 +149,7 @@ impl NodeStatus {
             dcs_last_seen_s: 0,
             last_reason: String::new(),
             server_version: 0,
+            pending_restart: false,
             system_id: None,
             replication: Vec::new(),
             maximum_lag_on_failover_bytes: 0,

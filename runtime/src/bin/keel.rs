@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use keel_core::Request;
+use keel_runtime::agent::command::Command;
 use keel_runtime::agent::{environment, local::LocalPostgres, setup::Setup, Agent};
-use keel_runtime::api::{self, NodeStatus};
+use keel_runtime::api::{self, Api, KvStore, NodeStatus, Ops};
 use keel_runtime::config;
 use keel_runtime::dcs::etcd::{EtcdKv, EtcdOptions, EtcdTls};
 use keel_runtime::dcs::{Dcs, Keys};
@@ -81,7 +82,8 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let status = NodeStatus::new(&cfg.name, &cfg.scope, cfg.tags.to_member_tags()).shared();
-    let served = status.clone();
+    let api = Api::new(status.clone()).with_auth(cfg.restapi.authentication.clone());
+    let served = api.clone();
     tokio::spawn(async move {
         if let Err(e) = api::serve(listener, served).await {
             error!("REST API stopped: {e}");
@@ -114,8 +116,12 @@ async fn run(args: Args) -> ExitCode {
     let keys = Keys::new(&cfg.namespace, &cfg.scope);
     let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(1);
     let _watch = kv.spawn_watch(keys.prefix().to_owned(), vec![keys.leader(), keys.failover()], wake_tx);
+    let store = KvStore::new(kv.clone(), keys.clone());
     let dcs = Dcs::new(kv, keys, &cfg.name, &setup.conn_url, &setup.api_url);
     let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let ops =
+        Ops::new(Box::new(store), tx.clone()).reload_from(args.config.clone(), environment(), cfg.clone());
+    api.set_operations(ops);
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {
         error!("cannot install signal handlers");
@@ -127,7 +133,7 @@ async fn run(args: Args) -> ExitCode {
             _ = int.recv() => {}
         }
         info!("shutdown requested");
-        let _ = tx.send(Request::Shutdown).await;
+        let _ = tx.send(Command::tell(Request::Shutdown)).await;
     });
     info!(name = %cfg.name, scope = %cfg.scope, "keel starting");
     let pg = LocalPostgres::new(setup, &cfg.name, cfg.postgresql.authentication.clone());

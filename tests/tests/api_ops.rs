@@ -1,0 +1,161 @@
+//! The REST API's operations on a real three-node cluster (real agents,
+//! etcd and PostgreSQL 15 on loopback): a switchover under a writer,
+//! authentication, malformed bodies, and a `PATCH /config` round trip.
+//! Requests have Patroni's shapes, as `patronictl` and `keelctl` send them.
+//!
+//! Needs the agent binary: `cargo build -p keel-runtime --bin keel`, then
+//! `cargo test -p keel-tests --test api_ops -- --nocapture`.
+
+use std::time::Duration;
+
+use keel_runtime::api::auth::header_value;
+use keel_runtime::config::Auth;
+use keel_tests::cluster::{ClusterOptions, KeelCluster};
+
+/// initdb and two base backups, on two cores.
+const BOOTSTRAP: Duration = Duration::from_secs(120);
+/// A generous deadline for anything a switchover does.
+const FAILOVER: Duration = Duration::from_secs(30);
+/// An answer that needs no waiting.
+const QUICK: Duration = Duration::from_secs(10);
+/// Writes on the new primary the checks want to see.
+const SETTLE: Duration = Duration::from_secs(2);
+
+async fn healthy_three() -> (KeelCluster, String, Vec<String>) {
+    let cluster = KeelCluster::start(3, ClusterOptions::default()).await;
+    let (leader, _) = cluster.wait_streaming_replicas(2, BOOTSTRAP).await;
+    cluster
+        .wait_for(FAILOVER, "three running members", |v| {
+            v.members.len() == 3 && v.members.values().all(|m| m.is_running())
+        })
+        .await;
+    // By member name: while a base backup runs, pg_stat_replication also
+    // lists its connection.
+    let replicas = cluster.names().into_iter().filter(|n| *n != leader).collect();
+    (cluster, leader, replicas)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_through_the_api_moves_the_leader_and_loses_no_acknowledged_write() {
+    let (cluster, leader, replicas) = healthy_three().await;
+    let candidate = replicas[0].clone();
+
+    // Malformed bodies: 400, nothing written.
+    for body in [r#"{"leader": "#, "[1]", r#"{"leader": 7}"#, "{}"] {
+        let a =
+            cluster.api_call(&leader, "POST", "/switchover", &[], Some(body), QUICK).await.expect("answer");
+        assert_eq!(a.code, 400, "{body}: {}", a.body);
+    }
+    let a = cluster
+        .api_call(&leader, "POST", "/switchover", &[], Some(r#"{"leader": "nobody"}"#), QUICK)
+        .await
+        .expect("answer");
+    assert_eq!((a.code, a.body.as_str()), (412, "leader name does not match"));
+    let view = cluster.view().await.expect("etcd");
+    assert!(view.failover.is_none(), "{:?}", view.failover);
+
+    // PATCH /config round trip: set, read back from etcd and GET /config,
+    // delete with null; an invalid patch changes nothing.
+    let patch = r#"{"maximum_lag_on_failover": 2097152}"#;
+    let a = cluster.api_call(&candidate, "PATCH", "/config", &[], Some(patch), QUICK).await.expect("answer");
+    assert_eq!(a.code, 200, "{}", a.body);
+    let view = cluster.view().await.expect("etcd");
+    assert_eq!(view.config.as_ref().map(|c| c.maximum_lag_on_failover_bytes), Some(2_097_152));
+    let bad = cluster
+        .api_call(&candidate, "PATCH", "/config", &[], Some(r#"{"ttl": 1}"#), QUICK)
+        .await
+        .expect("answer");
+    assert_eq!(bad.code, 400, "{}", bad.body);
+    let view = cluster.view().await.expect("etcd");
+    assert_eq!(view.config.as_ref().map(|c| c.ttl_ms), Some(5_000), "the invalid patch wrote nothing");
+    let unset = r#"{"maximum_lag_on_failover": null}"#;
+    let a = cluster.api_call(&leader, "PATCH", "/config", &[], Some(unset), QUICK).await.expect("answer");
+    assert_eq!(a.code, 200, "{}", a.body);
+    assert!(!a.body.contains("maximum_lag_on_failover"), "{}", a.body);
+    let shown = cluster
+        .wait_for(QUICK, "the default lag limit back in the config", |v| {
+            v.config.as_ref().is_some_and(|c| c.maximum_lag_on_failover_bytes == 1_048_576)
+        })
+        .await;
+    assert!(shown.config.is_some());
+
+    // The switchover, with a writer running.
+    let writer = cluster.writer();
+    writer.wait_for_ack(FAILOVER, "a first write", |a| a.node == leader).await;
+    tokio::time::sleep(SETTLE).await;
+    let body = format!(r#"{{"leader": "{leader}", "candidate": "{candidate}"}}"#);
+    let asked = std::time::Instant::now();
+    let a = cluster.api_call(&replicas[1], "POST", "/switchover", &[], Some(&body), FAILOVER * 2).await;
+    let answered = asked.elapsed();
+    let a = a.expect("answer");
+    assert_eq!(
+        (a.code, a.body.as_str()),
+        (200, format!("Successfully switched over to \"{candidate}\"").as_str()),
+        "{}",
+        cluster.node(&leader).log_tail(40)
+    );
+    let first = writer.wait_for_ack(FAILOVER, "a write on the new leader", |a| a.node == candidate).await;
+    tokio::time::sleep(SETTLE).await;
+    let log = writer.stop().await;
+    assert_eq!(cluster.leader().await.as_deref(), Some(candidate.as_str()));
+    let missing = cluster.missing_on(&log, &candidate).await;
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes missing on {candidate}: {missing:?}\n{}",
+        log.summary(asked)
+    );
+    let overlaps = log.overlaps();
+    assert!(overlaps.is_empty(), "two nodes accepted writes at once: {overlaps:#?}");
+    let gap = log.longest_gap().expect("writes before and after");
+    println!(
+        "switchover {leader} -> {candidate}: API answered after {:.2} s; first write on {candidate} {:.2} s after \
+         the request; longest write gap {:.3} s\n{}",
+        answered.as_secs_f64(),
+        first.acked_at.saturating_duration_since(asked).as_secs_f64(),
+        gap.duration().as_secs_f64(),
+        log.summary(asked)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_authentication_an_unauthenticated_switchover_gets_401_and_the_leader_stays() {
+    let (cluster, leader, replicas) = healthy_three().await;
+    // Turn authentication on through POST /reload, as an operator would.
+    for node in cluster.nodes() {
+        let yaml = std::fs::read_to_string(&node.config_path).expect("config");
+        let yaml = yaml.replacen(
+            "restapi:\n",
+            "restapi:\n  authentication:\n    username: admin\n    password: s3cret\n",
+            1,
+        );
+        std::fs::write(&node.config_path, yaml).expect("write config");
+        let a = cluster.api_call(&node.name, "POST", "/reload", &[], None, QUICK).await.expect("answer");
+        assert_eq!(a.code, 202, "{}: {}", node.name, a.body);
+    }
+    let body = format!(r#"{{"leader": "{leader}", "candidate": "{}"}}"#, replicas[0]);
+    let wrong = header_value(&Auth { username: "admin".into(), password: "guess".into() });
+    for headers in [vec![], vec![("Authorization", wrong.as_str())]] {
+        for node in cluster.names() {
+            let a = cluster
+                .api_call(&node, "POST", "/switchover", &headers, Some(&body), QUICK)
+                .await
+                .expect("answer");
+            assert_eq!(a.code, 401, "{node} {headers:?}: {}", a.body);
+        }
+    }
+    let a = cluster.api_call(&leader, "DELETE", "/switchover", &[], None, QUICK).await.expect("answer");
+    assert_eq!(a.code, 401);
+    assert_eq!(cluster.api_code(&leader, "GET", "/patroni").await, Ok(200), "GETs stay open");
+    // Two loops later nothing has moved.
+    tokio::time::sleep(cluster.options().loop_wait() * 2 + Duration::from_millis(500)).await;
+    let view = cluster.view().await.expect("etcd");
+    assert!(view.failover.is_none(), "{:?}", view.failover);
+    assert_eq!(view.leader_name(), Some(leader.as_str()));
+    // The right credentials pass the check (and a malformed body is 400).
+    let right = header_value(&Auth { username: "admin".into(), password: "s3cret".into() });
+    let a = cluster
+        .api_call(&leader, "POST", "/switchover", &[("Authorization", &right)], Some("{"), QUICK)
+        .await
+        .expect("answer");
+    assert_eq!(a.code, 400, "{}", a.body);
+}
