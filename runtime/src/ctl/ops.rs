@@ -657,11 +657,15 @@ mod tests {
     /// A cluster in the in-memory etcd: pg1 leads, pg2 and pg3 replicate
     /// (pg3 tagged nofailover); their REST APIs listen nowhere.
     async fn seeded() -> MemKv {
+        seeded_with_api("http://127.0.0.1:1/patroni").await
+    }
+
+    async fn seeded_with_api(api_url: &str) -> MemKv {
         let kv = MemKv::new();
         let k = keys();
         let member = |role: &str, tags: &str| {
             format!(
-                r#"{{"role":"{role}","state":"running","timeline":1,"xlog_location":1000,"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:1/patroni","tags":{tags}}}"#
+                r#"{{"role":"{role}","state":"running","timeline":1,"xlog_location":1000,"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"{api_url}","tags":{tags}}}"#
             )
         };
         let puts = [
@@ -843,6 +847,63 @@ mod tests {
             out.starts_with("Failed: restart for member pg2: http://127.0.0.1:1/restart: cannot connect"),
             "{out}"
         );
+    }
+
+    /// Plays the agents' part on the `failover` key: once it appears,
+    /// `react` runs on the in-memory etcd.
+    fn agents(kv: &MemKv, react: fn(&Keys) -> Vec<Op>) -> tokio::task::JoinHandle<()> {
+        let kv = kv.clone();
+        tokio::spawn(async move {
+            let k = keys();
+            loop {
+                let range = kv.range_prefix(&k.failover()).await.unwrap();
+                if !range.kvs.is_empty() {
+                    kv.txn(vec![], react(&k), vec![]).await.unwrap();
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn switchover_through_etcd_waits_for_the_new_leader() {
+        // No api_url: the REST call cannot be made, so etcd it is.
+        let kv = seeded_with_api("").await;
+        let agents = agents(&kv, |k| {
+            let leader = Op::Put { key: k.leader(), value: b"pg2".to_vec(), lease: 0 };
+            vec![Op::Delete { key: k.failover() }, leader]
+        });
+        let (result, out) = run(&kv, &["switchover", "--candidate", "pg2", "--force"], "").await;
+        result.unwrap();
+        agents.await.unwrap();
+        assert!(
+            out.contains(
+                "Could not switchover using the REST API (api_url \"\": not a URL), falling back to etcd"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("Successfully switched over to \"pg2\" (in "), "{out}");
+        assert!(out.contains("| pg2    | 127.0.0.1:5432 | Leader  |"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn switchover_through_etcd_reports_a_refusal() {
+        let kv = seeded_with_api("").await;
+        let agents = agents(&kv, |k| vec![Op::Delete { key: k.failover() }]);
+        let (result, _) = run(&kv, &["switchover", "--force"], "").await;
+        agents.await.unwrap();
+        assert_eq!(result.unwrap_err().0, "Switchover refused by pg1 (see its log): nothing changed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn switchover_nobody_acts_on_is_withdrawn() {
+        let kv = seeded_with_api("").await;
+        let (result, _) = run(&kv, &["failover", "--candidate", "pg2", "--force"], "").await;
+        // ttl 30 s + 2 × max(10 s, loop_wait 10 s).
+        assert_eq!(result.unwrap_err().0, "the leader did not change within 50s: the request was withdrawn");
+        let view = Cluster::on(kv.clone(), keys(), SCOPE).read().await.unwrap().view;
+        assert_eq!((&view.failover, view.leader_name()), (&None, Some("pg1")));
     }
 
     #[test]
