@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{fail, CtlError, Target};
 use crate::config::DynamicSettings;
 use crate::dcs::patroni::Snapshot;
-use crate::dcs::{codec, Compare, Dcs, Keys, Kv, Op};
+use crate::dcs::{codec, Compare, Dcs, Keys, Kv, KvError, Op};
 
 /// etcd's default `--max-txn-ops`: the most operations one transaction may hold.
 const TXN_OPS_MAX: usize = 128;
@@ -24,6 +24,8 @@ pub struct Cluster<K: Kv> {
     dcs: Dcs<K>,
     kv: K,
     pub scope: String,
+    /// etcd's endpoints, for error messages.
+    etcd: String,
 }
 
 /// The `config` key as stored: its JSON and the revision to compare with
@@ -36,28 +38,36 @@ pub struct RawConfig {
 
 impl<K: Kv + Clone> Cluster<K> {
     pub fn new(kv: K, target: &Target) -> Cluster<K> {
-        Cluster::on(kv, target.keys.clone(), &target.scope)
+        let mut cluster = Cluster::on(kv, target.keys.clone(), &target.scope);
+        cluster.etcd = target.etcd.endpoints.join(",");
+        cluster
     }
 
     pub fn on(kv: K, keys: Keys, scope: &str) -> Cluster<K> {
         // keelctl never writes a member key: the name and URLs are unused.
-        Cluster { dcs: Dcs::new(kv.clone(), keys, "keelctl", "", ""), kv, scope: scope.to_owned() }
+        let dcs = Dcs::new(kv.clone(), keys, "keelctl", "", "");
+        Cluster { dcs, kv, scope: scope.to_owned(), etcd: "etcd".to_owned() }
     }
 }
 
 impl<K: Kv> Cluster<K> {
+    /// An etcd failure, saying which etcd.
+    fn etcd_error(&self, e: KvError) -> CtlError {
+        CtlError(format!("{e} (at {})", self.etcd))
+    }
+
     pub fn keys(&self) -> &Keys {
         self.dcs.keys()
     }
 
     pub async fn read(&self) -> Result<Snapshot, CtlError> {
-        Ok(self.dcs.read().await?)
+        self.dcs.read().await.map_err(|e| self.etcd_error(e))
     }
 
     /// `config` as stored, for editing: edits keep keys keel does not know.
     pub async fn config(&self) -> Result<RawConfig, CtlError> {
         let key = self.keys().config();
-        let range = self.kv.range_prefix(&key).await?;
+        let range = self.kv.range_prefix(&key).await.map_err(|e| self.etcd_error(e))?;
         let Some(kv) = range.kvs.into_iter().find(|kv| kv.key == key) else {
             return Ok(RawConfig { value: Value::Object(Default::default()), mod_revision: 0 });
         };
@@ -79,7 +89,7 @@ impl<K: Kv> Cluster<K> {
             Compare::ModRevision { key: key.clone(), revision }
         };
         let put = Op::Put { key, value: bytes, lease: 0 };
-        Ok(self.kv.txn(vec![compare], vec![put], vec![]).await?)
+        self.kv.txn(vec![compare], vec![put], vec![]).await.map_err(|e| self.etcd_error(e))
     }
 
     /// Writes a switchover or failover request over the one read
@@ -111,22 +121,23 @@ impl<K: Kv> Cluster<K> {
             Ok(0) | Err(_) => Compare::CreateRevision { key: key.clone(), revision: 0 },
             Ok(revision) => Compare::ModRevision { key: key.clone(), revision },
         };
-        Ok(self.kv.txn(vec![compare], vec![Op::Put { key, value: bytes, lease: 0 }], vec![]).await?)
+        let put = Op::Put { key, value: bytes, lease: 0 };
+        self.kv.txn(vec![compare], vec![put], vec![]).await.map_err(|e| self.etcd_error(e))
     }
 
     /// Withdraws a failover request if it is still the one at `revision`.
     pub async fn clear_failover(&self, revision: u64) -> Result<bool, CtlError> {
-        Ok(self.dcs.clear_failover(revision).await?)
+        self.dcs.clear_failover(revision).await.map_err(|e| self.etcd_error(e))
     }
 
     /// Deletes every key of the scope; returns how many. Unconditional, as
     /// Patroni's `delete_cluster`: running agents rewrite their member keys
     /// all the time, and the operator has confirmed.
     pub async fn remove_all(&self) -> Result<usize, CtlError> {
-        let range = self.kv.range_prefix(self.keys().prefix()).await?;
+        let range = self.kv.range_prefix(self.keys().prefix()).await.map_err(|e| self.etcd_error(e))?;
         for batch in range.kvs.chunks(TXN_OPS_MAX) {
             let deletes = batch.iter().map(|kv| Op::Delete { key: kv.key.clone() }).collect();
-            self.kv.txn(vec![], deletes, vec![]).await?;
+            self.kv.txn(vec![], deletes, vec![]).await.map_err(|e| self.etcd_error(e))?;
         }
         Ok(range.kvs.len())
     }

@@ -25,6 +25,8 @@ pub struct Target {
     pub rest_auth: Option<Auth>,
     /// Things the operator should hear (the file's warnings).
     pub warnings: Vec<String>,
+    /// `$EDITOR`, for `edit-config` without changes on the command line.
+    pub editor: Option<String>,
 }
 
 impl Target {
@@ -67,7 +69,8 @@ impl Target {
         let rest_auth = config
             .as_ref()
             .and_then(|c| c.ctl.authentication.clone().or_else(|| c.restapi.authentication.clone()));
-        Ok(Target { etcd, keys: Keys::new(&namespace, &scope), scope, rest_auth, warnings })
+        let editor = env.get("EDITOR").filter(|e| !e.trim().is_empty()).cloned();
+        Ok(Target { etcd, keys: Keys::new(&namespace, &scope), scope, rest_auth, warnings, editor })
     }
 }
 

@@ -78,6 +78,7 @@ pub enum Command {
     /// The dynamic configuration, as YAML.
     ShowConfig { cluster: Option<String> },
     /// Changes the dynamic configuration: shows the diff, asks, writes.
+    /// Without --set, --pg, --apply or --replace it opens $EDITOR.
     EditConfig {
         cluster: Option<String>,
         /// A setting: `ttl=40`, `postgresql.use_pg_rewind=true`; empty deletes it.
@@ -89,6 +90,9 @@ pub enum Command {
         /// A YAML file (or `-` for stdin) merged into the configuration.
         #[arg(long, value_name = "FILE")]
         apply: Option<String>,
+        /// A YAML file (or `-` for stdin) that replaces the configuration.
+        #[arg(long, value_name = "FILE", conflicts_with = "apply")]
+        replace: Option<String>,
         /// Do not ask for confirmation.
         #[arg(long)]
         force: bool,
@@ -182,12 +186,6 @@ impl fmt::Display for CtlError {
 }
 
 impl std::error::Error for CtlError {}
-
-impl From<crate::dcs::KvError> for CtlError {
-    fn from(e: crate::dcs::KvError) -> CtlError {
-        CtlError(e.to_string())
-    }
-}
 
 impl From<std::io::Error> for CtlError {
     fn from(e: std::io::Error) -> CtlError {

@@ -50,8 +50,9 @@ pub async fn dispatch<K: Kv>(
             let raw = cluster.config().await?;
             console.print(&show::yaml(&raw.value))
         }
-        Command::EditConfig { set, pg, apply, force, .. } => {
-            edit_config(cluster, &set, &pg, apply.as_deref(), force, console).await
+        Command::EditConfig { set, pg, apply, replace, force, .. } => {
+            let edits = Edits { set, pg, apply, replace, editor: target.editor.clone() };
+            edit_config(cluster, edits, force, console).await
         }
         Command::Pause { wait, .. } => pause(cluster, true, wait, console).await,
         Command::Resume { wait, .. } => pause(cluster, false, wait, console).await,
@@ -94,31 +95,35 @@ async fn read<K: Kv>(cluster: &Cluster<K>, console: &mut Console<'_>) -> Result<
     Ok(snap)
 }
 
+/// What `edit-config` was asked to change.
+struct Edits {
+    set: Vec<String>,
+    pg: Vec<String>,
+    apply: Option<String>,
+    replace: Option<String>,
+    /// `$EDITOR`, used when nothing else is given.
+    editor: Option<String>,
+}
+
 async fn edit_config<K: Kv>(
     cluster: &Cluster<K>,
-    set: &[String],
-    pg: &[String],
-    apply: Option<&str>,
+    edits: Edits,
     force: bool,
     console: &mut Console<'_>,
 ) -> Result<(), CtlError> {
-    if set.is_empty() && pg.is_empty() && apply.is_none() {
-        fail!("nothing to change: give --set KEY=VALUE, --pg PARAM=VALUE or --apply FILE");
-    }
     // Every argument is checked before etcd is read.
-    let mut changes = set.iter().map(|s| edit::parse_set(s)).collect::<Result<Vec<_>, _>>()?;
-    changes.extend(pg.iter().map(|p| edit::parse_pg(p)).collect::<Result<Vec<_>, _>>()?);
-    let patch = match apply {
-        Some("-") => Some(edit::parse_patch(&console.read_all()?, "stdin")?),
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| CtlError(format!("cannot read {path}: {e}")))?;
-            Some(edit::parse_patch(&text, path)?)
-        }
-        None => None,
-    };
+    let mut changes = edits.set.iter().map(|s| edit::parse_set(s)).collect::<Result<Vec<_>, _>>()?;
+    changes.extend(edits.pg.iter().map(|p| edit::parse_pg(p)).collect::<Result<Vec<_>, _>>()?);
+    let patch = edits.apply.as_deref().map(|source| read_yaml(source, console)).transpose()?;
+    let replacement = edits.replace.as_deref().map(|source| read_yaml(source, console)).transpose()?;
+    let interactive = changes.is_empty() && patch.is_none() && replacement.is_none();
     let raw = cluster.config().await?;
-    let mut after: Map<String, Value> = raw.value.as_object().cloned().unwrap_or_default();
+    let before = show::yaml(&raw.value);
+    let mut after: Map<String, Value> = match replacement {
+        Some(replacement) => replacement,
+        None if interactive => run_editor(edits.editor.as_deref(), &cluster.scope, &before)?,
+        None => raw.value.as_object().cloned().unwrap_or_default(),
+    };
     if let Some(patch) = &patch {
         edit::merge(&mut after, patch);
     }
@@ -126,7 +131,7 @@ async fn edit_config<K: Kv>(
         edit::apply(&mut after, change);
     }
     let after = Value::Object(after);
-    let diff = edit::diff(&show::yaml(&raw.value), &show::yaml(&after));
+    let diff = edit::diff(&before, &show::yaml(&after));
     if diff.is_empty() {
         return console.line("Not changed");
     }
@@ -141,6 +146,45 @@ async fn edit_config<K: Kv>(
         );
     }
     console.line("Configuration changed")
+}
+
+/// A YAML mapping from a file, or from stdin for `-`.
+fn read_yaml(source: &str, console: &mut Console<'_>) -> Result<Map<String, Value>, CtlError> {
+    if source == "-" {
+        return edit::parse_patch(&console.read_all()?, "stdin");
+    }
+    let text = std::fs::read_to_string(source).map_err(|e| CtlError(format!("cannot read {source}: {e}")))?;
+    edit::parse_patch(&text, source)
+}
+
+/// patronictl's `invoke_editor`: the configuration as YAML in a temporary
+/// file, `$EDITOR` (else `vi`) on it through the shell, the file read back.
+fn run_editor(editor: Option<&str>, scope: &str, before: &str) -> Result<Map<String, Value>, CtlError> {
+    let editor = editor.unwrap_or("vi");
+    let path = std::env::temp_dir().join(format!("keelctl-{scope}-{}.yaml", std::process::id()));
+    let write = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, before.as_bytes()));
+    if let Err(e) = write {
+        fail!("cannot write {}: {e}", path.display());
+    }
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&path)
+        .status();
+    let edited = std::fs::read_to_string(&path);
+    let _ = std::fs::remove_file(&path);
+    match status {
+        Ok(status) if status.success() => {}
+        Ok(status) => fail!("the editor ({editor}) failed ({status}): configuration not changed"),
+        Err(e) => fail!("cannot run the editor ({editor}): {e}"),
+    }
+    let edited = edited.map_err(|e| CtlError(format!("cannot read {} back: {e}", path.display())))?;
+    edit::parse_patch(&edited, "the edited configuration")
 }
 
 /// `pause` / `resume`: `pause` in `config` set or removed with a
@@ -691,6 +735,8 @@ mod tests {
             keys: keys(),
             rest_auth: None,
             warnings: vec![],
+            // What `edit-config` without changes runs on the YAML file.
+            editor: Some("sed -i -e 's/^ttl: 30$/ttl: 45/' -e '/^custom:/,/^  kept/d'".into()),
         }
     }
 
@@ -740,8 +786,6 @@ mod tests {
         let (result, out) = run(&kv, &["edit-config", "--set", "ttl=40"], "n\n").await;
         assert_eq!(result.unwrap_err().0, "aborted: configuration not changed");
         assert!(out.ends_with("Apply these changes? [y/N]: "), "{out}");
-        let (result, _) = run(&kv, &["edit-config", "--force"], "").await;
-        assert!(result.unwrap_err().0.starts_with("nothing to change"));
         assert_eq!(config(&kv).await, before);
     }
 
@@ -752,6 +796,23 @@ mod tests {
             run(&kv, &["edit-config", "--apply", "-", "--force"], "custom: null\nloop_wait: 5\n").await;
         result.unwrap();
         assert_eq!(config(&kv).await, json!({"ttl": 30, "loop_wait": 5, "retry_timeout": 10}));
+    }
+
+    #[tokio::test]
+    async fn edit_config_without_changes_runs_the_editor_and_replace_replaces() {
+        let kv = seeded().await;
+        let (result, out) = run(&kv, &["edit-config"], "y\n").await;
+        result.unwrap();
+        assert!(out.contains("-custom:\n-  kept: true\n"), "{out}");
+        assert_eq!(config(&kv).await, json!({"ttl": 45, "loop_wait": 10, "retry_timeout": 10}));
+        let (result, _) = run(
+            &kv,
+            &["edit-config", "--replace", "-", "--force"],
+            "ttl: 20\nloop_wait: 2\nretry_timeout: 5\n",
+        )
+        .await;
+        result.unwrap();
+        assert_eq!(config(&kv).await, json!({"ttl": 20, "loop_wait": 2, "retry_timeout": 5}));
     }
 
     #[tokio::test]
