@@ -148,4 +148,21 @@ async fn keelctl_operates_a_three_node_cluster() {
     let members: Vec<&str> =
         topology.ok().lines().filter_map(|l| l.split('|').nth(1)).map(str::trim).skip(1).collect();
     assert_eq!(members, ["pg2", "+ pg1", "+ pg3"], "{}", topology.stdout);
+
+    // restart and reinit through the members' REST API.
+    let started = Instant::now();
+    let out = ctl(&cluster, &["restart", SCOPE, "pg3", "--force"], "").await;
+    assert_eq!(out.ok(), "Success: restart on member pg3\n");
+    println!("restart pg3: answered after {:.2} s", started.elapsed().as_secs_f64());
+    let out = ctl(&cluster, &["reinit", "pg2", "--force"], "").await;
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (Some(1), "keelctl: pg2 is the leader: it can not be reinitialized\n")
+    );
+    let started = Instant::now();
+    let out = ctl(&cluster, &["reinit", "pg3", "--force"], "").await;
+    assert_eq!(out.ok(), "Success: reinitialize for member pg3\n");
+    println!("reinit pg3: answered after {:.2} s", started.elapsed().as_secs_f64());
+    let (leader, replicas) = cluster.wait_streaming_replicas(2, REJOIN).await;
+    assert_eq!((leader.as_str(), replicas.len()), ("pg2", 2), "{replicas:?}");
 }
