@@ -326,7 +326,8 @@ impl Plan {
     }
 }
 
-/// patronictl's checks and prompts (`_do_failover_or_switchover`).
+/// patronictl's checks and prompts (`_do_failover_or_switchover`): the
+/// leader, the candidate, the time, then the confirmation.
 pub fn plan(
     scope: &str,
     snap: &Snapshot,
@@ -335,27 +336,62 @@ pub fn plan(
     now: jiff::Timestamp,
     console: &mut Console<'_>,
 ) -> Result<Plan, CtlError> {
-    let view = &snap.view;
-    let current = view.leader_name();
-    let leader = match action {
-        Action::Failover => current.map(str::to_owned),
-        Action::Switchover => {
-            let Some(current) = current else { fail!("This cluster has no leader") };
-            let leader = match &request.leader {
-                Some(leader) => leader.clone(),
-                None if request.force => current.to_owned(),
-                None => console.ask("Primary", Some(current))?,
-            };
-            if leader != current {
-                fail!("Member {leader} is not the leader of cluster {scope}");
-            }
-            Some(leader)
-        }
+    let leader = choose_leader(scope, snap, action, request, console)?;
+    let candidate = choose_candidate(scope, snap, action, request, leader.as_deref(), console)?;
+    let scheduled_at = match action {
+        Action::Failover => None,
+        Action::Switchover => choose_time(request, now, console)?,
     };
-    let candidates: Vec<&str> = view
+    if scheduled_at.is_some() && snap.config.as_ref().is_some_and(|c| c.pause) {
+        fail!("Can't schedule switchover in the paused mode");
+    }
+    let plan = Plan { leader, candidate, scheduled_at };
+    if !request.force {
+        confirm_plan(scope, snap, action, &plan, console)?;
+    }
+    Ok(plan)
+}
+
+/// The leader to demote: a switchover needs one and names it (asked,
+/// default the current one); a failover takes whoever holds the key.
+fn choose_leader(
+    scope: &str,
+    snap: &Snapshot,
+    action: Action,
+    request: &Request,
+    console: &mut Console<'_>,
+) -> Result<Option<String>, CtlError> {
+    let current = snap.view.leader_name();
+    if action == Action::Failover {
+        return Ok(current.map(str::to_owned));
+    }
+    let Some(current) = current else { fail!("This cluster has no leader") };
+    let leader = match &request.leader {
+        Some(leader) => leader.clone(),
+        None if request.force => current.to_owned(),
+        None => console.ask("Primary", Some(current))?,
+    };
+    if leader != current {
+        fail!("Member {leader} is not the leader of cluster {scope}");
+    }
+    Ok(Some(leader))
+}
+
+/// The candidate: any member but the leader not tagged nofailover; asked
+/// for unless forced; a failover must name one.
+fn choose_candidate(
+    scope: &str,
+    snap: &Snapshot,
+    action: Action,
+    request: &Request,
+    leader: Option<&str>,
+    console: &mut Console<'_>,
+) -> Result<Option<String>, CtlError> {
+    let candidates: Vec<&str> = snap
+        .view
         .members
         .iter()
-        .filter(|(name, m)| Some(name.as_str()) != leader.as_deref() && m.tags.can_fail_over())
+        .filter(|(name, m)| Some(name.as_str()) != leader && m.tags.can_fail_over())
         .map(|(name, _)| name.as_str())
         .collect();
     if candidates.is_empty() {
@@ -370,62 +406,64 @@ pub fn plan(
         }
     }
     .filter(|c| !c.is_empty());
-    if action == Action::Failover && candidate.is_none() {
-        fail!("Failover could be performed only to a specific candidate");
+    match candidate.as_deref() {
+        None if action == Action::Failover => {
+            fail!("Failover could be performed only to a specific candidate")
+        }
+        Some(c) if Some(c) == leader => fail!("{} target and source are the same.", action.title()),
+        Some(c) if !candidates.contains(&c) => {
+            fail!("Member {c} does not exist in cluster {scope} or is tagged as nofailover")
+        }
+        _ => Ok(candidate),
     }
-    if candidate.is_some() && candidate == leader {
-        fail!("{} target and source are the same.", action.title());
-    }
-    if let Some(c) = candidate.as_deref().filter(|c| !candidates.contains(c)) {
-        fail!("Member {c} does not exist in cluster {scope} or is tagged as nofailover");
-    }
-    let scheduled_at = match action {
-        Action::Failover => None,
-        Action::Switchover => {
-            let when = match &request.scheduled {
-                Some(when) => when.clone(),
-                None if request.force => "now".to_owned(),
-                None => {
-                    let example = now.checked_add(jiff::SignedDuration::from_hours(1)).unwrap_or(now);
-                    let example = example.round(jiff::Unit::Hour).unwrap_or(example);
-                    console.ask(
-                        &format!("When should the switchover take place (e.g. {example})"),
-                        Some("now"),
-                    )?
-                }
-            };
-            parse_scheduled(&when, now)?
+}
+
+/// When a switchover happens: `--scheduled`, asked for unless forced.
+fn choose_time(
+    request: &Request,
+    now: jiff::Timestamp,
+    console: &mut Console<'_>,
+) -> Result<Option<String>, CtlError> {
+    let when = match &request.scheduled {
+        Some(when) => when.clone(),
+        None if request.force => "now".to_owned(),
+        None => {
+            let example = now.checked_add(jiff::SignedDuration::from_hours(1)).unwrap_or(now);
+            let example = example.round(jiff::Unit::Hour).unwrap_or(example);
+            console.ask(&format!("When should the switchover take place (e.g. {example})"), Some("now"))?
         }
     };
-    if scheduled_at.is_some() && snap.config.as_ref().is_some_and(|c| c.pause) {
-        fail!("Can't schedule switchover in the paused mode");
-    }
-    let plan = Plan { leader, candidate, scheduled_at };
-    if request.force {
-        return Ok(plan);
-    }
+    parse_scheduled(&when, now)
+}
+
+/// patronictl's questions: an asynchronous failover target in synchronous
+/// mode may lose commits, so it is asked about first.
+fn confirm_plan(
+    scope: &str,
+    snap: &Snapshot,
+    action: Action,
+    plan: &Plan,
+    console: &mut Console<'_>,
+) -> Result<(), CtlError> {
+    let view = &snap.view;
     let sync_mode = view.config.as_ref().map_or(SyncMode::Off, |c| c.synchronous_mode);
     if let (Action::Failover, Some(c)) = (action, plan.candidate.as_deref()) {
         let in_sync = view.sync.as_ref().is_some_and(|s| s.members.contains(c));
-        if sync_mode != SyncMode::Off
-            && !in_sync
-            && !console
-                .confirm(&format!("Are you sure you want to failover to the asynchronous node {c}?"))?
-        {
+        let question = format!("Are you sure you want to failover to the asynchronous node {c}?");
+        if sync_mode != SyncMode::Off && !in_sync && !console.confirm(&question)? {
             fail!("Aborting failover");
         }
     }
     let demote = plan.leader.as_ref().map_or(String::new(), |l| format!(", demoting current leader {l}"));
+    let word = action.word();
     let question = match &plan.scheduled_at {
-        Some(at) => {
-            format!("Are you sure you want to schedule {} of cluster {scope} at {at}{demote}?", action.word())
-        }
-        None => format!("Are you sure you want to {} cluster {scope}{demote}?", action.word()),
+        Some(at) => format!("Are you sure you want to schedule {word} of cluster {scope} at {at}{demote}?"),
+        None => format!("Are you sure you want to {word} cluster {scope}{demote}?"),
     };
     if !console.confirm(&question)? {
-        fail!("Aborting {}{}", if plan.scheduled_at.is_some() { "scheduled " } else { "" }, action.word());
+        fail!("Aborting {}{word}", if plan.scheduled_at.is_some() { "scheduled " } else { "" });
     }
-    Ok(plan)
+    Ok(())
 }
 
 /// `now`, or a time with its offset, in the future.
@@ -498,7 +536,16 @@ async fn through_etcd<K: Kv>(
     let leader = if action == Action::Switchover { plan.leader.as_deref() } else { None };
     let candidate = plan.candidate.as_deref();
     if !cluster.write_failover(leader, candidate, plan.scheduled_at.as_deref(), revision).await? {
-        fail!("another switchover or failover request was written meanwhile: nothing changed");
+        // A REST request that timed out may have written this very request.
+        let now = cluster.read().await?;
+        let same = now
+            .view
+            .failover
+            .as_ref()
+            .is_some_and(|f| f.leader.as_deref() == leader && f.candidate.as_deref() == candidate);
+        if !same {
+            fail!("another switchover or failover request was written meanwhile: nothing changed");
+        }
     }
     if let Some(at) = &plan.scheduled_at {
         return console.line(&format!("{} Switchover scheduled at {at}", timestamp()));
@@ -842,12 +889,13 @@ mod tests {
     #[tokio::test]
     async fn switchover_checks_leader_and_candidate_like_patronictl() {
         let kv = seeded().await;
-        let cases: [(&[&str], &str); 5] = [
+        let cases: [(&[&str], &str); 6] = [
             (&["--leader", "pg2", "--force"], "Member pg2 is not the leader of cluster batman"),
             (&["--candidate", "pg1", "--force"], "Switchover target and source are the same."),
             (&["--candidate", "pg3", "--force"], "Member pg3 does not exist in cluster batman or is tagged as nofailover"),
             (&["--candidate", "pg9", "--force"], "Member pg9 does not exist in cluster batman or is tagged as nofailover"),
             (&["--scheduled", "2026-11-26T02:00", "--force"], "scheduled time \"2026-11-26T02:00\" has no timezone: add an offset, as in 2026-11-26T02:00+00:00"),
+            (&["--scheduled", "2020-01-01T00:00+00:00", "--force"], "Can't schedule switchover in the past"),
         ];
         for (args, expected) in cases {
             let mut argv = vec!["switchover"];
@@ -869,6 +917,20 @@ mod tests {
             "{out}"
         );
         assert!(Cluster::on(kv.clone(), keys(), SCOPE).read().await.unwrap().view.failover.is_none());
+    }
+
+    #[tokio::test]
+    async fn failover_to_an_asynchronous_node_in_synchronous_mode_is_asked_first() {
+        let kv = seeded().await;
+        run(&kv, &["edit-config", "--set", "synchronous_mode=on", "--force"], "").await.0.unwrap();
+        let (result, out) = run(&kv, &["failover", "--candidate", "pg2"], "n\n").await;
+        assert_eq!(result.unwrap_err().0, "Aborting failover");
+        assert_eq!(out, "Are you sure you want to failover to the asynchronous node pg2? [y/N]: ");
+        let (result, out) = run(&kv, &["failover", "--candidate", "pg2"], "y\nn\n").await;
+        assert_eq!(result.unwrap_err().0, "Aborting failover");
+        assert!(out.ends_with(
+            "Are you sure you want to failover cluster batman, demoting current leader pg1? [y/N]: "
+        ));
     }
 
     #[tokio::test]
