@@ -54,6 +54,12 @@ async fn switchover_through_the_api_moves_the_leader_and_loses_no_acknowledged_w
     let view = cluster.view().await.expect("etcd");
     assert!(view.failover.is_none(), "{:?}", view.failover);
 
+    // The status shows the server's real version (`server_version_num`).
+    let status = cluster.api_call(&leader, "GET", "/patroni", &[], None, QUICK).await.expect("answer");
+    let version = status.body.split("\"server_version\":").nth(1).and_then(|v| v.split([',', '}']).next());
+    let version: u32 = version.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{}", status.body));
+    assert!((150_000..160_000).contains(&version), "PostgreSQL 15: {}", status.body);
+
     // PATCH /config round trip: set, read back from etcd and GET /config,
     // delete with null; an invalid patch changes nothing.
     let patch = r#"{"maximum_lag_on_failover": 2097152}"#;
@@ -158,4 +164,29 @@ async fn with_authentication_an_unauthenticated_switchover_gets_401_and_the_lead
         .await
         .expect("answer");
     assert_eq!(a.code, 400, "{}", a.body);
+}
+
+#[test]
+fn a_bad_certificate_path_stops_keel_at_startup_with_one_clear_error() {
+    use keel_tests::cluster::{config_yaml, keel_bin, ConfigSpec};
+    let dir = keel_tests::scratch::Scratch::new("api-tls");
+    let options = ClusterOptions::default();
+    let spec = ConfigSpec {
+        options: &options,
+        name: "pg1",
+        pg_port: 5432,
+        api_port: 8008,
+        etcd_port: 2379,
+        dir: dir.path(),
+        bin_dir: std::path::Path::new("/usr/lib/postgresql/15/bin"),
+    };
+    let yaml = config_yaml(&spec).replacen("restapi:\n", "restapi:\n  certfile: /nonexistent/keel.pem\n", 1);
+    let path = dir.path().join("keel.yml");
+    std::fs::write(&path, yaml).expect("write config");
+    let out = std::process::Command::new(keel_bin()).arg("--config").arg(&path).output().expect("keel runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0].contains("restapi.certfile /nonexistent/keel.pem: "), "{text}");
 }

@@ -108,12 +108,7 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
                 let view = self.snapshot.as_ref().map(|s| s.view.clone()).unwrap_or_default();
                 kv(bounded(d, self.dcs.write_failsafe(members, &view)).await)
             }
-            Action::CheckFailsafe { .. } => {
-                // The failsafe pings go over the REST API, which is not
-                // built yet: without confirmations the leader demotes at
-                // its deadline, which is safe.
-                ActionResult::Failed
-            }
+            Action::CheckFailsafe { members } => self.check_failsafe(members).await,
             _ => {
                 let view = self.snapshot.as_ref().map(|s| &s.view);
                 self.pg.apply(action, view).await

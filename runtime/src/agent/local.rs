@@ -3,7 +3,7 @@
 //! the server, behind the agent's [`Postgres`] trait (the simulator puts a
 //! model of Postgres behind the same trait).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keel_core::{Action, ActionResult, ClusterView, DemoteMode, PgFacts, StartAs, StopMode};
 use tracing::{info, warn};
@@ -23,11 +23,55 @@ pub struct LocalPostgres {
     /// initdb ran in this process: the first start as primary creates the
     /// replication user and sets passwords.
     bootstrapped: bool,
+    /// The last `server_info` answer, for which postmaster, and when.
+    info: Option<(Option<i64>, Instant, ServerInfo)>,
 }
+
+/// What the REST status shows of the server beyond keel-core's facts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// `server_version_num`, e.g. 150018.
+    pub version_num: u32,
+    /// Some changed setting waits for a restart (`pg_settings`).
+    pub pending_restart: bool,
+}
+
+/// How long a `server_info` answer is reused for the same postmaster: the
+/// version changes only with a restart, `pending_restart` with a reload.
+const SERVER_INFO_MAX_AGE: Duration = Duration::from_secs(10);
 
 impl LocalPostgres {
     pub fn new(setup: Setup, name: &str, auth: PgAuthentication) -> LocalPostgres {
-        LocalPostgres { setup, auth, name: name.to_owned(), view: None, bootstrapped: false }
+        LocalPostgres { setup, auth, name: name.to_owned(), view: None, bootstrapped: false, info: None }
+    }
+
+    /// Asks the running server, at most every [`SERVER_INFO_MAX_AGE`] per
+    /// postmaster; `None` when it is not running or does not answer.
+    async fn query_server_info(&mut self) -> Option<ServerInfo> {
+        if !self.setup.ctl.is_running() {
+            self.info = None;
+            return None;
+        }
+        let pid = self.setup.ctl.postmaster_pid();
+        if let Some((at_pid, at, info)) = self.info {
+            if at_pid == pid && at.elapsed() < SERVER_INFO_MAX_AGE {
+                return Some(info);
+            }
+        }
+        let sql = "SELECT current_setting('server_version_num') AS version, \
+                   EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart) AS pending";
+        let client = probe::connect(&self.setup.conn).await.ok()?;
+        let messages = client.simple_query(sql).await.ok()?;
+        let row = messages.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })?;
+        let info = ServerInfo {
+            version_num: row.get("version").and_then(|v| v.parse().ok())?,
+            pending_restart: row.get("pending") == Some("t"),
+        };
+        self.info = Some((pid, Instant::now(), info));
+        Some(info)
     }
 
     fn long(&self) -> Duration {
@@ -46,6 +90,10 @@ impl Postgres for LocalPostgres {
 
     fn is_running(&self) -> bool {
         self.setup.ctl.is_running()
+    }
+
+    async fn server_info(&mut self) -> Option<ServerInfo> {
+        self.query_server_info().await
     }
 
     async fn apply(&mut self, action: &Action, view: Option<&ClusterView>) -> ActionResult {

@@ -9,6 +9,7 @@
 
 pub mod command;
 mod exec;
+pub mod failsafe;
 pub mod local;
 pub mod setup;
 pub mod slots;
@@ -72,6 +73,11 @@ pub trait Postgres {
     async fn apply(&mut self, action: &Action, view: Option<&ClusterView>) -> ActionResult;
     /// On the leader: a replication slot per member.
     async fn keep_slots(&mut self, view: &ClusterView);
+    /// The server's version and pending restart, for the REST status;
+    /// `None` when unknown.
+    async fn server_info(&mut self) -> Option<local::ServerInfo> {
+        None
+    }
 }
 
 pub struct Agent<K: Kv, P: Postgres> {
@@ -140,6 +146,7 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
             self.log(&decision);
             self.publish(&obs, &decision);
             self.outcomes = self.execute(&decision).await;
+            self.publish_server_info().await;
             if let Some(reply) = self.reply.take() {
                 let _ = reply.send(Reply::Stepped {
                     reason: decision.reason.clone(),
@@ -263,6 +270,19 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
             };
             status.write().unwrap_or_else(PoisonError::into_inner).record(&step);
         }
+    }
+
+    /// The server's version and pending restart for the REST status, never
+    /// holding up the loop for long (a hung server is fenced by the lease).
+    async fn publish_server_info(&mut self) {
+        let Some(status) = self.status.clone() else { return };
+        // No answer in time: keep what was shown.
+        let Ok(info) = tokio::time::timeout(Duration::from_millis(500), self.pg.server_info()).await else {
+            return;
+        };
+        let mut status = status.write().unwrap_or_else(PoisonError::into_inner);
+        status.server_version = info.map_or(0, |i| i.version_num);
+        status.pending_restart = info.is_some_and(|i| i.pending_restart);
     }
 
     /// Carries out the actions in order; the first that does not succeed

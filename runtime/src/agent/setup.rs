@@ -68,7 +68,11 @@ impl Setup {
             conn,
             server,
             conn_url: format!("postgres://{connect}/postgres"),
-            api_url: format!("http://{api}/patroni"),
+            // HTTPS when the API serves TLS (restapi.certfile), as Patroni.
+            api_url: format!(
+                "{}://{api}/patroni",
+                if cfg.restapi.certfile.is_some() { "https" } else { "http" }
+            ),
             initdb: cfg.bootstrap.initdb.iter().map(|o| o.to_arg()).collect(),
             use_slots,
         })

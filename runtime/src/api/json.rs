@@ -56,6 +56,9 @@ pub fn status_json(s: &NodeStatus, now: Instant) -> Value {
     if s.quorum_standby {
         out.insert("quorum_standby".into(), json!(true));
     }
+    if s.pending_restart {
+        out.insert("pending_restart".into(), json!(true));
+    }
     if s.paused {
         out.insert("pause".into(), json!(true));
     }

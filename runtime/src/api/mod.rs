@@ -23,6 +23,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod client;
 pub mod cluster;
 pub mod config_edit;
 pub mod health;
@@ -35,8 +36,9 @@ pub mod status;
 pub mod store;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 pub use ops::{Api, Ops};
-pub use server::{bind, serve};
+pub use server::{bind, serve, serve_tls};
 pub use status::{NodeStatus, ReplicationState, SharedStatus, StepReport};
 pub use store::{KvStore, Store};

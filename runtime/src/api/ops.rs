@@ -234,9 +234,8 @@ async fn poll_result(
         if let Some(now) = snap.view.leader_name().filter(|n| Some(*n) != old_leader) {
             let message = match candidate {
                 Some(c) if c != now => {
-                    let past = action.past();
-                    let title = format!("{}{}", past[..1].to_uppercase(), &past[1..]);
-                    format!("{title} over to \"{now}\" instead of \"{c}\"")
+                    let past = capitalized(action.past());
+                    format!("{past} over to \"{now}\" instead of \"{c}\"")
                 }
                 _ => format!("Successfully {} over to \"{now}\"", action.past()),
             };

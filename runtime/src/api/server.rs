@@ -4,15 +4,21 @@
 //! The unsafe methods pass the authentication check first, then go to the
 //! operations (`ops`, `config_edit`).
 
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::Router;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, warn};
 
 use super::body::BODY_BYTES_MAX;
 use super::cluster::{cluster_json, config_json, history_json};
@@ -36,6 +42,41 @@ pub async fn bind(listen: &str) -> std::io::Result<TcpListener> {
 pub async fn serve(listener: TcpListener, api: Api) -> std::io::Result<()> {
     axum::serve(listener, router(api)).await
 }
+
+/// Serves the API over HTTPS (`restapi.certfile`): each connection's TLS
+/// handshake runs in its own task, bounded, so that a slow or silent
+/// client never holds up the others (HAProxy checks every few seconds).
+pub async fn serve_tls(listener: TcpListener, api: Api, tls: Arc<ServerConfig>) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let service = TowerToHyperService::new(router(api));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of file descriptors and the like: wait, then go on.
+            Err(e) => {
+                warn!("REST API: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, service) = (acceptor.clone(), service.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(TLS_HANDSHAKE_MAX, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return debug!(%peer, "REST API: TLS handshake failed: {e}"),
+                Err(_) => return debug!(%peer, "REST API: TLS handshake timed out"),
+            };
+            let connection =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                debug!(%peer, "REST API connection: {e}");
+            }
+        });
+    }
+}
+
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_MAX: Duration = Duration::from_secs(10);
 
 pub fn router(api: Api) -> Router {
     Router::new().fallback(handle).layer(DefaultBodyLimit::max(BODY_BYTES_MAX)).with_state(api)

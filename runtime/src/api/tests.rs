@@ -649,3 +649,185 @@ async fn operations_before_etcd_is_connected_answer_503() {
     assert_eq!((a.code, a.body.as_str()), (503, "operations are not available\n"));
     assert_eq!(post(addr, "/nothing", "{}").await.code, 404);
 }
+
+// ---- the leader's side of failsafe: CheckFailsafe's pings ----
+
+/// A replica whose agent confirms every ping it gets.
+async fn confirming_replica(auth: Option<Auth>) -> SocketAddr {
+    let kv = cluster(json!({})).await;
+    let mut node =
+        serve_with(Box::new(KvStore::new(kv, keys())), with_failsafe(replica_status(), true), auth).await;
+    tokio::spawn(async move {
+        while let Some(command) = node.agent.recv().await {
+            if let Some(tx) = command.reply {
+                let _ = tx.send(Reply::Stepped { reason: Reason::ShutDown, outcomes: Vec::new() });
+            }
+        }
+    });
+    node.addr
+}
+
+fn url(addr: SocketAddr) -> Option<String> {
+    Some(format!("http://{addr}/patroni"))
+}
+
+#[tokio::test]
+async fn check_failsafe_is_done_when_every_member_accepts() {
+    use crate::agent::failsafe::confirm_all;
+    let auth = Auth { username: "admin".into(), password: "pw".into() };
+    let (a, b) = (confirming_replica(Some(auth.clone())).await, confirming_replica(None).await);
+    let peers = vec![("pg2".to_owned(), url(a)), ("pg3".to_owned(), url(b))];
+    let body = br#"{"name": "pg1"}"#.to_vec();
+    let header = Some(super::auth::header_value(&auth));
+    let result = confirm_all(peers.clone(), body.clone(), header, None, Duration::from_secs(5)).await;
+    assert_eq!(result, ActionResult::Done);
+    let no_credentials = confirm_all(peers, body, None, None, Duration::from_secs(5)).await;
+    assert_eq!(no_credentials, ActionResult::Failed, "pg2 wants credentials: 401");
+}
+
+#[tokio::test]
+async fn check_failsafe_fails_on_a_primary_an_unknown_address_or_a_dead_member() {
+    use crate::agent::failsafe::confirm_all;
+    let ok = confirming_replica(None).await;
+    let kv = cluster(json!({})).await;
+    let mut primary = with_failsafe(replica_status(), true);
+    primary.running_primary = true;
+    let primary = serve_with(Box::new(KvStore::new(kv, keys())), primary, None).await;
+    let dead = {
+        let listener = bind("127.0.0.1:0").await.expect("bind");
+        listener.local_addr().expect("address")
+    };
+    let body = br#"{"name": "pg1"}"#.to_vec();
+    for (peer, why) in [
+        (url(primary.addr), "a running primary answers 500"),
+        (None, "no address known"),
+        (url(dead), "nobody listens"),
+    ] {
+        let peers = vec![("pg2".to_owned(), url(ok)), ("pg3".to_owned(), peer)];
+        let result = confirm_all(peers, body.clone(), None, None, Duration::from_secs(5)).await;
+        assert_eq!(result, ActionResult::Failed, "{why}");
+    }
+    assert_eq!(confirm_all(Vec::new(), body, None, None, Duration::from_secs(1)).await, ActionResult::Done);
+}
+
+// ---- HTTPS ----
+
+/// A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI).
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out =
+            std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=ca"],
+    ]
+    .concat());
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")
+        .expect("ext");
+    run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=keel"]].concat());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+}
+
+#[tokio::test]
+async fn https_api_serves_operations_and_failsafe_pings_verified_by_the_cafile() {
+    use crate::agent::failsafe::confirm_all;
+    use crate::api::{client, tls};
+    use crate::config::RestApi;
+    let dir = std::env::temp_dir().join(format!("keel-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    make_certs(&dir);
+    let restapi = RestApi {
+        certfile: Some(dir.join("server.pem")),
+        keyfile: Some(dir.join("server.key")),
+        cafile: Some(dir.join("ca.pem")),
+        ..RestApi::default()
+    };
+    let server = tls::server_config(&restapi).expect("server TLS").expect("certfile set");
+    let client = tls::client_config(&restapi).expect("client TLS");
+    let kv = cluster(json!({})).await;
+    let (tx, mut rx) = mpsc::channel(8);
+    let ops = Ops::new(Box::new(KvStore::new(kv, keys())), tx);
+    let api = Api::new(with_failsafe(replica_status(), true).shared()).with_operations(ops);
+    let listener = bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(super::serve_tls(listener, api, server));
+    tokio::spawn(async move {
+        while let Some(command) = rx.recv().await {
+            if let Some(tx) = command.reply {
+                let _ = tx.send(Reply::Stepped { reason: Reason::ShutDown, outcomes: Vec::new() });
+            }
+        }
+    });
+    let https = format!("https://{addr}/patroni");
+    let a =
+        client::post_json(&https, "/switchover", b"[".to_vec(), None, client.clone(), Duration::from_secs(5))
+            .await
+            .expect("an answer over TLS");
+    assert_eq!(a.code, 400, "malformed body over HTTPS");
+    let peers = vec![("pg2".to_owned(), Some(https.clone()))];
+    let pinged =
+        confirm_all(peers.clone(), br#"{"name": "pg1"}"#.to_vec(), None, client, Duration::from_secs(5))
+            .await;
+    assert_eq!(pinged, ActionResult::Done);
+    let unverified =
+        confirm_all(peers, br#"{"name": "pg1"}"#.to_vec(), None, None, Duration::from_secs(5)).await;
+    assert_eq!(unverified, ActionResult::Failed, "no CA: an https peer is not trusted");
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = format!("http://{addr}/patroni");
+    let a = client::post_json(&plain, "/failsafe", b"{}".to_vec(), None, None, Duration::from_secs(5)).await;
+    assert!(a.is_err(), "{a:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn bad_certificate_paths_are_one_clear_error_naming_the_file() {
+    use crate::api::tls;
+    use crate::config::RestApi;
+    let missing = RestApi { certfile: Some("/nonexistent/cert.pem".into()), ..RestApi::default() };
+    let e = tls::server_config(&missing).expect_err("no such file");
+    assert!(e.starts_with("restapi.certfile /nonexistent/cert.pem: "), "{e}");
+    let dir = std::env::temp_dir().join(format!("keel-badtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("empty.pem"), "not a certificate\n").expect("write");
+    let empty = RestApi { certfile: Some(dir.join("empty.pem")), ..RestApi::default() };
+    let e = tls::server_config(&empty).expect_err("no certificate");
+    assert!(e.contains("no certificate in it"), "{e}");
+    let encrypted = RestApi { keyfile_password: Some("pw".into()), ..empty };
+    assert!(tls::server_config(&encrypted).expect_err("refused").starts_with("restapi.keyfile_password"));
+    assert!(matches!(tls::server_config(&RestApi::default()), Ok(None)), "no certfile: plain HTTP");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn restart_pending_filter_restarts_a_server_that_waits_for_one() {
+    let kv = cluster(json!({})).await;
+    let node = serve_kv(&kv).await;
+    node.status.write().expect("lock").pending_restart = true;
+    let done = stepped(Reason::Restarting, Action::RestartPostgres, ActionResult::Done);
+    let agent = agent_answers(node.agent, done);
+    let a = post(node.addr, "/restart", r#"{"restart_pending": true, "role": "replica"}"#).await;
+    assert_eq!((a.code, a.body.as_str()), (200, "restarted successfully"));
+    agent.await.expect("agent");
+    let status = call(node.addr, "GET", "/patroni", "", None).await;
+    assert!(status.body.contains("\"pending_restart\":true"), "{}", status.body);
+}

@@ -61,6 +61,15 @@ async fn run(args: Args) -> ExitCode {
         warn!("config: {w}");
     }
     let cfg = loaded.config;
+    // The API's certificate is part of the config: a bad one is a config
+    // error, reported before anything starts.
+    let tls = match api::tls::server_config(&cfg.restapi) {
+        Ok(tls) => tls,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     if running_as_root() {
         error!("refusing to run as root: PostgreSQL must run as an unprivileged user (run keel as the postgres user)");
         return ExitCode::from(2);
@@ -84,12 +93,17 @@ async fn run(args: Args) -> ExitCode {
     let status = NodeStatus::new(&cfg.name, &cfg.scope, cfg.tags.to_member_tags()).shared();
     let api = Api::new(status.clone()).with_auth(cfg.restapi.authentication.clone());
     let served = api.clone();
+    let https = tls.is_some();
     tokio::spawn(async move {
-        if let Err(e) = api::serve(listener, served).await {
+        let served = match tls {
+            Some(tls) => api::serve_tls(listener, served, tls).await,
+            None => api::serve(listener, served).await,
+        };
+        if let Err(e) = served {
             error!("REST API stopped: {e}");
         }
     });
-    info!(listen = %cfg.restapi.listen, "REST API listening");
+    info!(listen = %cfg.restapi.listen, https, "REST API listening");
     let timeout = Duration::from_secs(u64::try_from(cfg.bootstrap.dcs.retry_timeout).unwrap_or(10).max(1));
     let https = cfg.etcd3.protocol == config::EtcdProtocol::Https;
     let scheme = if https { "https" } else { "http" };

@@ -1,0 +1,100 @@
+//! `CheckFailsafe` (failsafe mode, `core/src/decide/fencing.rs`): a leader
+//! that cannot reach etcd asks every other member, over its REST API
+//! (`POST /failsafe`, as Patroni), to confirm it. `Done` means every one of
+//! them answered 200: each has then promised not to race for the leader's
+//! lease time, and keel-core extends the lease from when the pings were
+//! sent. Anything less (a member without a known address, a refusal, a
+//! timeout) is `Failed`, and the leader demotes at its deadline.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_core::ActionResult;
+use serde_json::json;
+use tokio::task::JoinSet;
+use tokio_rustls::rustls::ClientConfig;
+use tracing::warn;
+
+use super::setup::Setup;
+use super::{Agent, Postgres};
+use crate::api::auth::header_value;
+use crate::api::{client, tls};
+use crate::dcs::Kv;
+
+impl<K: Kv, P: Postgres> Agent<K, P> {
+    pub(super) async fn check_failsafe(&self, members: &BTreeSet<String>) -> ActionResult {
+        // The replicas answer after their next step, which may wait up to
+        // retry_timeout on etcd; the lease is the real bound (the caller
+        // cuts the action at the lease deadline), less the time a gentle
+        // demote needs if the answers do not come.
+        let cfg = self.config();
+        let gentle_ms = cfg.retry_timeout_ms.min(cfg.lease_validity_ms() / 2);
+        let left_ms = self.node.state().lease_remaining_ms(self.clock.now_ms()).unwrap_or(0);
+        let deadline = Duration::from_millis(left_ms.saturating_sub(gentle_ms).max(100));
+        let (conn_url, api_url) = Setup::new(&self.cfg).map(|s| (s.conn_url, s.api_url)).unwrap_or_default();
+        let body = json!({"name": self.cfg.name, "conn_url": conn_url, "api_url": api_url, "slots": {}});
+        let body = body.to_string().into_bytes();
+        let authorization = self.cfg.restapi.authentication.as_ref().map(header_value);
+        let tls = match tls::client_config(&self.cfg.restapi) {
+            Ok(tls) => tls,
+            Err(e) => {
+                warn!("failsafe: {e}");
+                None
+            }
+        };
+        let view = self.snapshot.as_ref().map(|s| &s.view);
+        let peers = members
+            .iter()
+            .map(|m| (m.clone(), view.and_then(|v| v.members.get(m)).map(|x| x.api_url.clone())))
+            .collect();
+        confirm_all(peers, body, authorization, tls, deadline).await
+    }
+}
+
+/// Pings every peer (`(name, api_url)`) at once; `Done` only when every
+/// one answered 200 within `deadline`.
+pub async fn confirm_all(
+    peers: Vec<(String, Option<String>)>,
+    body: Vec<u8>,
+    authorization: Option<String>,
+    tls: Option<Arc<ClientConfig>>,
+    deadline: Duration,
+) -> ActionResult {
+    let mut pings = JoinSet::new();
+    for (member, url) in peers {
+        let Some(url) = url.filter(|u| !u.is_empty()) else {
+            warn!(member, "failsafe: no known REST API address; cannot confirm");
+            return ActionResult::Failed;
+        };
+        let (body, authorization, tls) = (body.clone(), authorization.clone(), tls.clone());
+        pings.spawn(async move {
+            let answer =
+                client::post_json(&url, "/failsafe", body, authorization.as_deref(), tls, deadline).await;
+            (member, answer)
+        });
+    }
+    let mut confirmed = true;
+    while let Some(joined) = pings.join_next().await {
+        match joined {
+            Ok((_, Ok(answer))) if answer.code == 200 => {}
+            Ok((member, Ok(answer))) => {
+                warn!(member, code = answer.code, "failsafe: not confirmed");
+                confirmed = false;
+            }
+            Ok((member, Err(e))) => {
+                warn!(member, "failsafe: not confirmed: {e}");
+                confirmed = false;
+            }
+            Err(e) => {
+                warn!("failsafe: ping task failed: {e}");
+                confirmed = false;
+            }
+        }
+    }
+    if confirmed {
+        ActionResult::Done
+    } else {
+        ActionResult::Failed
+    }
+}
