@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::http::Rest;
 use super::{fail, Cli, CtlError};
-use crate::config::{self, Auth, Config, EtcdProtocol};
+use crate::config::{self, Config, EtcdProtocol, RestApi};
 use crate::dcs::etcd::{EtcdOptions, EtcdTls};
 use crate::dcs::Keys;
 
@@ -20,9 +21,11 @@ pub struct Target {
     pub etcd: EtcdOptions,
     pub scope: String,
     pub keys: Keys,
-    /// HTTP Basic credentials for the members' unsafe REST endpoints:
-    /// `ctl.authentication`, else `restapi.authentication`, as patronictl.
-    pub rest_auth: Option<Auth>,
+    /// How to reach the members' REST API: HTTP Basic credentials for the
+    /// unsafe endpoints (`ctl.authentication`, else
+    /// `restapi.authentication`, as patronictl) and the CA that `https`
+    /// members are verified with (`ctl.cacert`, else `restapi.cafile`).
+    pub rest: Rest,
     /// Things the operator should hear (the file's warnings).
     pub warnings: Vec<String>,
     /// `$EDITOR`, for `edit-config` without changes on the command line.
@@ -66,12 +69,20 @@ impl Target {
             (None, Some(config)) => etcd_from_config(config)?,
             (None, None) => fail!("where is etcd? give -c FILE or --dcs-url http://host:port"),
         };
-        let rest_auth = config
-            .as_ref()
-            .and_then(|c| c.ctl.authentication.clone().or_else(|| c.restapi.authentication.clone()));
+        let rest = match &config {
+            Some(config) => rest_of(config)?,
+            None => Rest::default(),
+        };
         let editor = env.get("EDITOR").filter(|e| !e.trim().is_empty()).cloned();
-        Ok(Target { etcd, keys: Keys::new(&namespace, &scope), scope, rest_auth, warnings, editor })
+        Ok(Target { etcd, keys: Keys::new(&namespace, &scope), scope, rest, warnings, editor })
     }
+}
+
+fn rest_of(config: &Config) -> Result<Rest, CtlError> {
+    let auth = config.ctl.authentication.clone().or_else(|| config.restapi.authentication.clone());
+    let cafile = config.ctl.cacert.clone().or_else(|| config.restapi.cafile.clone());
+    let tls = crate::api::tls::client_config(&RestApi { cafile, ..RestApi::default() }).map_err(CtlError)?;
+    Ok(Rest { auth, tls })
 }
 
 /// The `etcd3` section, as the agent reads it.
@@ -157,7 +168,7 @@ mod tests {
                 .unwrap();
         assert_eq!(t.etcd.endpoints, ["http://127.0.0.1:2379"]);
         assert_eq!(t.keys.leader(), "/service/batman/leader");
-        assert!(t.rest_auth.is_none());
+        assert!(t.rest.auth.is_none() && t.rest.tls.is_none());
     }
 
     #[test]
@@ -195,7 +206,7 @@ mod tests {
         assert_eq!(t.scope, "batman");
         assert_eq!(t.etcd.endpoints, ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]);
         assert_eq!(t.etcd.tls.and_then(|tls| tls.ca), Some(PathBuf::from("/ca.pem")));
-        assert_eq!(t.rest_auth.map(|a| a.username), Some("u".to_owned()));
+        assert_eq!(t.rest.auth.map(|a| a.username), Some("u".to_owned()));
         let err = resolve(&["keelctl", "-c", "/nonexistent/keel.yml", "list"], &[]).unwrap_err();
         assert!(err.0.starts_with("/nonexistent/keel.yml: cannot read"), "{err}");
     }

@@ -11,9 +11,8 @@ use tokio::time::Instant;
 
 use super::cluster::{self, Cluster};
 use super::console::Console;
-use super::http::{self, HttpError};
+use super::http::{self, HttpError, Rest};
 use super::{edit, fail, show, Command, CtlError, Format, RoleFilter, Target};
-use crate::config::Auth;
 use crate::dcs::patroni::Snapshot;
 use crate::dcs::Kv;
 
@@ -32,7 +31,7 @@ pub async fn dispatch<K: Kv>(
     command: Command,
     console: &mut Console<'_>,
 ) -> Result<(), CtlError> {
-    let auth = target.rest_auth.as_ref();
+    let rest = &target.rest;
     match command {
         Command::List { format, .. } => {
             let snap = read(cluster, console).await?;
@@ -54,21 +53,21 @@ pub async fn dispatch<K: Kv>(
             let edits = Edits { set, pg, apply, replace, editor: target.editor.clone() };
             edit_config(cluster, edits, force, console).await
         }
-        Command::Pause { wait, .. } => pause(cluster, true, wait, console).await,
-        Command::Resume { wait, .. } => pause(cluster, false, wait, console).await,
+        Command::Pause { wait, .. } => pause(cluster, true, wait.then_some(rest), console).await,
+        Command::Resume { wait, .. } => pause(cluster, false, wait.then_some(rest), console).await,
         Command::Switchover { leader, candidate, scheduled, force, .. } => {
             let request = Request { leader, candidate, scheduled, force };
-            switchover(cluster, Action::Switchover, request, auth, console).await
+            switchover(cluster, Action::Switchover, request, rest, console).await
         }
         Command::Failover { candidate, force, .. } => {
             let request = Request { leader: None, candidate, scheduled: None, force };
-            switchover(cluster, Action::Failover, request, auth, console).await
+            switchover(cluster, Action::Failover, request, rest, console).await
         }
         Command::Restart { members, force, pending, role } => {
             let snap = read(cluster, console).await?;
             let names = select_members(&cluster.scope, &snap, &members, role)?;
             let body = if pending { json!({"restart_pending": true}) } else { json!({}) };
-            post_to_members(&snap, &names, Operation::Restart, &body, force, auth, console).await
+            post_to_members(&snap, &names, Operation::Restart, &body, force, rest, console).await
         }
         Command::Reinit { members, force } => {
             let snap = read(cluster, console).await?;
@@ -79,7 +78,7 @@ pub async fn dispatch<K: Kv>(
             if let Some(leader) = names.iter().find(|n| Some(n.as_str()) == snap.view.leader_name()) {
                 fail!("{leader} is the leader: it can not be reinitialized");
             }
-            post_to_members(&snap, &names, Operation::Reinit, &json!({"force": force}), force, auth, console)
+            post_to_members(&snap, &names, Operation::Reinit, &json!({"force": force}), force, rest, console)
                 .await
         }
         Command::Remove { .. } => remove(cluster, console).await,
@@ -193,7 +192,7 @@ fn run_editor(editor: Option<&str>, scope: &str, before: &str) -> Result<Map<Str
 async fn pause<K: Kv>(
     cluster: &Cluster<K>,
     paused: bool,
-    wait: bool,
+    wait: Option<&Rest>,
     console: &mut Console<'_>,
 ) -> Result<(), CtlError> {
     const ATTEMPTS: usize = 3;
@@ -219,17 +218,17 @@ async fn pause<K: Kv>(
         }
     }
     let word = if paused { "paused" } else { "resumed" };
-    if wait {
+    if let Some(rest) = wait {
         let what = if paused { "pause" } else { "resume" };
         console.line(&format!("'{what}' request sent, waiting until it is recognized by all nodes"))?;
-        wait_for_pause(cluster, paused).await?;
+        wait_for_pause(cluster, paused, rest).await?;
     }
     console.line(&format!("Success: cluster management is {word}"))
 }
 
 /// Waits until every member's `GET /patroni` reports `pause` as wanted
 /// (keel's member keys do not carry Patroni's `pause` flag; the status does).
-async fn wait_for_pause<K: Kv>(cluster: &Cluster<K>, paused: bool) -> Result<(), CtlError> {
+async fn wait_for_pause<K: Kv>(cluster: &Cluster<K>, paused: bool, rest: &Rest) -> Result<(), CtlError> {
     let snap = cluster.read().await?;
     let deadline = Instant::now() + settle_time(&snap);
     loop {
@@ -237,7 +236,7 @@ async fn wait_for_pause<K: Kv>(cluster: &Cluster<K>, paused: bool) -> Result<(),
         let mut behind = Vec::new();
         for (name, member) in &snap.view.members {
             let reports = match http::endpoint(&member.api_url, "patroni") {
-                Ok(uri) => match http::request(Method::GET, &uri, None, None, STATUS_TIMEOUT).await {
+                Ok(uri) => match rest.request(Method::GET, &uri, None, STATUS_TIMEOUT).await {
                     Ok(answer) if answer.status == 200 => serde_json::from_str::<Value>(&answer.body)
                         .ok()
                         .map(|status| status.get("pause").and_then(Value::as_bool).unwrap_or(false)),
@@ -489,7 +488,7 @@ async fn switchover<K: Kv>(
     cluster: &Cluster<K>,
     action: Action,
     request: Request,
-    auth: Option<&Auth>,
+    rest: &Rest,
     console: &mut Console<'_>,
 ) -> Result<(), CtlError> {
     let snap = read(cluster, console).await?;
@@ -498,7 +497,7 @@ async fn switchover<K: Kv>(
     let via = plan.leader.as_deref().or(plan.candidate.as_deref()).unwrap_or_default();
     let api_url = snap.view.members.get(via).map_or("", |m| m.api_url.as_str());
     let sent = match http::endpoint(api_url, action.word()) {
-        Ok(uri) => http::request(Method::POST, &uri, Some(&plan.body(action)), auth, OPERATION_TIMEOUT).await,
+        Ok(uri) => rest.request(Method::POST, &uri, Some(&plan.body(action)), OPERATION_TIMEOUT).await,
         Err(e) => Err(e),
     };
     let why = match sent {
@@ -655,7 +654,7 @@ async fn post_to_members(
     operation: Operation,
     body: &Value,
     force: bool,
-    auth: Option<&Auth>,
+    rest: &Rest,
     console: &mut Console<'_>,
 ) -> Result<(), CtlError> {
     let (word, path) = match operation {
@@ -671,7 +670,7 @@ async fn post_to_members(
     for name in names {
         let api_url = snap.view.members.get(name).map_or("", |m| m.api_url.as_str());
         let sent = match http::endpoint(api_url, path) {
-            Ok(uri) => http::request(Method::POST, &uri, Some(body), auth, OPERATION_TIMEOUT).await,
+            Ok(uri) => rest.request(Method::POST, &uri, Some(body), OPERATION_TIMEOUT).await,
             Err(e) => Err(e),
         };
         let line = match (sent, operation) {
@@ -780,7 +779,7 @@ mod tests {
             etcd: EtcdOptions::default(),
             scope: SCOPE.into(),
             keys: keys(),
-            rest_auth: None,
+            rest: Rest::default(),
             warnings: vec![],
             // What `edit-config` without changes runs on the YAML file.
             editor: Some("sed -i -e 's/^ttl: 30$/ttl: 45/' -e '/^custom:/,/^  kept/d'".into()),
