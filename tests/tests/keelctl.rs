@@ -165,4 +165,20 @@ async fn keelctl_operates_a_three_node_cluster() {
     println!("reinit pg3: answered after {:.2} s", started.elapsed().as_secs_f64());
     let (leader, replicas) = cluster.wait_streaming_replicas(2, REJOIN).await;
     assert_eq!((leader.as_str(), replicas.len()), ("pg2", 2), "{replicas:?}");
+
+    // restapi.authentication on (the files, then POST /reload): keelctl
+    // sends the file's credentials; without a file it has none and gets 401.
+    for node in cluster.nodes() {
+        let yaml = std::fs::read_to_string(&node.config_path).expect("config");
+        let auth = "restapi:\n  authentication:\n    username: admin\n    password: s3cret\n";
+        std::fs::write(&node.config_path, yaml.replacen("restapi:\n", auth, 1)).expect("write config");
+        let reload = cluster.api_call(&node.name, "POST", "/reload", &[], None, Duration::from_secs(5)).await;
+        assert_eq!(reload.as_ref().map(|a| a.code), Ok(202), "{}: {reload:?}", node.name);
+    }
+    let out = keelctl(&["--dcs-url", &etcd, "--scope", SCOPE, "restart", "pg3", "--force"], "").await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stdout.starts_with("Failed: restart for member pg3, status code=401, ("), "{out:?}");
+    assert_eq!(out.stderr, "keelctl: restart failed on pg3\n");
+    let out = ctl(&cluster, &["restart", "pg3", "--force"], "").await;
+    assert_eq!(out.ok(), "Success: restart on member pg3\n");
 }
