@@ -575,7 +575,7 @@ async fn through_etcd<K: Kv>(
                 return console.print(&show::list(&cluster.scope, &now, Format::Pretty)?);
             }
             // The leader refused the request: it cleared the key and kept the lock.
-            Some(same) if ours.is_none() && now.view.failover.is_none() => {
+            Some(same) if now.view.failover.is_none() => {
                 fail!("{} refused by {same} (see its log): nothing changed", action.title());
             }
             _ => {}
