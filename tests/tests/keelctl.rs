@@ -181,4 +181,7 @@ async fn keelctl_operates_a_three_node_cluster() {
     assert_eq!(out.stderr, "keelctl: restart failed on pg3\n");
     let out = ctl(&cluster, &["restart", "pg3", "--force"], "").await;
     assert_eq!(out.ok(), "Success: restart on member pg3\n");
+    let out = ctl(&cluster, &["reload", "--role", "replica", "--force"], "").await;
+    let reloaded = "Reload request received for member {} and will be processed within 1 seconds\n";
+    assert_eq!(out.ok(), ["pg1", "pg3"].map(|m| reloaded.replace("{}", m)).concat());
 }

@@ -1,6 +1,6 @@
 //! `keelctl`: operate a keel (or Patroni) cluster, as `patronictl` does:
 //! `list`, `topology`, `history`, `show-config`, `edit-config`, `pause`,
-//! `resume`, `switchover`, `failover`, `restart`, `reinit`, `remove`.
+//! `resume`, `switchover`, `failover`, `restart`, `reload`, `reinit`, `remove`.
 //!
 //! Errors are one line on stderr (`keelctl: ...`) and exit code 1; usage
 //! errors exit 2.

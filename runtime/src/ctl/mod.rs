@@ -148,6 +148,17 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = RoleFilter::Any)]
         role: RoleFilter,
     },
+    /// Makes the members read their configuration file again (all if none is named).
+    Reload {
+        /// Members, optionally after the cluster's name, as patronictl takes them.
+        #[arg(value_name = "MEMBER")]
+        members: Vec<String>,
+        #[arg(long)]
+        force: bool,
+        /// Only members of this role.
+        #[arg(long, value_enum, default_value_t = RoleFilter::Any)]
+        role: RoleFilter,
+    },
     /// Rebuilds replicas from the leader.
     Reinit {
         #[arg(value_name = "MEMBER", required = true)]
@@ -213,7 +224,7 @@ impl Command {
             | Command::Switchover { cluster, .. }
             | Command::Failover { cluster, .. } => cluster.as_deref(),
             Command::Remove { cluster } => Some(cluster),
-            Command::Restart { .. } | Command::Reinit { .. } => None,
+            Command::Restart { .. } | Command::Reload { .. } | Command::Reinit { .. } => None,
         }
     }
 }

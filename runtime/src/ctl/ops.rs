@@ -69,6 +69,11 @@ pub async fn dispatch<K: Kv>(
             let body = if pending { json!({"restart_pending": true}) } else { json!({}) };
             post_to_members(&snap, &names, Operation::Restart, &body, force, rest, console).await
         }
+        Command::Reload { members, force, role } => {
+            let snap = read(cluster, console).await?;
+            let names = select_members(&cluster.scope, &snap, &members, role)?;
+            post_to_members(&snap, &names, Operation::Reload, &json!({}), force, rest, console).await
+        }
         Command::Reinit { members, force } => {
             let snap = read(cluster, console).await?;
             if named(&cluster.scope, &snap, &members).is_empty() {
@@ -646,6 +651,7 @@ pub fn select_members(
 enum Operation {
     Restart,
     Reinit,
+    Reload,
 }
 
 async fn post_to_members(
@@ -660,6 +666,7 @@ async fn post_to_members(
     let (word, path) = match operation {
         Operation::Restart => ("restart", "restart"),
         Operation::Reinit => ("reinitialize", "reinitialize"),
+        Operation::Reload => ("reload", "reload"),
     };
     if !force
         && !console.confirm(&format!("Are you sure you want to {word} members {}?", names.join(", ")))?
@@ -682,6 +689,10 @@ async fn post_to_members(
             }
             (Ok(answer), Operation::Reinit) if answer.status == 200 => {
                 format!("Success: reinitialize for member {name}")
+            }
+            (Ok(answer), Operation::Reload) if answer.status == 200 || answer.status == 202 => {
+                let loop_wait_s = snap.view.config.as_ref().map_or(10, |c| c.loop_wait_ms / 1000);
+                format!("Reload request received for member {name} and will be processed within {loop_wait_s} seconds")
             }
             (Ok(answer), _) => {
                 failed.push(name.clone());
@@ -963,6 +974,9 @@ mod tests {
         assert_eq!(result.unwrap_err().0, "pg1 is the leader: it can not be reinitialized");
         let (result, _) = run(&kv, &["reinit", "batman"], "").await;
         assert_eq!(result.unwrap_err().0, "name the members to reinitialize");
+        let (result, out) = run(&kv, &["reload", "pg1"], "n\n").await;
+        assert_eq!(result.unwrap_err().0, "Aborting reload");
+        assert_eq!(out, "Are you sure you want to reload members pg1? [y/N]: ");
         let (result, out) = run(&kv, &["restart", "--role", "replica", "--force"], "").await;
         assert_eq!(result.unwrap_err().0, "restart failed on pg2, pg3");
         assert!(
