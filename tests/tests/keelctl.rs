@@ -184,4 +184,23 @@ async fn keelctl_operates_a_three_node_cluster() {
     let out = ctl(&cluster, &["reload", "--role", "replica", "--force"], "").await;
     let reloaded = "Reload request received for member {} and will be processed within 1 seconds\n";
     assert_eq!(out.ok(), ["pg1", "pg3"].map(|m| reloaded.replace("{}", m)).concat());
+
+    // A switchover scheduled far ahead through the leader's API, shown
+    // by list, then flushed.
+    let out = ctl(
+        &cluster,
+        &["switchover", "--candidate", "pg1", "--scheduled", "2099-01-01T00:00+00:00", "--force"],
+        "",
+    )
+    .await;
+    assert!(out.ok().contains(" Switchover scheduled\n"), "{}", out.stdout);
+    assert!(
+        out.ok().contains(" Switchover scheduled at: 2099-01-01T00:00:00Z\n                    from: pg2\n"),
+        "{}",
+        out.stdout
+    );
+    let out = ctl(&cluster, &["flush", SCOPE, "switchover"], "").await;
+    assert!(out.ok().starts_with("Success: "), "{}", out.stdout);
+    assert_eq!(cluster.view().await.expect("etcd answers").failover, None);
+    assert_eq!(ctl(&cluster, &["flush", "switchover"], "").await.ok(), "No pending scheduled switchover\n");
 }

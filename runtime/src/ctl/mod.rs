@@ -166,6 +166,12 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Cancels a scheduled switchover: `flush [CLUSTER] switchover`.
+    Flush {
+        /// `switchover` (keel schedules no restarts), optionally after the cluster's name.
+        #[arg(value_name = "TARGET", num_args = 1..=2, required = true)]
+        args: Vec<String>,
+    },
     /// Deletes the whole cluster from etcd, after typed confirmations.
     Remove { cluster: String },
 }
@@ -224,7 +230,11 @@ impl Command {
             | Command::Switchover { cluster, .. }
             | Command::Failover { cluster, .. } => cluster.as_deref(),
             Command::Remove { cluster } => Some(cluster),
-            Command::Restart { .. } | Command::Reload { .. } | Command::Reinit { .. } => None,
+            Command::Flush { args } if args.len() == 2 => args.first().map(String::as_str),
+            Command::Restart { .. }
+            | Command::Reload { .. }
+            | Command::Reinit { .. }
+            | Command::Flush { .. } => None,
         }
     }
 }

@@ -86,6 +86,11 @@ pub async fn dispatch<K: Kv>(
             post_to_members(&snap, &names, Operation::Reinit, &json!({"force": force}), force, rest, console)
                 .await
         }
+        Command::Flush { args } => match args.last().map(String::as_str) {
+            Some("switchover") => flush_switchover(cluster, rest, console).await,
+            Some("restart") => fail!("keel schedules no restarts: there is none to flush"),
+            other => fail!("flush: unknown target {:?} (switchover or restart)", other.unwrap_or_default()),
+        },
         Command::Remove { .. } => remove(cluster, console).await,
     }
 }
@@ -596,6 +601,41 @@ async fn through_etcd<K: Kv>(
     }
 }
 
+/// `flush switchover`: patronictl asks the members' APIs, the leader first,
+/// to `DELETE /switchover`; if none can, it deletes the request in etcd.
+async fn flush_switchover<K: Kv>(
+    cluster: &Cluster<K>,
+    rest: &Rest,
+    console: &mut Console<'_>,
+) -> Result<(), CtlError> {
+    let snap = read(cluster, console).await?;
+    let Some(request) = snap.view.failover.as_ref().filter(|f| f.scheduled_at_wall_ms.is_some()) else {
+        return console.line("No pending scheduled switchover");
+    };
+    let leader = snap.view.leader_name();
+    let mut members: Vec<(&String, &keel_core::Member)> = snap.view.members.iter().collect();
+    members.sort_by_key(|(name, _)| Some(name.as_str()) != leader);
+    for (name, member) in members {
+        let Ok(uri) = http::endpoint(&member.api_url, "switchover") else { continue };
+        match rest.request(Method::DELETE, &uri, None, STATUS_TIMEOUT * 5).await {
+            Ok(answer) if answer.status == 200 => return console.line(&format!("Success: {}", answer.body)),
+            Ok(answer) if answer.status == 404 => fail!("Failed: {}", answer.body),
+            Ok(answer) => console
+                .line(&format!("Failed: member={name}, status_code={}, ({})", answer.status, answer.body))?,
+            Err(_) => {}
+        }
+    }
+    console.line(&format!(
+        "{} Could not find any accessible member of cluster {}",
+        timestamp(),
+        cluster.scope
+    ))?;
+    if !cluster.clear_failover(request.revision).await? {
+        fail!("the failover key changed meanwhile: nothing deleted");
+    }
+    console.line("Success: scheduled switchover deleted from etcd")
+}
+
 fn capitalized(text: &str) -> String {
     let mut chars = text.chars();
     chars.next().map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect())
@@ -959,6 +999,25 @@ mod tests {
             request.scheduled_at_wall_ms,
             Some(at.parse::<jiff::Timestamp>().unwrap().as_millisecond())
         );
+    }
+
+    #[tokio::test]
+    async fn flush_deletes_a_scheduled_switchover_through_etcd_when_no_api_answers() {
+        let kv = seeded().await;
+        assert_eq!(
+            run(&kv, &["flush", "switchover"], "").await,
+            (Ok(()), "No pending scheduled switchover\n".into())
+        );
+        let at = jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(2)).unwrap().to_string();
+        run(&kv, &["switchover", "--scheduled", &at, "--force"], "").await.0.unwrap();
+        let (result, out) = run(&kv, &["flush", "batman", "switchover"], "").await;
+        result.unwrap();
+        assert!(out.ends_with("Could not find any accessible member of cluster batman\nSuccess: scheduled switchover deleted from etcd\n"), "{out}");
+        assert!(Cluster::on(kv.clone(), keys(), SCOPE).read().await.unwrap().view.failover.is_none());
+        let (result, _) = run(&kv, &["flush", "restart"], "").await;
+        assert_eq!(result.unwrap_err().0, "keel schedules no restarts: there is none to flush");
+        let (result, _) = run(&kv, &["flush", "batman", "nothing"], "").await;
+        assert_eq!(result.unwrap_err().0, "flush: unknown target \"nothing\" (switchover or restart)");
     }
 
     #[tokio::test]
