@@ -190,3 +190,103 @@ fn a_bad_certificate_path_stops_keel_at_startup_with_one_clear_error() {
     assert_eq!(errors.len(), 1, "{text}");
     assert!(errors[0].contains("restapi.certfile /nonexistent/keel.pem: "), "{text}");
 }
+
+/// Failsafe mode on through `PATCH /config`; etcd dies; the leader pings
+/// its replicas' `POST /failsafe`, every one confirms, and it stays the
+/// only writable primary well past its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failsafe_mode_keeps_the_primary_writable_through_an_etcd_outage() {
+    let (mut cluster, leader, _) = healthy_three().await;
+    let on = r#"{"failsafe_mode": true}"#;
+    let a = cluster.api_call(&leader, "PATCH", "/config", &[], Some(on), QUICK).await.expect("answer");
+    assert_eq!(a.code, 200, "{}", a.body);
+    cluster
+        .wait_for(FAILOVER, "every member in the failsafe key", |v| {
+            v.failsafe.as_ref().is_some_and(|f| f.len() == 3)
+                && v.config.as_ref().is_some_and(|c| c.failsafe_mode)
+        })
+        .await;
+    // Each agent learns the setting at its next read of etcd: wait until
+    // every node's GET /config (its last read) shows it.
+    for node in cluster.names() {
+        let since = std::time::Instant::now();
+        loop {
+            let a = cluster.api_call(&node, "GET", "/config", &[], None, QUICK).await.expect("answer");
+            if a.body.contains("\"failsafe_mode\":true") {
+                break;
+            }
+            assert!(since.elapsed() < FAILOVER, "{node} never saw failsafe_mode: {}", a.body);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // What the leader will send: replicas accept, the primary refuses.
+    let ping = format!(r#"{{"name": "{leader}", "conn_url": "", "api_url": "", "slots": {{}}}}"#);
+    for node in cluster.names() {
+        let a = cluster.api_call(&node, "POST", "/failsafe", &[], Some(&ping), QUICK).await.expect("answer");
+        let want = if node == leader { (500, "Running as a leader") } else { (200, "Accepted") };
+        assert_eq!((a.code, a.body.as_str()), want, "{node}");
+    }
+    let writer = cluster.writer();
+    writer.wait_for_ack(FAILOVER, "a first write", |a| a.node == leader).await;
+    let outage = cluster.etcd_stop();
+    let ttl = cluster.options().ttl();
+    tokio::time::sleep(ttl * 3).await;
+    let primary = cluster.api_code(&leader, "GET", "/primary").await;
+    cluster.etcd_start();
+    let log = writer.stop().await;
+    let late = log.acks_on(&leader).filter(|a| a.sent_at >= outage + ttl * 2).count();
+    println!(
+        "failsafe: {late} writes acknowledged by {leader} more than 2 ttl into the outage\n{}",
+        log.summary(outage)
+    );
+    assert!(log.overlaps().is_empty(), "two primaries: {:#?}", log.overlaps());
+    assert!(log.acks.iter().all(|a| a.node == leader), "{}", log.summary(outage));
+    assert!(
+        late > 0,
+        "{leader} stopped taking writes: {}\n{}",
+        log.summary(outage),
+        cluster.node(&leader).log_tail(30)
+    );
+    assert_eq!(primary, Ok(200), "{leader} /primary during the outage");
+    cluster
+        .wait_for(FAILOVER, "the same leader once etcd is back", |v| v.leader_name() == Some(leader.as_str()))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_reinitialize_and_scheduled_switchover_answer_with_what_happened() {
+    let (cluster, leader, replicas) = healthy_three().await;
+    let replica = &replicas[0];
+
+    // Restart: the agent restarts Postgres and says so; a filter that
+    // does not match changes nothing.
+    let before = cluster.node(replica).postmaster_pid();
+    let a = cluster.api_call(replica, "POST", "/restart", &[], Some(r#"{"role": "primary"}"#), QUICK).await;
+    assert_eq!(a.map(|a| (a.code, a.body)), Ok((503, "restart conditions are not satisfied".into())));
+    let a = cluster.api_call(replica, "POST", "/restart", &[], None, FAILOVER).await.expect("answer");
+    assert_eq!((a.code, a.body.as_str()), (200, "restarted successfully"));
+    let after = cluster.node(replica).postmaster_pid();
+    assert!(after.is_some() && after != before, "a new postmaster: {before:?} -> {after:?}");
+
+    // Reinitialize: refused on the leader, carried out on a replica.
+    let a = cluster.api_call(&leader, "POST", "/reinitialize", &[], None, QUICK).await.expect("answer");
+    assert_eq!((a.code, a.body.as_str()), (503, "I am the leader, can not reinitialize"));
+    let a =
+        cluster.api_call(replica, "POST", "/reinitialize", &[], Some(r#"{"force": true}"#), BOOTSTRAP).await;
+    assert_eq!(a.map(|a| (a.code, a.body)), Ok((200, "reinitialized successfully".into())));
+    cluster.wait_streaming_replicas(2, BOOTSTRAP).await;
+
+    // A scheduled switchover is written, shown, left alone, and deleted.
+    let body = format!(r#"{{"leader": "{leader}", "scheduled_at": "2999-01-01T00:00:00+00:00"}}"#);
+    let a = cluster.api_call(replica, "POST", "/switchover", &[], Some(&body), QUICK).await.expect("answer");
+    assert_eq!((a.code, a.body.as_str()), (202, "Switchover scheduled"));
+    let view = cluster.wait_for(QUICK, "the scheduled request", |v| v.failover.is_some()).await;
+    assert_eq!(view.failover.and_then(|f| f.leader), Some(leader.clone()));
+    tokio::time::sleep(cluster.options().loop_wait() * 2).await;
+    assert_eq!(cluster.leader().await, Some(leader.clone()), "not due yet");
+    let a = cluster.api_call(&leader, "DELETE", "/switchover", &[], None, QUICK).await.expect("answer");
+    assert_eq!((a.code, a.body.as_str()), (200, "scheduled switchover deleted"));
+    let a = cluster.api_call(&leader, "DELETE", "/switchover", &[], None, QUICK).await.expect("answer");
+    assert_eq!((a.code, a.body.as_str()), (404, "no switchover is scheduled"));
+    assert!(cluster.view().await.expect("etcd").failover.is_none());
+}

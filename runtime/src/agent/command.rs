@@ -6,7 +6,7 @@
 use keel_core::{Outcome, Reason, Request, Tags};
 use tokio::sync::oneshot;
 
-use crate::config::TagsConfig;
+use crate::config::{Auth, TagsConfig};
 
 /// What the agent is asked to do.
 #[derive(Debug)]
@@ -17,10 +17,12 @@ pub enum Order {
     Reload(Reload),
 }
 
-/// What a reload changes in the running agent: the tags it publishes.
+/// What a reload changes in the running agent: the tags it publishes,
+/// and the credentials its failsafe pings send to the other members.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reload {
     pub tags: TagsConfig,
+    pub restapi_auth: Option<Auth>,
 }
 
 /// The agent's answer to one command.

@@ -146,13 +146,13 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
             self.log(&decision);
             self.publish(&obs, &decision);
             self.outcomes = self.execute(&decision).await;
-            self.publish_server_info().await;
             if let Some(reply) = self.reply.take() {
                 let _ = reply.send(Reply::Stepped {
                     reason: decision.reason.clone(),
                     outcomes: self.outcomes.clone(),
                 });
             }
+            self.publish_server_info().await;
             if obs.pg.is_running_primary() && self.node.state().role == Role::Leader {
                 self.keep_slots().await;
             }
@@ -231,6 +231,7 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
                 Order::Reload(reload) => {
                     info!("reloaded: tags {:?}", reload.tags);
                     self.cfg.tags = reload.tags;
+                    self.cfg.restapi.authentication = reload.restapi_auth;
                     if let Some(reply) = command.reply {
                         let _ = reply.send(Reply::Reloaded { tags: self.cfg.tags.to_core() });
                     }

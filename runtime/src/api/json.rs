@@ -59,6 +59,9 @@ pub fn status_json(s: &NodeStatus, now: Instant) -> Value {
     if s.pending_restart {
         out.insert("pending_restart".into(), json!(true));
     }
+    if let Some(scheduled) = &s.scheduled_restart {
+        out.insert("scheduled_restart".into(), scheduled.clone());
+    }
     if s.paused {
         out.insert("pause".into(), json!(true));
     }

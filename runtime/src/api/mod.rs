@@ -21,6 +21,7 @@
 //! connection to Postgres or etcd. Operations read and write etcd and ask
 //! the agent.
 
+pub mod access;
 pub mod auth;
 pub mod body;
 pub mod client;
@@ -38,6 +39,7 @@ pub mod store;
 mod tests;
 pub mod tls;
 
+pub use access::Access;
 pub use ops::{Api, Ops};
 pub use server::{bind, serve, serve_tls};
 pub use status::{NodeStatus, ReplicationState, SharedStatus, StepReport};

@@ -20,7 +20,10 @@ use keel_core::dcs::SyncMode;
 use keel_core::{Action, ActionResult, ClusterView, MemberRole, Reason, Request};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tracing::{info, warn};
 
+use super::access::Access;
 use super::body::{self, opt_bool, opt_string, refusal, text, Object, Refusal};
 use super::status::SharedStatus;
 use super::store::Store;
@@ -35,7 +38,7 @@ use crate::dcs::{Compare, Op};
 #[derive(Clone)]
 pub struct Api {
     pub(super) status: SharedStatus,
-    pub(super) auth: Arc<RwLock<Option<Auth>>>,
+    pub(super) access: Arc<RwLock<Access>>,
     /// Set once etcd is connected; until then operations answer 503.
     pub(super) ops: Arc<OnceLock<Ops>>,
 }
@@ -49,11 +52,19 @@ pub struct Ops {
     pub(super) reload: Option<ReloadSource>,
     /// How often a switchover's outcome is read back (Patroni: 1 s).
     pub(super) poll_interval: Duration,
+    /// The task of the scheduled restart, if any.
+    scheduled_restart: Mutex<Option<AbortHandle>>,
 }
 
 impl Ops {
     pub fn new(store: Box<dyn Store>, agent: mpsc::Sender<Command>) -> Ops {
-        Ops { store, agent, reload: None, poll_interval: Duration::from_secs(1) }
+        Ops {
+            store,
+            agent,
+            reload: None,
+            poll_interval: Duration::from_secs(1),
+            scheduled_restart: Mutex::new(None),
+        }
     }
 
     /// `POST /reload` re-reads `path` with `env`; `current` is in force.
@@ -79,12 +90,18 @@ impl Api {
     /// The read-only API: health checks and pages. The operations answer
     /// 503 until [`Api::set_operations`].
     pub fn new(status: SharedStatus) -> Api {
-        Api { status, auth: Arc::new(RwLock::new(None)), ops: Arc::new(OnceLock::new()) }
+        Api { status, access: Arc::new(RwLock::new(Access::default())), ops: Arc::new(OnceLock::new()) }
     }
 
     /// Basic authentication for the unsafe methods.
     pub fn with_auth(self, auth: Option<Auth>) -> Api {
-        *self.auth.write().unwrap_or_else(PoisonError::into_inner) = auth;
+        self.access.write().unwrap_or_else(PoisonError::into_inner).auth = auth;
+        self
+    }
+
+    /// Who may call the unsafe methods (`Access::from_config`).
+    pub fn with_access(self, access: Access) -> Api {
+        *self.access.write().unwrap_or_else(PoisonError::into_inner) = access;
         self
     }
 
@@ -99,8 +116,8 @@ impl Api {
         let _ = self.ops.set(ops);
     }
 
-    pub(super) fn auth(&self) -> Option<Auth> {
-        self.auth.read().unwrap_or_else(PoisonError::into_inner).clone()
+    pub(super) fn access(&self) -> Access {
+        self.access.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     pub(super) fn ops_or_503(&self) -> Result<&Ops, Refusal> {
@@ -362,7 +379,7 @@ pub async fn cancel_switchover(api: &Api) -> Response {
 }
 
 /// The filters of `POST /restart` (Patroni's `do_POST_restart`).
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct RestartFilter {
     restart_pending: bool,
     role: Option<String>,
@@ -443,26 +460,84 @@ pub async fn restart(api: &Api, headers: &HeaderMap, raw: &[u8]) -> Response {
         }
         let filter = restart_filter(&request)?;
         if let Some(at) = &filter.schedule {
-            parse_schedule(at, "restart", wall_ms())?;
-            return Err(refusal(
-                StatusCode::NOT_IMPLEMENTED,
-                "scheduled restarts are not supported by keel; restart now or later",
-            ));
+            let at_ms = parse_schedule(at, "restart", wall_ms())?;
+            return schedule_restart(api, ops, filter.clone(), at_ms, &request);
         }
-        if !restart_matches(api, &filter) {
-            return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "restart conditions are not satisfied"));
-        }
-        let reply = ask(ops, Request::Restart, filter.timeout_s.map(Duration::from_secs)).await?;
-        Ok(match action_result(&reply, |a| *a == Action::RestartPostgres) {
-            Some(ActionResult::Done) => text(StatusCode::OK, "restarted successfully"),
-            Some(_) => text(StatusCode::SERVICE_UNAVAILABLE, "restart failed"),
-            None => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("restart not carried out: {}", reason_of(&reply)),
-            ),
-        })
+        let (code, message) = restart_now(api, ops, &filter).await;
+        Ok(text(code, message))
     };
     run.await.unwrap_or_else(Refusal::into_response)
+}
+
+/// A restart now, when the filters match: the agent's outcome.
+async fn restart_now(api: &Api, ops: &Ops, filter: &RestartFilter) -> (StatusCode, String) {
+    if !restart_matches(api, filter) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "restart conditions are not satisfied".into());
+    }
+    let reply = match ask(ops, Request::Restart, filter.timeout_s.map(Duration::from_secs)).await {
+        Ok(reply) => reply,
+        Err(refused) => {
+            let response = refused.into_response();
+            return (response.status(), "restart failed: no outcome from the agent".into());
+        }
+    };
+    match action_result(&reply, |a| *a == Action::RestartPostgres) {
+        Some(ActionResult::Done) => (StatusCode::OK, "restarted successfully".into()),
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "restart failed".into()),
+        None => (StatusCode::SERVICE_UNAVAILABLE, format!("restart not carried out: {}", reason_of(&reply))),
+    }
+}
+
+/// A restart at `at_ms` (wall clock), held by this process as Patroni's
+/// `schedule_future_restart` holds it: one at a time (409), shown in
+/// `GET /patroni` as `scheduled_restart`, removed by `DELETE /restart`.
+/// When due, the filters are checked again and the outcome is logged.
+fn schedule_restart(
+    api: &Api,
+    ops: &Ops,
+    filter: RestartFilter,
+    at_ms: i64,
+    request: &Object,
+) -> Result<Response, Refusal> {
+    let mut slot = ops.scheduled_restart.lock().unwrap_or_else(PoisonError::into_inner);
+    if slot.as_ref().is_some_and(|task| !task.is_finished()) {
+        return Err(refusal(StatusCode::CONFLICT, "Another restart is already scheduled"));
+    }
+    let mut shown = request.clone();
+    shown.insert("schedule".into(), json!(codec::format_timestamp(at_ms)));
+    api.status.write().unwrap_or_else(PoisonError::into_inner).scheduled_restart = Some(Value::Object(shown));
+    let due = Duration::from_millis(u64::try_from(at_ms.saturating_sub(wall_ms())).unwrap_or(0));
+    let api = api.clone();
+    let task = tokio::spawn(async move {
+        tokio::time::sleep(due).await;
+        api.status.write().unwrap_or_else(PoisonError::into_inner).scheduled_restart = None;
+        if let Ok(ops) = api.ops_or_503() {
+            let (code, message) = restart_now(&api, ops, &filter).await;
+            if code == StatusCode::OK {
+                info!("scheduled restart: {message}");
+            } else {
+                warn!("scheduled restart: {message}");
+            }
+        }
+    });
+    *slot = Some(task.abort_handle());
+    Ok(text(StatusCode::ACCEPTED, "Restart scheduled"))
+}
+
+/// `DELETE /restart`: cancels the scheduled restart.
+pub fn cancel_restart(api: &Api) -> Response {
+    let Ok(ops) = api.ops_or_503() else {
+        return text(StatusCode::NOT_FOUND, "no restarts are scheduled");
+    };
+    let task = ops.scheduled_restart.lock().unwrap_or_else(PoisonError::into_inner).take();
+    match task.filter(|t| !t.is_finished()) {
+        Some(task) => {
+            task.abort();
+            api.status.write().unwrap_or_else(PoisonError::into_inner).scheduled_restart = None;
+            text(StatusCode::OK, "scheduled restart deleted")
+        }
+        None => text(StatusCode::NOT_FOUND, "no restarts are scheduled"),
+    }
 }
 
 /// Patroni's `restart_matches`: the role, a version older than the one
@@ -532,12 +607,16 @@ pub async fn reload(api: &Api) -> Response {
             let current = source.current.lock().unwrap_or_else(PoisonError::into_inner);
             needs_restart(&current, &new)
         };
-        let (command, answer) = Command::ask(Order::Reload(Reload { tags: new.tags.clone() }));
+        let (command, answer) = Command::ask(Order::Reload(Reload {
+            tags: new.tags.clone(),
+            restapi_auth: new.restapi.authentication.clone(),
+        }));
         ops.agent.send(command).await.map_err(|_| agent_gone())?;
         answer.await.map_err(|_| agent_gone())?;
-        *api.auth.write().unwrap_or_else(PoisonError::into_inner) = new.restapi.authentication.clone();
+        let access = Access::from_config(&new.restapi).await;
+        *api.access.write().unwrap_or_else(PoisonError::into_inner) = access;
         api.status.write().unwrap_or_else(PoisonError::into_inner).member_tags = new.tags.to_member_tags();
-        let mut message = "reloaded: tags and restapi.authentication applied".to_owned();
+        let mut message = "reloaded: tags, restapi.authentication and allowlist applied".to_owned();
         if !later.is_empty() {
             message.push_str(&format!("; changed, applied at the next start of keel: {}", later.join(", ")));
         }
@@ -565,7 +644,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.watchdog != new.watchdog, "watchdog");
     let mut old_api = old.restapi.clone();
     old_api.authentication = new.restapi.authentication.clone();
-    check(old_api != new.restapi, "restapi (other than authentication)");
+    old_api.allowlist = new.restapi.allowlist.clone();
+    old_api.allowlist_include_members = new.restapi.allowlist_include_members;
+    check(old_api != new.restapi, "restapi (other than authentication and allowlist)");
     out
 }
 

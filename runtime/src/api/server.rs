@@ -4,14 +4,16 @@
 //! The unsafe methods pass the authentication check first, then go to the
 //! operations (`ops`, `config_edit`).
 
+use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
+use axum::http::{header, Extensions, HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::Router;
+use hyper::service::{service_fn, Service};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -20,6 +22,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
+use super::access::{url_host, Peer};
 use super::body::BODY_BYTES_MAX;
 use super::cluster::{cluster_json, config_json, history_json};
 use super::health::{status_code, Endpoint, HealthQuery};
@@ -40,7 +43,7 @@ pub async fn bind(listen: &str) -> std::io::Result<TcpListener> {
 
 /// Serves the API on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, api: Api) -> std::io::Result<()> {
-    axum::serve(listener, router(api)).await
+    axum::serve(listener, router(api).into_make_service_with_connect_info::<SocketAddr>()).await
 }
 
 /// Serves the API over HTTPS (`restapi.certfile`): each connection's TLS
@@ -48,7 +51,7 @@ pub async fn serve(listener: TcpListener, api: Api) -> std::io::Result<()> {
 /// client never holds up the others (HAProxy checks every few seconds).
 pub async fn serve_tls(listener: TcpListener, api: Api, tls: Arc<ServerConfig>) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
-    let service = TowerToHyperService::new(router(api));
+    let service = Arc::new(TowerToHyperService::new(router(api)));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -66,6 +69,13 @@ pub async fn serve_tls(listener: TcpListener, api: Api, tls: Arc<ServerConfig>) 
                 Ok(Err(e)) => return debug!(%peer, "REST API: TLS handshake failed: {e}"),
                 Err(_) => return debug!(%peer, "REST API: TLS handshake timed out"),
             };
+            // Who is calling, for the access check.
+            let client_cert = stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+            let conn = Peer { addr: peer, client_cert };
+            let service = service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(conn);
+                service.call(request)
+            });
             let connection =
                 hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             if let Err(e) = connection.await {
@@ -87,10 +97,14 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Bytes,
 ) -> Response {
     if auth::is_unsafe(&method) {
-        if let Some(refused) = auth::check(api.auth().as_ref(), &headers) {
+        let peer = extensions.get::<Peer>().copied().or_else(|| {
+            extensions.get::<ConnectInfo<SocketAddr>>().map(|c| Peer { addr: c.0, client_cert: false })
+        });
+        if let Some(refused) = api.access().check(peer, &headers, member_hosts(&api.status)).await {
             return refused;
         }
         if let Some(response) = operation(&api, &method, uri.path(), &headers, &body).await {
@@ -133,6 +147,18 @@ async fn handle(
     response.body(body).unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
+/// The hosts of the members' API and Postgres addresses, from the last
+/// DCS view (`allowlist_include_members`).
+fn member_hosts(status: &SharedStatus) -> Vec<String> {
+    let status = status.read().unwrap_or_else(PoisonError::into_inner);
+    let Some(snap) = &status.snapshot else { return Vec::new() };
+    let urls = snap.view.members.values().flat_map(|m| [m.api_url.as_str(), m.conn_url.as_str()]);
+    let mut hosts: Vec<String> = urls.filter_map(url_host).collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
 /// The mutating endpoints (reference section 1.3); `None` for a path and
 /// method that is not one of them.
 async fn operation(
@@ -147,8 +173,7 @@ async fn operation(
         ("POST", "/failover") => ops::manual(api, headers, body, Manual::Failover).await,
         ("DELETE", "/switchover") => ops::cancel_switchover(api).await,
         ("POST", "/restart") => ops::restart(api, headers, body).await,
-        // No restart can be scheduled (see `ops::restart`).
-        ("DELETE", "/restart") => super::body::text(StatusCode::NOT_FOUND, "no restart is scheduled"),
+        ("DELETE", "/restart") => ops::cancel_restart(api),
         ("POST", "/reinitialize") => ops::reinitialize(api, headers, body).await,
         ("POST", "/reload") => ops::reload(api).await,
         ("POST", "/failsafe") => ops::failsafe(api, headers, body).await,

@@ -68,6 +68,9 @@ pub struct NodeStatus {
     pub server_version: u32,
     /// Some setting changed needs a Postgres restart (`pg_settings`).
     pub pending_restart: bool,
+    /// The restart scheduled through `POST /restart`, as requested (the
+    /// API sets it, not the agent).
+    pub scheduled_restart: Option<Value>,
     pub system_id: Option<u64>,
     /// `pg_stat_replication` on a primary.
     pub replication: Vec<Standby>,
@@ -150,6 +153,7 @@ impl NodeStatus {
             last_reason: String::new(),
             server_version: 0,
             pending_restart: false,
+            scheduled_restart: None,
             system_id: None,
             replication: Vec::new(),
             maximum_lag_on_failover_bytes: 0,

@@ -492,11 +492,7 @@ async fn restart_filters_answer_400_or_503_and_never_reach_the_agent() {
         (r#"{"role": "primary"}"#, 503, "restart conditions are not satisfied"),
         (r#"{"postgres_version": "15.4"}"#, 503, "restart conditions are not satisfied"),
         (r#"{"restart_pending": true}"#, 503, "restart conditions are not satisfied"),
-        (
-            r#"{"schedule": "2999-01-01T00:00:00Z"}"#,
-            501,
-            "scheduled restarts are not supported by keel; restart now or later",
-        ),
+        (r#"{"schedule": "2001-01-01T00:00:00Z"}"#, 422, "Cannot schedule restart in the past"),
     ] {
         let a = post(node.addr, "/restart", body).await;
         assert_eq!((a.code, a.body.as_str()), (code, message), "{body}");
@@ -627,6 +623,8 @@ async fn reload_applies_tags_and_authentication_and_a_bad_file_answers_400_keepi
     assert_eq!(a.code, 202, "{}", a.body);
     let reload = agent.await.expect("agent");
     assert_eq!(reload.tags.nofailover, Some(true));
+    let pw = Auth { username: "admin".into(), password: "pw".into() };
+    assert_eq!(reload.restapi_auth, Some(pw), "the agent's failsafe pings send the new credentials");
     assert_eq!(status.read().expect("lock").member_tags.get("zone"), Some(&json!("b")));
     assert_eq!(call(addr, "POST", "/reload", "", None).await.code, 401, "the new credentials apply");
 
@@ -726,8 +724,11 @@ fn make_certs(dir: &std::path::Path) {
         &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=ca"],
     ]
     .concat());
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")
-        .expect("ext");
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth",
+    )
+    .expect("ext");
     run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=keel"]].concat());
     run(&[
         "x509",
@@ -830,4 +831,133 @@ async fn restart_pending_filter_restarts_a_server_that_waits_for_one() {
     agent.await.expect("agent");
     let status = call(node.addr, "GET", "/patroni", "", None).await;
     assert!(status.body.contains("\"pending_restart\":true"), "{}", status.body);
+}
+
+#[tokio::test]
+async fn scheduled_restart_answers_202_then_409_shows_in_patroni_and_delete_removes_it() {
+    let kv = cluster(json!({})).await;
+    let mut node = serve_kv(&kv).await;
+    let far = r#"{"schedule": "2999-01-01T00:00:00+00:00", "role": "replica"}"#;
+    let a = post(node.addr, "/restart", far).await;
+    assert_eq!((a.code, a.body.as_str()), (202, "Restart scheduled"));
+    let a = post(node.addr, "/restart", r#"{"schedule": "2999-06-01T00:00:00Z"}"#).await;
+    assert_eq!((a.code, a.body.as_str()), (409, "Another restart is already scheduled"));
+    let status = call(node.addr, "GET", "/patroni", "", None).await;
+    let json: Value = serde_json::from_str(&status.body).expect("JSON");
+    assert_eq!(json["scheduled_restart"], json!({"schedule": "2999-01-01T00:00:00Z", "role": "replica"}));
+    let a = call(node.addr, "DELETE", "/restart", "", None).await;
+    assert_eq!((a.code, a.body.as_str()), (200, "scheduled restart deleted"));
+    let a = call(node.addr, "DELETE", "/restart", "", None).await;
+    assert_eq!((a.code, a.body.as_str()), (404, "no restarts are scheduled"));
+    let status = call(node.addr, "GET", "/patroni", "", None).await;
+    assert!(!status.body.contains("scheduled_restart"), "{}", status.body);
+    assert!(node.agent.try_recv().is_err(), "a cancelled restart never reaches the agent");
+
+    // One due in a moment reaches the agent when due.
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(300);
+    let a = post(node.addr, "/restart", &json!({"schedule": soon.to_string()}).to_string()).await;
+    assert_eq!(a.code, 202, "{}", a.body);
+    let done = stepped(Reason::Restarting, Action::RestartPostgres, ActionResult::Done);
+    let order = agent_answers(node.agent, done).await.expect("agent");
+    assert!(matches!(order, Order::Request(Request::Restart)), "{order:?}");
+}
+
+// ---- allowlist and client certificates (Patroni's check_access) ----
+
+#[tokio::test]
+async fn allowlist_refuses_other_addresses_with_403_and_include_members_admits_members() {
+    use super::access::{Access, Net};
+    let kv = cluster(json!({})).await;
+    let outside = Access { allowlist: vec![Net::parse("10.0.0.0/8").expect("net")], ..Access::default() };
+    let (tx, _rx) = mpsc::channel(8);
+    let api = Api::new(replica_status().shared())
+        .with_access(outside.clone())
+        .with_operations(Ops::new(Box::new(KvStore::new(kv.clone(), keys())), tx));
+    let listener = bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(serve(listener, api));
+    let a = post(addr, "/switchover", r#"{"leader": "pg1"}"#).await;
+    assert_eq!((a.code, a.body.as_str()), (403, "Access is denied"));
+    assert_eq!(call(addr, "GET", "/patroni", "", None).await.code, 200, "GETs stay open");
+    assert_eq!(get(&kv, "failover").await, None);
+
+    // A member's address (its api_url in the last DCS view) is admitted.
+    let mut status = replica_status();
+    let mut snap = Snapshot::default();
+    let member =
+        crate::dcs::codec::parse_member(member("replica", "running", json!({})).to_string().as_bytes());
+    snap.view.members.insert("pg3".into(), member.expect("member"));
+    status.snapshot = Some(snap);
+    let members = Access { include_members: true, ..outside };
+    let (tx, _rx2) = mpsc::channel(8);
+    let api = Api::new(status.shared())
+        .with_access(members)
+        .with_operations(Ops::new(Box::new(KvStore::new(kv, keys())), tx));
+    let listener = bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(serve(listener, api));
+    let a = post(addr, "/switchover", "[").await;
+    assert_eq!(a.code, 400, "past the access check: {}", a.body);
+}
+
+#[tokio::test]
+async fn verify_client_required_and_optional_want_a_client_certificate_for_unsafe_methods() {
+    use super::access::Access;
+    use crate::api::{client, tls};
+    use crate::config::{RestApi, VerifyClient};
+    let dir = std::env::temp_dir().join(format!("keel-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    make_certs(&dir);
+    let with_cert = RestApi {
+        certfile: Some(dir.join("server.pem")),
+        keyfile: Some(dir.join("server.key")),
+        cafile: Some(dir.join("ca.pem")),
+        ..RestApi::default()
+    };
+    let without_cert = RestApi { cafile: Some(dir.join("ca.pem")), ..RestApi::default() };
+    let identified = tls::client_config(&with_cert).expect("client TLS");
+    let anonymous = tls::client_config(&without_cert).expect("client TLS");
+    for mode in [VerifyClient::Required, VerifyClient::Optional] {
+        let restapi = RestApi { verify_client: Some(mode), ..with_cert.clone() };
+        let server = tls::server_config(&restapi).expect("server TLS").expect("certfile set");
+        let kv = cluster(json!({})).await;
+        let (tx, _rx) = mpsc::channel(8);
+        let api = Api::new(replica_status().shared())
+            .with_access(Access::from_config(&restapi).await)
+            .with_operations(Ops::new(Box::new(KvStore::new(kv, keys())), tx));
+        let listener = bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(super::serve_tls(listener, api, server));
+        let url = format!("https://{addr}/patroni");
+        let a = client::post_json(
+            &url,
+            "/switchover",
+            b"[".to_vec(),
+            None,
+            identified.clone(),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("answer");
+        assert_eq!(a.code, 400, "{mode:?}: a client with a certificate passes the check");
+        let a = client::post_json(
+            &url,
+            "/switchover",
+            b"[".to_vec(),
+            None,
+            anonymous.clone(),
+            Duration::from_secs(5),
+        )
+        .await;
+        match mode {
+            VerifyClient::Required => {
+                assert!(a.is_err(), "required: no handshake without a certificate: {a:?}")
+            }
+            _ => assert_eq!(a.map(|a| a.code), Ok(403), "optional: unsafe methods need a certificate"),
+        }
+    }
+    let no_ca = RestApi { verify_client: Some(VerifyClient::Required), cafile: None, ..with_cert };
+    let e = tls::server_config(&no_ca).expect_err("no CA for client certificates");
+    assert!(e.starts_with("restapi.verify_client needs restapi.cafile"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

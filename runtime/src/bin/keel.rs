@@ -12,7 +12,7 @@ use clap::Parser;
 use keel_core::Request;
 use keel_runtime::agent::command::Command;
 use keel_runtime::agent::{environment, local::LocalPostgres, setup::Setup, Agent};
-use keel_runtime::api::{self, Api, KvStore, NodeStatus, Ops};
+use keel_runtime::api::{self, Access, Api, KvStore, NodeStatus, Ops};
 use keel_runtime::config;
 use keel_runtime::dcs::etcd::{EtcdKv, EtcdOptions, EtcdTls};
 use keel_runtime::dcs::{Dcs, Keys};
@@ -91,7 +91,7 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let status = NodeStatus::new(&cfg.name, &cfg.scope, cfg.tags.to_member_tags()).shared();
-    let api = Api::new(status.clone()).with_auth(cfg.restapi.authentication.clone());
+    let api = Api::new(status.clone()).with_access(Access::from_config(&cfg.restapi).await);
     let served = api.clone();
     let https = tls.is_some();
     tokio::spawn(async move {
