@@ -203,4 +203,13 @@ async fn keelctl_operates_a_three_node_cluster() {
     assert!(out.ok().starts_with("Success: "), "{}", out.stdout);
     assert_eq!(cluster.view().await.expect("etcd answers").failover, None);
     assert_eq!(ctl(&cluster, &["flush", "switchover"], "").await.ok(), "No pending scheduled switchover\n");
+
+    // A scheduled restart, then cancelled.
+    let out =
+        ctl(&cluster, &["restart", "pg3", "--scheduled", "2099-01-01T00:00+00:00", "--force"], "").await;
+    assert_eq!(out.ok(), "Success: restart scheduled on member pg3\n");
+    let out = ctl(&cluster, &["flush", SCOPE, "pg3", "restart", "--force"], "").await;
+    assert_eq!(out.ok(), "Success: flush scheduled restart for member pg3\n");
+    let out = ctl(&cluster, &["flush", "pg3", "restart", "--force"], "").await;
+    assert_eq!(out.ok(), "No scheduled restart on member pg3\n");
 }

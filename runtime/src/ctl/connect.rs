@@ -78,10 +78,21 @@ impl Target {
     }
 }
 
+/// patronictl's client settings: `ctl`'s, else the node's `restapi` ones.
+/// The client certificate answers members with `verify_client`.
 fn rest_of(config: &Config) -> Result<Rest, CtlError> {
-    let auth = config.ctl.authentication.clone().or_else(|| config.restapi.authentication.clone());
-    let cafile = config.ctl.cacert.clone().or_else(|| config.restapi.cafile.clone());
-    let tls = crate::api::tls::client_config(&RestApi { cafile, ..RestApi::default() }).map_err(CtlError)?;
+    let (ctl, restapi) = (&config.ctl, &config.restapi);
+    let auth = ctl.authentication.clone().or_else(|| restapi.authentication.clone());
+    let cafile = ctl.cacert.clone().or_else(|| restapi.cafile.clone());
+    let (certfile, keyfile) = match &ctl.certfile {
+        Some(cert) => (Some(cert.clone()), ctl.keyfile.clone()),
+        None => (restapi.certfile.clone(), restapi.keyfile.clone()),
+    };
+    if ctl.keyfile_password.is_some() {
+        fail!("ctl.keyfile_password: encrypted private keys are not supported; decrypt the key");
+    }
+    let settings = RestApi { cafile, certfile, keyfile, ..RestApi::default() };
+    let tls = crate::api::tls::client_config(&settings).map_err(CtlError)?;
     Ok(Rest { auth, tls })
 }
 

@@ -147,6 +147,15 @@ pub enum Command {
         /// Only members of this role.
         #[arg(long, value_enum, default_value_t = RoleFilter::Any)]
         role: RoleFilter,
+        /// `now`, or a time with its offset: `2026-11-26T02:00+00:00`.
+        #[arg(long, value_name = "TIME")]
+        scheduled: Option<String>,
+        /// Only members running an older PostgreSQL than this (`15.4`).
+        #[arg(long = "pg-version", value_name = "VERSION")]
+        pg_version: Option<String>,
+        /// Fail over if the primary takes longer to start (seconds).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..))]
+        timeout: Option<u32>,
     },
     /// Makes the members read their configuration file again (all if none is named).
     Reload {
@@ -166,11 +175,16 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Cancels a scheduled switchover: `flush [CLUSTER] switchover`.
+    /// Cancels scheduled actions: `flush [CLUSTER] [MEMBER…] restart|switchover`.
     Flush {
-        /// `switchover` (keel schedules no restarts), optionally after the cluster's name.
-        #[arg(value_name = "TARGET", num_args = 1..=2, required = true)]
+        /// The members (restart; all if none) and last the target.
+        #[arg(value_name = "ARGS", required = true)]
         args: Vec<String>,
+        /// Only members of this role (restart).
+        #[arg(long, value_enum, default_value_t = RoleFilter::Any)]
+        role: RoleFilter,
+        #[arg(long)]
+        force: bool,
     },
     /// Deletes the whole cluster from etcd, after typed confirmations.
     Remove { cluster: String },
@@ -230,7 +244,6 @@ impl Command {
             | Command::Switchover { cluster, .. }
             | Command::Failover { cluster, .. } => cluster.as_deref(),
             Command::Remove { cluster } => Some(cluster),
-            Command::Flush { args } if args.len() == 2 => args.first().map(String::as_str),
             Command::Restart { .. }
             | Command::Reload { .. }
             | Command::Reinit { .. }

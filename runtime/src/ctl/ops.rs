@@ -63,10 +63,29 @@ pub async fn dispatch<K: Kv>(
             let request = Request { leader: None, candidate, scheduled: None, force };
             switchover(cluster, Action::Failover, request, rest, console).await
         }
-        Command::Restart { members, force, pending, role } => {
+        Command::Restart { members, force, pending, role, scheduled, pg_version, timeout } => {
             let snap = read(cluster, console).await?;
             let names = select_members(&cluster.scope, &snap, &members, role)?;
-            let body = if pending { json!({"restart_pending": true}) } else { json!({}) };
+            let when = match scheduled {
+                Some(when) => when,
+                None if force => "now".to_owned(),
+                None => console
+                    .ask("When should the restart take place (e.g. 2026-11-26T02:00+00:00)", Some("now"))?,
+            };
+            let mut body = Map::new();
+            if let Some(at) = parse_scheduled(&when, jiff::Timestamp::now(), "restart")? {
+                body.insert("schedule".into(), json!(at));
+            }
+            if pending {
+                body.insert("restart_pending".into(), json!(true));
+            }
+            if let Some(version) = pg_version {
+                body.insert("postgres_version".into(), json!(version));
+            }
+            if let Some(seconds) = timeout {
+                body.insert("timeout".into(), json!(seconds));
+            }
+            let body = Value::Object(body);
             post_to_members(&snap, &names, Operation::Restart, &body, force, rest, console).await
         }
         Command::Reload { members, force, role } => {
@@ -86,11 +105,24 @@ pub async fn dispatch<K: Kv>(
             post_to_members(&snap, &names, Operation::Reinit, &json!({"force": force}), force, rest, console)
                 .await
         }
-        Command::Flush { args } => match args.last().map(String::as_str) {
-            Some("switchover") => flush_switchover(cluster, rest, console).await,
-            Some("restart") => fail!("keel schedules no restarts: there is none to flush"),
-            other => fail!("flush: unknown target {:?} (switchover or restart)", other.unwrap_or_default()),
-        },
+        Command::Flush { args, role, force } => {
+            let Some((target, members)) = args.split_last() else { fail!("flush: name the target") };
+            match target.as_str() {
+                "switchover" => {
+                    if !named(&cluster.scope, &cluster.read().await?, members).is_empty() {
+                        fail!("flush switchover takes no member names");
+                    }
+                    flush_switchover(cluster, rest, console).await
+                }
+                "restart" => {
+                    let snap = read(cluster, console).await?;
+                    let names = select_members(&cluster.scope, &snap, members, role)?;
+                    post_to_members(&snap, &names, Operation::FlushRestart, &json!({}), force, rest, console)
+                        .await
+                }
+                other => fail!("flush: unknown target {other:?} (restart or switchover)"),
+            }
+        }
         Command::Remove { .. } => remove(cluster, console).await,
     }
 }
@@ -442,7 +474,7 @@ fn choose_time(
             console.ask(&format!("When should the switchover take place (e.g. {example})"), Some("now"))?
         }
     };
-    parse_scheduled(&when, now)
+    parse_scheduled(&when, now, "switchover")
 }
 
 /// patronictl's questions: an asynchronous failover target in synchronous
@@ -476,7 +508,7 @@ fn confirm_plan(
 }
 
 /// `now`, or a time with its offset, in the future.
-fn parse_scheduled(when: &str, now: jiff::Timestamp) -> Result<Option<String>, CtlError> {
+fn parse_scheduled(when: &str, now: jiff::Timestamp, what: &str) -> Result<Option<String>, CtlError> {
     let when = when.trim();
     if when.is_empty() || when.eq_ignore_ascii_case("now") {
         return Ok(None);
@@ -489,7 +521,7 @@ fn parse_scheduled(when: &str, now: jiff::Timestamp) -> Result<Option<String>, C
         Err(e) => fail!("scheduled time {when:?} is not an ISO 8601 time: {e}"),
     };
     if at <= now {
-        fail!("Can't schedule switchover in the past");
+        fail!("Can't schedule {what} in the past");
     }
     Ok(Some(at.to_string()))
 }
@@ -692,6 +724,8 @@ enum Operation {
     Restart,
     Reinit,
     Reload,
+    /// DELETE /restart: cancel a scheduled restart.
+    FlushRestart,
 }
 
 async fn post_to_members(
@@ -703,13 +737,19 @@ async fn post_to_members(
     rest: &Rest,
     console: &mut Console<'_>,
 ) -> Result<(), CtlError> {
-    let (word, path) = match operation {
-        Operation::Restart => ("restart", "restart"),
-        Operation::Reinit => ("reinitialize", "reinitialize"),
-        Operation::Reload => ("reload", "reload"),
+    // What the answers call it, the path, and the question's verb.
+    let (word, path, verb) = match operation {
+        Operation::Restart => ("restart", "restart", "restart"),
+        Operation::Reinit => ("reinitialize", "reinitialize", "reinitialize"),
+        Operation::Reload => ("reload", "reload", "reload"),
+        Operation::FlushRestart => ("flush scheduled restart", "restart", "cancel the scheduled restart of"),
+    };
+    let method = match operation {
+        Operation::FlushRestart => Method::DELETE,
+        _ => Method::POST,
     };
     if !force
-        && !console.confirm(&format!("Are you sure you want to {word} members {}?", names.join(", ")))?
+        && !console.confirm(&format!("Are you sure you want to {verb} members {}?", names.join(", ")))?
     {
         fail!("Aborting {word}");
     }
@@ -717,7 +757,10 @@ async fn post_to_members(
     for name in names {
         let api_url = snap.view.members.get(name).map_or("", |m| m.api_url.as_str());
         let sent = match http::endpoint(api_url, path) {
-            Ok(uri) => rest.request(Method::POST, &uri, Some(body), OPERATION_TIMEOUT).await,
+            Ok(uri) => {
+                let body = (method == Method::POST).then_some(body);
+                rest.request(method.clone(), &uri, body, OPERATION_TIMEOUT).await
+            }
             Err(e) => Err(e),
         };
         let line = match (sent, operation) {
@@ -729,6 +772,12 @@ async fn post_to_members(
             }
             (Ok(answer), Operation::Reinit) if answer.status == 200 => {
                 format!("Success: reinitialize for member {name}")
+            }
+            (Ok(answer), Operation::FlushRestart) if answer.status == 200 => {
+                format!("Success: flush scheduled restart for member {name}")
+            }
+            (Ok(answer), Operation::FlushRestart) if answer.status == 404 => {
+                format!("No scheduled restart on member {name}")
             }
             (Ok(answer), Operation::Reload) if answer.status == 200 || answer.status == 202 => {
                 let loop_wait_s = snap.view.config.as_ref().map_or(10, |c| c.loop_wait_ms / 1000);
@@ -1014,10 +1063,16 @@ mod tests {
         result.unwrap();
         assert!(out.ends_with("Could not find any accessible member of cluster batman\nSuccess: scheduled switchover deleted from etcd\n"), "{out}");
         assert!(Cluster::on(kv.clone(), keys(), SCOPE).read().await.unwrap().view.failover.is_none());
-        let (result, _) = run(&kv, &["flush", "restart"], "").await;
-        assert_eq!(result.unwrap_err().0, "keel schedules no restarts: there is none to flush");
+        let (result, _) = run(&kv, &["flush", "pg2", "switchover"], "").await;
+        assert_eq!(result.unwrap_err().0, "flush switchover takes no member names");
         let (result, _) = run(&kv, &["flush", "batman", "nothing"], "").await;
-        assert_eq!(result.unwrap_err().0, "flush: unknown target \"nothing\" (switchover or restart)");
+        assert_eq!(result.unwrap_err().0, "flush: unknown target \"nothing\" (restart or switchover)");
+        let (result, out) = run(&kv, &["flush", "pg2", "restart"], "n\n").await;
+        assert_eq!(result.unwrap_err().0, "Aborting flush scheduled restart");
+        assert_eq!(out, "Are you sure you want to cancel the scheduled restart of members pg2? [y/N]: ");
+        let (result, _) =
+            run(&kv, &["restart", "pg2", "--scheduled", "2020-01-01T00:00Z", "--force"], "").await;
+        assert_eq!(result.unwrap_err().0, "Can't schedule restart in the past");
     }
 
     #[tokio::test]
