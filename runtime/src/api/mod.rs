@@ -12,14 +12,19 @@
 //!   DCS read.
 //! - `metrics`: `/metrics`, Patroni's metric names plus keel's own.
 //! - `ops`, `config_edit`: the operations (section 1.3): switchover,
-//!   failover, restart, reinitialize, reload, failsafe; PATCH/PUT /config.
-//! - `auth`: HTTP Basic on the unsafe methods; `body`: request bodies.
+//!   failover, restart, reinitialize, reload, failsafe; PATCH/PUT /config;
+//!   `GET /failsafe`.
+//! - `access`, `auth`: Patroni's `check_access` on the unsafe methods
+//!   (allowlist, client certificates, HTTP Basic); `body`: request bodies
+//!   and early answers.
 //! - `store`: the API's own `Send` handle on etcd.
-//! - `server`: the axum server.
+//! - `server`: the axum server, plain or HTTPS (`tls`: rustls configs).
+//! - `client`: keel's own calls to its peers' APIs (the agent's failsafe
+//!   pings).
 //!
 //! Health checks and pages only read the shared status: they never open a
 //! connection to Postgres or etcd. Operations read and write etcd and ask
-//! the agent.
+//! the agent (`agent::command`), answering with the outcome.
 
 pub mod access;
 pub mod auth;

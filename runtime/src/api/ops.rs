@@ -121,9 +121,12 @@ impl Api {
     }
 
     pub(super) fn ops_or_503(&self) -> Result<&Ops, Refusal> {
-        self.ops
-            .get()
-            .ok_or_else(|| refusal(StatusCode::SERVICE_UNAVAILABLE, "operations are not available\n"))
+        self.ops.get().ok_or_else(|| {
+            refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "operations are not available: not connected to etcd yet",
+            )
+        })
     }
 }
 
@@ -683,6 +686,20 @@ pub async fn failsafe(api: &Api, headers: &HeaderMap, raw: &[u8]) -> Response {
         Ok(response)
     };
     run.await.unwrap_or_else(Refusal::into_response)
+}
+
+/// `GET /failsafe`: the `failsafe` key, `{member: api_url}`, as the
+/// leader wrote it; 502 when it is missing or not such an object.
+pub async fn failsafe_members(api: &Api) -> Response {
+    let Ok(ops) = api.ops_or_503() else {
+        return text(StatusCode::BAD_GATEWAY, "failsafe topology unknown");
+    };
+    let stored = ops.store.get(ops.store.keys().failsafe()).await;
+    let value = stored.ok().flatten().and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok());
+    match value {
+        Some(v @ Value::Object(_)) => body::json(StatusCode::OK, &v),
+        _ => text(StatusCode::BAD_GATEWAY, "failsafe topology unknown"),
+    }
 }
 
 /// Sends `request` to the agent and waits for the step that carried it

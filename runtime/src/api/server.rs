@@ -111,6 +111,15 @@ async fn handle(
             return response;
         }
     }
+    if uri.path() == "/failsafe" && matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        let response = ops::failsafe_members(&api).await;
+        if method == Method::GET {
+            return response;
+        }
+        let mut empty = Response::new(Body::empty());
+        *empty.status_mut() = response.status();
+        return empty;
+    }
     let status = &api.status;
     if let Some(page) = Page::from_path(uri.path()) {
         return page_response(page, status, &method, &uri);

@@ -644,7 +644,7 @@ async fn operations_before_etcd_is_connected_answer_503() {
     let addr = listener.local_addr().expect("address");
     tokio::spawn(serve(listener, api));
     let a = post(addr, "/switchover", r#"{"leader": "pg1"}"#).await;
-    assert_eq!((a.code, a.body.as_str()), (503, "operations are not available\n"));
+    assert_eq!((a.code, a.body.as_str()), (503, "operations are not available: not connected to etcd yet"));
     assert_eq!(post(addr, "/nothing", "{}").await.code, 404);
 }
 
@@ -960,4 +960,19 @@ async fn verify_client_required_and_optional_want_a_client_certificate_for_unsaf
     let e = tls::server_config(&no_ca).expect_err("no CA for client certificates");
     assert!(e.starts_with("restapi.verify_client needs restapi.cafile"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn get_failsafe_answers_the_failsafe_key_or_502() {
+    let kv = cluster(json!({})).await;
+    let node = serve_kv(&kv).await;
+    let a = call(node.addr, "GET", "/failsafe", "", None).await;
+    assert_eq!((a.code, a.body.as_str()), (502, "failsafe topology unknown"));
+    let topology = json!({"pg1": "http://10.0.0.1:8008/patroni", "pg2": "http://10.0.0.2:8008/patroni"});
+    put(&kv, "failsafe", topology.clone()).await;
+    let a = call(node.addr, "GET", "/failsafe", "", None).await;
+    assert_eq!(a.code, 200);
+    assert_eq!(serde_json::from_str::<Value>(&a.body).expect("JSON"), topology);
+    let a = call(node.addr, "HEAD", "/failsafe", "", None).await;
+    assert_eq!((a.code, a.body.as_str()), (200, ""));
 }
