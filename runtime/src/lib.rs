@@ -9,5 +9,6 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod ctl;
 pub mod dcs;
 pub mod pg;

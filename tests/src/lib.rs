@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod ctl;
 pub mod etcd;
 pub mod postgres;
 pub mod scratch;
