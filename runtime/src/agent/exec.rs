@@ -92,7 +92,8 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
                 kv(bounded(d, self.dcs.write_config_if_absent(json)).await)
             }
             Action::PublishMember(status) => {
-                kv(bounded(d, self.dcs.publish_member(status, ttl_ms)).await.map(|()| true))
+                let extras = &self.extras;
+                kv(bounded(d, self.dcs.publish_member_with(status, extras, ttl_ms)).await.map(|()| true))
             }
             Action::WriteSyncKey { members, quorum, expected_revision } => {
                 kv(bounded(d, self.dcs.write_sync(members, *quorum, *expected_revision)).await)

@@ -28,12 +28,15 @@ pub struct LocalPostgres {
 }
 
 /// What the REST status shows of the server beyond keel-core's facts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServerInfo {
     /// `server_version_num`, e.g. 150018.
     pub version_num: u32,
     /// Some changed setting waits for a restart (`pg_settings`).
     pub pending_restart: bool,
+    /// Which, as Patroni's `{param: {old_value, new_value}}`: the value the
+    /// server runs with and the last one in its configuration files.
+    pub pending_restart_reason: serde_json::Map<String, serde_json::Value>,
 }
 
 /// How long a `server_info` answer is reused for the same postmaster: the
@@ -53,9 +56,9 @@ impl LocalPostgres {
             return None;
         }
         let pid = self.setup.ctl.postmaster_pid();
-        if let Some((at_pid, at, info)) = self.info {
-            if at_pid == pid && at.elapsed() < SERVER_INFO_MAX_AGE {
-                return Some(info);
+        if let Some((at_pid, at, info)) = &self.info {
+            if *at_pid == pid && at.elapsed() < SERVER_INFO_MAX_AGE {
+                return Some(info.clone());
             }
         }
         let sql = "SELECT current_setting('server_version_num') AS version, \
@@ -66,11 +69,35 @@ impl LocalPostgres {
             tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
             _ => None,
         })?;
-        let info = ServerInfo {
+        let mut info = ServerInfo {
             version_num: row.get("version").and_then(|v| v.parse().ok())?,
             pending_restart: row.get("pending") == Some("t"),
+            pending_restart_reason: serde_json::Map::new(),
         };
-        self.info = Some((pid, Instant::now(), info));
+        if info.pending_restart {
+            // pg_file_settings needs superuser or pg_read_all_settings:
+            // without it, the reason stays unknown.
+            let sql = "SELECT s.name, current_setting(s.name) AS old, \
+                       (SELECT f.setting FROM pg_file_settings f WHERE f.name = s.name \
+                        ORDER BY f.seqno DESC LIMIT 1) AS new \
+                       FROM pg_settings s WHERE s.pending_restart ORDER BY s.name";
+            match client.simple_query(sql).await {
+                Ok(messages) => {
+                    for message in &messages {
+                        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+                            let Some(name) = row.get("name") else { continue };
+                            let diff = serde_json::json!({
+                                "old_value": row.get("old").unwrap_or(""),
+                                "new_value": row.get("new").unwrap_or(""),
+                            });
+                            info.pending_restart_reason.insert(name.to_owned(), diff);
+                        }
+                    }
+                }
+                Err(e) => warn!("which settings wait for a restart: {e}"),
+            }
+        }
+        self.info = Some((pid, Instant::now(), info.clone()));
         Some(info)
     }
 

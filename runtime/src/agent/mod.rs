@@ -19,8 +19,8 @@ use std::sync::PoisonError;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keel_core::{
-    Action, ActionResult, ClusterView, DcsView, Decision, DynamicConfig, Node, Observation, Outcome, PgFacts,
-    Request, Role,
+    Action, ActionResult, ClusterView, DcsView, Decision, DynamicConfig, MemberStatus, Node, Observation,
+    Outcome, PgFacts, Request, Role,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use self::command::{Command, Order, Reply};
 use crate::api::{SharedStatus, StepReport};
 use crate::config::Config;
+use crate::dcs::codec::{self, MemberExtras};
 use crate::dcs::patroni::Snapshot;
 use crate::dcs::{Dcs, Kv, KvError};
 
@@ -99,6 +100,9 @@ pub struct Agent<K: Kv, P: Postgres> {
     last_reason: String,
     /// Where the REST API reads this node's status.
     status: Option<SharedStatus>,
+    /// What this node's member key carries beyond keel-core's facts, as of
+    /// the last observation (see `member_extras`).
+    extras: MemberExtras,
 }
 
 impl<K: Kv, P: Postgres> Agent<K, P> {
@@ -119,6 +123,7 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
             reply: None,
             last_reason: String::new(),
             status: None,
+            extras: MemberExtras::default(),
         }
     }
 
@@ -145,6 +150,7 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
             let decision = self.node.step(&obs);
             self.log(&decision);
             self.publish(&obs, &decision);
+            self.extras = self.member_extras(&obs);
             self.outcomes = self.execute(&decision).await;
             if let Some(reply) = self.reply.take() {
                 let _ = reply.send(Reply::Stepped {
@@ -153,6 +159,7 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
                 });
             }
             self.publish_server_info().await;
+            self.refresh_member(&obs, &decision).await;
             if obs.pg.is_running_primary() && self.node.state().role == Role::Leader {
                 self.keep_slots().await;
             }
@@ -273,6 +280,60 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
         }
     }
 
+    /// Patroni's fields of this node's member key beyond keel-core's facts
+    /// (`touch_member`): replication state on a running replica, pending
+    /// and scheduled restarts (from the REST status), pause, every tag.
+    fn member_extras(&self, obs: &Observation) -> MemberExtras {
+        let pg = &obs.pg;
+        let replication_state = pg.is_running_replica().then(|| {
+            let state = if pg.streaming { "streaming" } else { "in archive recovery" };
+            state.to_owned()
+        });
+        let configured: serde_json::Map<String, serde_json::Value> =
+            self.cfg.tags.to_member_tags().into_iter().collect();
+        let mut extras = MemberExtras {
+            replication_state,
+            pause: self.config().pause,
+            tags: codec::published_tags(&obs.tags, &configured),
+            ..MemberExtras::default()
+        };
+        if let Some(status) = &self.status {
+            let status = status.read().unwrap_or_else(PoisonError::into_inner);
+            extras.pending_restart = status.pending_restart;
+            if status.pending_restart {
+                extras.pending_restart_reason = status.pending_restart_reason.clone();
+            }
+            extras.scheduled_restart = status.scheduled_restart.as_ref().and_then(|s| s.as_object().cloned());
+        }
+        extras
+    }
+
+    /// keel-core publishes the member key when its own facts change; when
+    /// only the fields it does not read change (a restart scheduled, pause
+    /// seen, replication state), the agent publishes the key again, as
+    /// Patroni's `touch_member` does every loop. Never once shutting down,
+    /// nor before keel-core's first publication.
+    async fn refresh_member(&mut self, obs: &Observation, decision: &Decision) {
+        let role = self.node.state().role;
+        let published_now = decision.actions.iter().any(|a| matches!(a, Action::PublishMember(_)));
+        if role == Role::Stopped || published_now || !matches!(obs.dcs, DcsView::Reachable(_)) {
+            return;
+        }
+        let extras = self.member_extras(obs);
+        let Some(snap) = &self.snapshot else { return };
+        let Some(published) = snap.member_details.get(&self.cfg.name) else { return };
+        if published.extras == extras {
+            return;
+        }
+        let status = MemberStatus::of(role, &obs.pg, &obs.tags);
+        let ttl_ms = self.config().ttl_ms;
+        let deadline = self.deadline();
+        match bounded(deadline, self.dcs.publish_member_with(&status, &extras, ttl_ms)).await {
+            Ok(()) => self.extras = extras,
+            Err(e) => warn!("could not refresh the member key: {e}"),
+        }
+    }
+
     /// The server's version and pending restart for the REST status, never
     /// holding up the loop for long (a hung server is fenced by the lease).
     async fn publish_server_info(&mut self) {
@@ -282,8 +343,9 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
             return;
         };
         let mut status = status.write().unwrap_or_else(PoisonError::into_inner);
-        status.server_version = info.map_or(0, |i| i.version_num);
-        status.pending_restart = info.is_some_and(|i| i.pending_restart);
+        status.server_version = info.as_ref().map_or(0, |i| i.version_num);
+        status.pending_restart = info.as_ref().is_some_and(|i| i.pending_restart);
+        status.pending_restart_reason = info.map(|i| i.pending_restart_reason).unwrap_or_default();
     }
 
     /// Carries out the actions in order; the first that does not succeed

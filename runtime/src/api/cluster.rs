@@ -10,10 +10,12 @@ use super::status::NodeStatus;
 use crate::dcs::codec::{self, encode_tags, format_timestamp, state_name};
 
 /// `GET /cluster` (Patroni's `cluster_as_json`): the members, leader first
-/// then by name, with their role, state, addresses, timeline, lag and tags.
+/// then by name, with their role, state (a replica's replication state),
+/// addresses, timeline, lag, pending and scheduled restart, and every tag.
 /// `None` before the agent's first DCS read.
 pub fn cluster_json(s: &NodeStatus) -> Option<Value> {
-    let view = &s.snapshot.as_ref()?.view;
+    let snap = s.snapshot.as_ref()?;
+    let view = &snap.view;
     let leader = view.leader_name();
     // The leader's position: what it published in `status`, else what its
     // member key says.
@@ -26,7 +28,16 @@ pub fn cluster_json(s: &NodeStatus) -> Option<Value> {
             let mut out = Map::new();
             out.insert("name".into(), json!(name));
             out.insert("role".into(), json!(cluster_role(view, s.synchronous_mode, name, is_leader)));
-            out.insert("state".into(), json!(state_name(m.state)));
+            let details = snap.member_details.get(name);
+            // Patroni: a replica's replication state (`streaming`, `in
+            // archive recovery`) stands for its state; else the state word
+            // the member wrote.
+            let replication_state =
+                details.and_then(|d| d.extras.replication_state.as_deref()).filter(|_| !is_leader);
+            let state = replication_state
+                .or(details.map(|d| d.state.as_str()).filter(|s| !s.is_empty()))
+                .unwrap_or(state_name(m.state));
+            out.insert("state".into(), json!(state));
             out.insert("api_url".into(), json!(m.api_url));
             if let Some((host, port)) = host_port(&m.conn_url) {
                 out.insert("host".into(), json!(host));
@@ -47,7 +58,25 @@ pub fn cluster_json(s: &NodeStatus) -> Option<Value> {
                 };
                 out.insert("lag".into(), lag);
             }
-            out.insert("tags".into(), encode_tags(&m.tags));
+            match details {
+                Some(d) => {
+                    let extras = &d.extras;
+                    if extras.pending_restart {
+                        out.insert("pending_restart".into(), json!(true));
+                        if !extras.pending_restart_reason.is_empty() {
+                            let reason = Value::Object(extras.pending_restart_reason.clone());
+                            out.insert("pending_restart_reason".into(), reason);
+                        }
+                    }
+                    if let Some(scheduled) = &extras.scheduled_restart {
+                        out.insert("scheduled_restart".into(), Value::Object(scheduled.clone()));
+                    }
+                    out.insert("tags".into(), Value::Object(extras.tags.clone()));
+                }
+                None => {
+                    out.insert("tags".into(), encode_tags(&m.tags));
+                }
+            }
             (!is_leader, name, Value::Object(out))
         })
         .collect();
@@ -133,8 +162,12 @@ mod tests {
 
     use super::*;
     use crate::config::dynamic_from_json;
-    use crate::dcs::codec::HistoryEntry;
+    use crate::dcs::codec::{HistoryEntry, MemberDetails, MemberExtras};
     use crate::dcs::patroni::Snapshot;
+
+    fn object(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
 
     fn member(role: MemberRole, lsn: u64, port: u16) -> Member {
         Member {
@@ -182,7 +215,24 @@ mod tests {
             },
         ];
         let config = dynamic_from_json(br#"{"ttl": 40, "synchronous_mode": true}"#).expect("config");
-        s.snapshot = Some(Snapshot { view, config: Some(config), history, warnings: Vec::new() });
+        // pg2 reports what Patroni's touch_member adds: it streams, waits
+        // for a restart, has one scheduled, and carries a custom tag. pg3's
+        // key has no details (as if only keel-core's facts were read).
+        let mut pg2 = MemberDetails { state: "running".into(), ..MemberDetails::default() };
+        pg2.extras = MemberExtras {
+            replication_state: Some("streaming".into()),
+            pending_restart: true,
+            pending_restart_reason: object(
+                json!({"max_connections": {"old_value": "100", "new_value": "200"}}),
+            ),
+            scheduled_restart: Some(object(json!({"schedule": "2026-11-26T03:00:00+00:00"}))),
+            pause: false,
+            tags: object(json!({"dc": "eu"})),
+        };
+        let pg1 = MemberDetails { state: "running".into(), ..MemberDetails::default() };
+        let member_details = BTreeMap::from([("pg1".to_owned(), pg1), ("pg2".to_owned(), pg2)]);
+        s.snapshot =
+            Some(Snapshot { view, config: Some(config), history, warnings: Vec::new(), member_details });
         s.synchronous_mode = SyncMode::On;
         s
     }
@@ -203,9 +253,16 @@ mod tests {
                 "timeline": 3, "tags": {},
             })
         );
-        assert_eq!(members[1]["role"], "sync_standby");
-        assert_eq!(members[1]["lag"], 100);
-        assert_eq!(members[1]["port"], 5433);
+        assert_eq!(
+            members[1],
+            json!({
+                "name": "pg2", "role": "sync_standby", "state": "streaming",
+                "api_url": "http://10.0.0.5433:8008/patroni", "host": "10.0.0.5433", "port": 5433,
+                "timeline": 3, "lag": 100, "tags": {"dc": "eu"}, "pending_restart": true,
+                "pending_restart_reason": {"max_connections": {"old_value": "100", "new_value": "200"}},
+                "scheduled_restart": {"schedule": "2026-11-26T03:00:00+00:00"},
+            })
+        );
         assert_eq!(members[2]["role"], "replica");
         assert_eq!(members[2]["state"], "stopped");
         assert_eq!(members[2]["lag"], "unknown");

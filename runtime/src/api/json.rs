@@ -58,6 +58,9 @@ pub fn status_json(s: &NodeStatus, now: Instant) -> Value {
     }
     if s.pending_restart {
         out.insert("pending_restart".into(), json!(true));
+        if !s.pending_restart_reason.is_empty() {
+            out.insert("pending_restart_reason".into(), Value::Object(s.pending_restart_reason.clone()));
+        }
     }
     if let Some(scheduled) = &s.scheduled_restart {
         out.insert("scheduled_restart".into(), scheduled.clone());

@@ -350,7 +350,7 @@ mod tests {
             timestamp: Some("2024-01-01T00:00:00+00:00".into()),
         }];
         let config = dynamic_from_json(br#"{"ttl": 30, "loop_wait": 10}"#).expect("config");
-        Snapshot { view, config: Some(config), history, warnings: Vec::new() }
+        Snapshot { view, config: Some(config), history, ..Snapshot::default() }
     }
 
     #[tokio::test]

@@ -68,6 +68,8 @@ pub struct NodeStatus {
     pub server_version: u32,
     /// Some setting changed needs a Postgres restart (`pg_settings`).
     pub pending_restart: bool,
+    /// Which settings, as Patroni's `{param: {old_value, new_value}}`.
+    pub pending_restart_reason: serde_json::Map<String, Value>,
     /// The restart scheduled through `POST /restart`, as requested (the
     /// API sets it, not the agent).
     pub scheduled_restart: Option<Value>,
@@ -153,6 +155,7 @@ impl NodeStatus {
             last_reason: String::new(),
             server_version: 0,
             pending_restart: false,
+            pending_restart_reason: serde_json::Map::new(),
             scheduled_restart: None,
             system_id: None,
             replication: Vec::new(),

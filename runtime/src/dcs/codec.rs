@@ -88,7 +88,9 @@ pub fn role_name(role: MemberRole) -> &'static str {
 /// member is never taken for a healthy candidate.
 pub fn parse_state(state: &str) -> MemberState {
     match state {
-        "running" => MemberState::Running,
+        // A replica's replication state, as `/cluster` shows it, may be
+        // written by other tools in place of `running`.
+        "running" | "streaming" | "in archive recovery" => MemberState::Running,
         "starting" | "restarting after failure" | "restarting" => MemberState::Starting,
         "stopping" => MemberState::Stopping,
         "crashed" | "start failed" => MemberState::Crashed,
@@ -156,29 +158,156 @@ pub fn encode_tags(tags: &Tags) -> Value {
     Value::Object(map)
 }
 
-/// `members/<name>`.
+/// What a member key says beyond keel-core's facts: Patroni's fields that
+/// operators and their tools read (`patronictl list`, `GET /cluster`).
+/// keel-core decides without them; the runtime publishes and shows them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemberExtras {
+    /// On a running replica: `streaming` or `in archive recovery`.
+    pub replication_state: Option<String>,
+    /// Some setting waits for a Postgres restart.
+    pub pending_restart: bool,
+    /// Which settings, as Patroni's `{param: {old_value, new_value}}`.
+    pub pending_restart_reason: Map<String, Value>,
+    /// The restart scheduled through `POST /restart`:
+    /// `{"schedule": <ISO time>, "role"?, "postgres_version"?, ...}`.
+    pub scheduled_restart: Option<Map<String, Value>>,
+    /// The member sees the cluster paused (what `pause --wait` waits for).
+    pub pause: bool,
+    /// Every tag as published, custom ones included.
+    pub tags: Map<String, Value>,
+}
+
+impl MemberExtras {
+    /// Nothing beyond keel-core's tags.
+    pub fn of_tags(tags: &Tags) -> MemberExtras {
+        MemberExtras { tags: published_tags(tags, &Map::new()), ..MemberExtras::default() }
+    }
+}
+
+/// A member key as read: keel-core's facts plus what the runtime shows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemberKey {
+    pub member: Member,
+    pub details: MemberDetails,
+}
+
+/// The parts of a member key keel-core does not read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemberDetails {
+    /// `state` as written: Patroni's own word (`restarting`, `starting
+    /// after custom bootstrap`...), which keel-core reads as a `MemberState`.
+    pub state: String,
+    /// `version`: the agent's (Patroni's, or keel's `keel x.y.z`).
+    pub version: Option<String>,
+    pub extras: MemberExtras,
+    /// Fields that could not be read, each with why; they count as absent.
+    pub warnings: Vec<String>,
+}
+
+/// The tags a member publishes: the configured ones as written (custom
+/// tags included), with keel-core's known tags as keel-core reads them, so
+/// that the key reads back as the same `Tags` (else keel-core would find
+/// its key outdated and publish it again every loop).
+pub fn published_tags(core: &Tags, configured: &Map<String, Value>) -> Map<String, Value> {
+    const KNOWN: [&str; 6] =
+        ["nofailover", "failover_priority", "nosync", "noloadbalance", "clonefrom", "replicatefrom"];
+    let mut tags: Map<String, Value> = configured
+        .iter()
+        .filter(|(k, _)| !KNOWN.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Value::Object(known) = encode_tags(core) {
+        tags.extend(known);
+    }
+    tags
+}
+
+/// `members/<name>`: keel-core's facts only.
 pub fn parse_member(bytes: &[u8]) -> Result<Member, String> {
+    parse_member_key(bytes).map(|key| key.member)
+}
+
+/// `members/<name>`. A key without a known role is an error; a garbled
+/// optional field is left out and named in `details.warnings`.
+pub fn parse_member_key(bytes: &[u8]) -> Result<MemberKey, String> {
     let map = object(bytes)?;
     let role_text = field_str(&map, "role").ok_or("no role")?;
     let role = parse_role(&role_text).ok_or_else(|| format!("unknown role {role_text:?}"))?;
-    let state = field_str(&map, "state").map_or(MemberState::Stopped, |s| parse_state(&s));
+    let state_text = field_str(&map, "state").unwrap_or_default();
     let lsn = ["xlog_location", "receive_lsn", "replay_lsn"]
         .iter()
         .filter_map(|k| map.get(*k).and_then(uint))
         .max();
     let timeline = map.get("timeline").and_then(uint).unwrap_or(0);
-    Ok(Member {
+    let member = Member {
         role,
-        state,
+        state: parse_state(&state_text),
         timeline: u32::try_from(timeline).map_err(|_| format!("timeline {timeline} out of range"))?,
         lsn: lsn.unwrap_or(0),
         tags: parse_tags(map.get("tags")),
         api_url: field_str(&map, "api_url").unwrap_or_default(),
         conn_url: field_str(&map, "conn_url").unwrap_or_default(),
-    })
+    };
+    let mut warnings = Vec::new();
+    let mut garbled = |field: &str, v: &Value| warnings.push(format!("{field}: {}; ignored", kind(v)));
+    let mut extras = MemberExtras::default();
+    match map.get("replication_state") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => extras.replication_state = Some(s.clone()),
+        Some(other) => garbled("replication_state", other),
+    }
+    match map.get("pending_restart") {
+        None | Some(Value::Null) => {}
+        Some(v) => match boolean(v) {
+            Some(b) => extras.pending_restart = b,
+            None => garbled("pending_restart", v),
+        },
+    }
+    match map.get("pending_restart_reason") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(reasons)) => extras.pending_restart_reason = reasons.clone(),
+        Some(other) => garbled("pending_restart_reason", other),
+    }
+    match map.get("scheduled_restart") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(s)) if s.get("schedule").is_some_and(Value::is_string) => {
+            extras.scheduled_restart = Some(s.clone());
+        }
+        Some(other) => garbled("scheduled_restart without a schedule", other),
+    }
+    match map.get("pause") {
+        None | Some(Value::Null) => {}
+        Some(v) => match boolean(v) {
+            Some(b) => extras.pause = b,
+            None => garbled("pause", v),
+        },
+    }
+    match map.get("tags") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(tags)) => extras.tags = tags.clone(),
+        Some(other) => garbled("tags", other),
+    }
+    let version = match map.get("version") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(v)) => Some(v.clone()),
+        Some(other) => {
+            garbled("version", other);
+            None
+        }
+    };
+    Ok(MemberKey { member, details: MemberDetails { state: state_text, version, extras, warnings } })
 }
 
-pub fn encode_member(status: &MemberStatus, conn_url: &str, api_url: &str, version: &str) -> Vec<u8> {
+/// `members/<name>` as Patroni's `touch_member` writes it: the optional
+/// fields only when they say something.
+pub fn encode_member(
+    status: &MemberStatus,
+    conn_url: &str,
+    api_url: &str,
+    version: &str,
+    extras: &MemberExtras,
+) -> Vec<u8> {
     let mut v = json!({
         "conn_url": conn_url,
         "api_url": api_url,
@@ -187,11 +316,26 @@ pub fn encode_member(status: &MemberStatus, conn_url: &str, api_url: &str, versi
         "version": version,
         "timeline": status.timeline,
         "xlog_location": status.lsn,
-        "tags": encode_tags(&status.tags),
+        "tags": extras.tags,
     });
     if status.role == MemberRole::Replica {
         v["replay_lsn"] = json!(status.lsn);
         v["receive_lsn"] = json!(status.lsn);
+    }
+    if let Some(state) = &extras.replication_state {
+        v["replication_state"] = json!(state);
+    }
+    if extras.pending_restart {
+        v["pending_restart"] = json!(true);
+        if !extras.pending_restart_reason.is_empty() {
+            v["pending_restart_reason"] = Value::Object(extras.pending_restart_reason.clone());
+        }
+    }
+    if let Some(scheduled) = &extras.scheduled_restart {
+        v["scheduled_restart"] = Value::Object(scheduled.clone());
+    }
+    if extras.pause {
+        v["pause"] = json!(true);
     }
     v.to_string().into_bytes()
 }
@@ -367,10 +511,89 @@ mod tests {
             lsn: 4096,
             tags: Tags { nosync: true, replicatefrom: Some("pg1".into()), ..Tags::new() },
         };
-        let raw = encode_member(&status, "postgres://a:5432/postgres", "http://a:8008/patroni", "keel 0.1.0");
-        let m = parse_member(&raw).unwrap();
+        let extras = MemberExtras {
+            replication_state: Some("streaming".into()),
+            pending_restart: true,
+            pending_restart_reason: json!({"max_connections": {"old_value": "100", "new_value": "200"}})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            scheduled_restart: json!({"schedule": "2026-11-26T03:00:00+00:00", "role": "replica"})
+                .as_object()
+                .cloned(),
+            pause: true,
+            tags: published_tags(&status.tags, json!({"dc": "eu", "rack": 3}).as_object().unwrap()),
+        };
+        let raw = encode_member(
+            &status,
+            "postgres://a:5432/postgres",
+            "http://a:8008/patroni",
+            "keel 0.1.0",
+            &extras,
+        );
+        let key = parse_member_key(&raw).unwrap();
+        let m = &key.member;
         assert_eq!((m.role, m.state, m.timeline, m.lsn), (status.role, status.state, 2, 4096));
         assert_eq!(m.tags, status.tags);
+        assert_eq!(key.details.extras, extras);
+        assert_eq!(key.details.state, "running");
+        assert_eq!(key.details.version.as_deref(), Some("keel 0.1.0"));
+        assert_eq!(key.details.extras.tags["dc"], "eu");
+        assert!(key.details.warnings.is_empty(), "{:?}", key.details.warnings);
+    }
+
+    #[test]
+    fn quiet_member_key_leaves_the_optional_fields_out() {
+        let status = MemberStatus {
+            role: MemberRole::Primary,
+            state: MemberState::Running,
+            timeline: 1,
+            lsn: 1,
+            tags: Tags::new(),
+        };
+        let raw = encode_member(&status, "", "", "keel", &MemberExtras::of_tags(&status.tags));
+        let json: Value = serde_json::from_slice(&raw).unwrap();
+        for field in
+            ["replication_state", "pending_restart", "pending_restart_reason", "scheduled_restart", "pause"]
+        {
+            assert!(json.get(field).is_none(), "{field} in {json}");
+        }
+        assert_eq!(json["tags"], json!({}));
+    }
+
+    #[test]
+    fn published_tags_read_back_as_the_same_core_tags() {
+        // nofailover: false wins over a priority of 0 in keel-core (config
+        // `to_core`), so the priority as written must not be published.
+        let core = Tags { failover_priority: 1, nosync: true, ..Tags::new() };
+        let configured = json!({"nofailover": false, "failover_priority": 0, "sync_priority": 0, "dc": "eu"});
+        let tags = published_tags(&core, configured.as_object().unwrap());
+        assert_eq!(parse_tags(Some(&Value::Object(tags.clone()))), core);
+        assert_eq!(Value::Object(tags), json!({"nosync": true, "sync_priority": 0, "dc": "eu"}));
+    }
+
+    #[test]
+    fn garbled_optional_member_fields_are_ignored_with_a_warning() {
+        let raw = br#"{"role":"replica","state":"running","replication_state":5,"pending_restart":"maybe",
+            "pending_restart_reason":[1],"scheduled_restart":{"role":"replica"},"pause":{},"tags":"dc=eu",
+            "version":4}"#;
+        let key = parse_member_key(raw).unwrap();
+        assert_eq!(key.details.extras, MemberExtras::default());
+        assert_eq!(key.details.version, None);
+        assert_eq!(key.details.warnings.len(), 7, "{:?}", key.details.warnings);
+        assert!(
+            key.details.warnings[0].starts_with("replication_state: a number"),
+            "{:?}",
+            key.details.warnings
+        );
+    }
+
+    #[test]
+    fn patroni_replica_states_read_as_running() {
+        for state in ["running", "streaming", "in archive recovery"] {
+            let raw = format!(r#"{{"role":"replica","state":"{state}"}}"#);
+            assert_eq!(parse_member(raw.as_bytes()).unwrap().state, MemberState::Running, "{state}");
+        }
     }
 
     #[test]

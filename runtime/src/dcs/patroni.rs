@@ -15,7 +15,7 @@ use keel_core::limits::MEMBERS_MAX;
 use keel_core::{ClusterView, MemberStatus, TimelineSwitch};
 use tracing::warn;
 
-use super::codec::{self, HistoryEntry};
+use super::codec::{self, HistoryEntry, MemberDetails, MemberExtras};
 use super::{Compare, Keys, Kv, KvError, Op};
 use crate::config::DynamicSettings;
 
@@ -31,6 +31,10 @@ pub struct Snapshot {
     pub history: Vec<HistoryEntry>,
     /// Keys that could not be read, with why; they count as absent.
     pub warnings: Vec<String>,
+    /// What each member key says beyond `view.members` (Patroni's state
+    /// word, replication state, pending and scheduled restart, pause, every
+    /// tag), for the REST API and keelctl.
+    pub member_details: BTreeMap<String, MemberDetails>,
 }
 
 /// What a lease acquisition found.
@@ -119,7 +123,13 @@ impl<K: Kv> Dcs<K> {
                     if view.members.len() >= MEMBERS_MAX {
                         return Err(format!("more than {MEMBERS_MAX} members"));
                     }
-                    view.members.insert(name.to_owned(), codec::parse_member(value)?);
+                    let key = codec::parse_member_key(value)?;
+                    for why in &key.details.warnings {
+                        warn!(member = name, "member key: {why}");
+                        snap.warnings.push(format!("members/{name}: {why}"));
+                    }
+                    view.members.insert(name.to_owned(), key.member);
+                    snap.member_details.insert(name.to_owned(), key.details);
                 }
             }
         }
@@ -255,8 +265,19 @@ impl<K: Kv> Dcs<K> {
     /// Writes this node's member key on its own lease (granted on first use
     /// and again if it expired), and keeps that lease alive.
     pub async fn publish_member(&mut self, status: &MemberStatus, ttl_ms: u64) -> Result<(), KvError> {
+        self.publish_member_with(status, &MemberExtras::of_tags(&status.tags), ttl_ms).await
+    }
+
+    /// [`Self::publish_member`] with Patroni's fields beyond keel-core's
+    /// facts (custom tags, replication state, restarts, pause).
+    pub async fn publish_member_with(
+        &mut self,
+        status: &MemberStatus,
+        extras: &MemberExtras,
+        ttl_ms: u64,
+    ) -> Result<(), KvError> {
         let lease = self.member_lease(ttl_ms).await?;
-        let value = codec::encode_member(status, &self.conn_url, &self.api_url, VERSION);
+        let value = codec::encode_member(status, &self.conn_url, &self.api_url, VERSION, extras);
         let put = Op::Put { key: self.keys.member(&self.name), value, lease };
         self.kv.txn(vec![], vec![put], vec![]).await.map(|_| ())
     }
