@@ -100,7 +100,7 @@ async fn keelctl_operates_a_three_node_cluster() {
     let view = cluster.view().await.expect("etcd answers");
     assert_eq!(view.config.as_ref().map(|c| c.ttl_ms), Some(6000), "the refused edit changed nothing");
 
-    // pause / resume --wait: every member's REST status follows.
+    // pause / resume --wait: every member key follows.
     for (command, word) in [("pause", "paused"), ("resume", "resumed")] {
         let started = Instant::now();
         let out = ctl(&cluster, &[command, "--wait"], "").await;

@@ -2,6 +2,7 @@
 //! checks (`_do_failover_or_switchover`, `get_members`, `remove`), asks
 //! unless `--force`, and only then makes its one change.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use hyper::Method;
@@ -53,8 +54,8 @@ pub async fn dispatch<K: Kv>(
             let edits = Edits { set, pg, apply, replace, editor: target.editor.clone() };
             edit_config(cluster, edits, force, console).await
         }
-        Command::Pause { wait, .. } => pause(cluster, true, wait.then_some(rest), console).await,
-        Command::Resume { wait, .. } => pause(cluster, false, wait.then_some(rest), console).await,
+        Command::Pause { wait, .. } => pause(cluster, true, wait, console).await,
+        Command::Resume { wait, .. } => pause(cluster, false, wait, console).await,
         Command::Switchover { leader, candidate, scheduled, force, .. } => {
             let request = Request { leader, candidate, scheduled, force };
             switchover(cluster, Action::Switchover, request, rest, console).await
@@ -230,14 +231,16 @@ fn run_editor(editor: Option<&str>, scope: &str, before: &str) -> Result<Map<Str
 
 /// `pause` / `resume`: `pause` in `config` set or removed with a
 /// compare-and-swap (retried if another edit came first), then with
-/// `--wait` until every member's REST status says the same.
+/// `--wait` until every member's key says the same.
 async fn pause<K: Kv>(
     cluster: &Cluster<K>,
     paused: bool,
-    wait: Option<&Rest>,
+    wait: bool,
     console: &mut Console<'_>,
 ) -> Result<(), CtlError> {
     const ATTEMPTS: usize = 3;
+    // Patroni waits for the members there when the change was made.
+    let members_before: BTreeSet<String> = cluster.read().await?.view.members.into_keys().collect();
     for attempt in 1..=ATTEMPTS {
         let raw = cluster.config().await?;
         let current = cluster::check_config(&raw.value)?.pause;
@@ -260,36 +263,32 @@ async fn pause<K: Kv>(
         }
     }
     let word = if paused { "paused" } else { "resumed" };
-    if let Some(rest) = wait {
+    if wait {
         let what = if paused { "pause" } else { "resume" };
         console.line(&format!("'{what}' request sent, waiting until it is recognized by all nodes"))?;
-        wait_for_pause(cluster, paused, rest).await?;
+        wait_for_pause(cluster, paused, members_before).await?;
     }
     console.line(&format!("Success: cluster management is {word}"))
 }
 
-/// Waits until every member's `GET /patroni` reports `pause` as wanted
-/// (keel's member keys do not carry Patroni's `pause` flag; the status does).
-async fn wait_for_pause<K: Kv>(cluster: &Cluster<K>, paused: bool, rest: &Rest) -> Result<(), CtlError> {
+/// Waits until every member in `members` reports `pause` as wanted in its
+/// member key (Patroni's `wait_until_pause_is_applied`); a member whose key
+/// expired meanwhile no longer counts.
+async fn wait_for_pause<K: Kv>(
+    cluster: &Cluster<K>,
+    paused: bool,
+    members: BTreeSet<String>,
+) -> Result<(), CtlError> {
     let snap = cluster.read().await?;
     let deadline = Instant::now() + settle_time(&snap);
     loop {
         let snap = cluster.read().await?;
-        let mut behind = Vec::new();
-        for (name, member) in &snap.view.members {
-            let reports = match http::endpoint(&member.api_url, "patroni") {
-                Ok(uri) => match rest.request(Method::GET, &uri, None, STATUS_TIMEOUT).await {
-                    Ok(answer) if answer.status == 200 => serde_json::from_str::<Value>(&answer.body)
-                        .ok()
-                        .map(|status| status.get("pause").and_then(Value::as_bool).unwrap_or(false)),
-                    _ => None,
-                },
-                Err(_) => None,
-            };
-            if reports != Some(paused) {
-                behind.push(name.clone());
-            }
-        }
+        let behind: Vec<&str> = members
+            .iter()
+            .filter(|name| snap.view.members.contains_key(*name))
+            .filter(|name| snap.member_details.get(*name).map(|d| d.extras.pause) != Some(paused))
+            .map(String::as_str)
+            .collect();
         if behind.is_empty() {
             return Ok(());
         }
@@ -983,6 +982,46 @@ mod tests {
         run(&kv, &["resume"], "").await.0.unwrap();
         assert!(config(&kv).await.get("pause").is_none());
         assert_eq!(run(&kv, &["resume"], "").await.0.unwrap_err().0, "Cluster is not paused");
+    }
+
+    #[tokio::test]
+    async fn pause_wait_returns_once_every_member_key_reports_pause() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let kv = seeded().await;
+        let published = AtomicBool::new(false);
+        let waiting = async {
+            let outcome = run(&kv, &["pause", "--wait"], "").await;
+            (outcome, published.load(Ordering::SeqCst))
+        };
+        let agents = async {
+            while config(&kv).await.get("pause").is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // No member key says pause yet: keelctl polls a few times.
+            tokio::time::sleep(POLL * 3).await;
+            // The agents' next loops: pg1 and pg2 publish pause; pg3's key
+            // expires (it no longer counts).
+            let k = keys();
+            let paused = |role: &str| {
+                format!(
+                    r#"{{"role":"{role}","state":"running","api_url":"http://127.0.0.1:1/patroni","pause":true}}"#
+                )
+            };
+            let ops = vec![
+                Op::Put { key: k.member("pg1"), value: paused("primary").into_bytes(), lease: 0 },
+                Op::Put { key: k.member("pg2"), value: paused("replica").into_bytes(), lease: 0 },
+                Op::Delete { key: k.member("pg3") },
+            ];
+            published.store(true, Ordering::SeqCst);
+            assert!(kv.txn(vec![], ops, vec![]).await.unwrap());
+        };
+        let (((result, out), published_before_return), ()) = tokio::join!(waiting, agents);
+        result.unwrap();
+        assert!(published_before_return, "returned before the member keys reported pause");
+        assert_eq!(
+            out,
+            "'pause' request sent, waiting until it is recognized by all nodes\nSuccess: cluster management is paused\n"
+        );
     }
 
     #[tokio::test]

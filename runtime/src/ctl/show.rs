@@ -19,11 +19,19 @@ pub struct MemberRow {
     pub host: String,
     /// `Leader`, `Sync Standby`, `Quorum Standby` or `Replica`.
     pub role: &'static str,
-    pub state: &'static str,
+    /// As `GET /cluster` shows it: a replica's replication state
+    /// (`streaming`, `in archive recovery`), else the state it wrote.
+    pub state: String,
     pub timeline: u32,
     pub lag: Lag,
-    /// The tags that differ from the defaults, in Patroni's JSON form.
+    /// Every tag the member published (custom ones included), in Patroni's
+    /// JSON form.
     pub tags: Map<String, Value>,
+    pub pending_restart: bool,
+    /// `param: old->new`, one per line (patronictl's format).
+    pub pending_restart_reason: Vec<String>,
+    /// `<schedule>[ if version < <v>]`, as patronictl shows it.
+    pub scheduled_restart: Option<String>,
     /// `replicatefrom`: whom it streams from, for `topology`.
     pub upstream: Option<String>,
 }
@@ -82,22 +90,66 @@ pub fn member_rows(snap: &Snapshot) -> Vec<MemberRow> {
             } else {
                 Lag::Bytes(reference_lsn.saturating_sub(m.lsn))
             };
-            let tags = match codec::encode_tags(&m.tags) {
-                Value::Object(map) => map,
-                _ => Map::new(),
+            let details = snap.member_details.get(name);
+            let tags = match details {
+                Some(d) => d.extras.tags.clone(),
+                None => match codec::encode_tags(&m.tags) {
+                    Value::Object(map) => map,
+                    _ => Map::new(),
+                },
             };
+            let replication_state =
+                details.and_then(|d| d.extras.replication_state.clone()).filter(|_| role != "Leader");
+            let state = replication_state
+                .or_else(|| details.map(|d| d.state.clone()).filter(|s| !s.is_empty()))
+                .unwrap_or_else(|| codec::state_name(m.state).to_owned());
+            let extras = details.map(|d| &d.extras);
+            let pending_restart = extras.is_some_and(|e| e.pending_restart);
+            let pending_restart_reason = extras
+                .filter(|_| pending_restart)
+                .map(|e| {
+                    e.pending_restart_reason.iter().map(|(param, diff)| param_diff(param, diff)).collect()
+                })
+                .unwrap_or_default();
+            let scheduled_restart = extras.and_then(|e| e.scheduled_restart.as_ref()).map(scheduled_text);
             MemberRow {
                 name: name.clone(),
                 host: host_of(&m.conn_url),
                 role,
-                state: codec::state_name(m.state),
+                state,
                 timeline: m.timeline,
                 lag,
                 tags,
+                pending_restart,
+                pending_restart_reason,
+                scheduled_restart,
                 upstream: m.tags.replicatefrom.clone(),
             }
         })
         .collect()
+}
+
+/// patronictl's `param: old->new` (a value that is not text shows as
+/// JSON).
+fn param_diff(param: &str, diff: &Value) -> String {
+    let text = |key: &str| match diff.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    format!("{param}: {}->{}", text("old_value"), text("new_value"))
+}
+
+/// patronictl's `Scheduled restart`: the schedule, and the version
+/// condition if any.
+fn scheduled_text(scheduled: &Map<String, Value>) -> String {
+    let mut text = scheduled.get("schedule").and_then(Value::as_str).unwrap_or_default().to_owned();
+    match scheduled.get("postgres_version") {
+        Some(Value::String(v)) => text.push_str(&format!(" if version < {v}")),
+        Some(v @ Value::Number(_)) => text.push_str(&format!(" if version < {v}")),
+        _ => {}
+    }
+    text
 }
 
 /// `postgres://10.0.0.1:5432/postgres` → `10.0.0.1:5432`.
@@ -177,7 +229,6 @@ pub fn topology(scope: &str, snap: &Snapshot) -> String {
 }
 
 fn pretty(scope: &str, snap: &Snapshot, rows: &[MemberRow], name: impl Fn(&MemberRow) -> String) -> String {
-    let with_tags = rows.iter().any(|r| !r.tags.is_empty());
     let mut columns = vec![
         ("Member", Align::Left),
         ("Host", Align::Left),
@@ -186,8 +237,17 @@ fn pretty(scope: &str, snap: &Snapshot, rows: &[MemberRow], name: impl Fn(&Membe
         ("TL", Align::Right),
         ("Lag in MB", Align::Right),
     ];
-    if with_tags {
-        columns.push(("Tags", Align::Left));
+    // patronictl adds each of these columns when some member has a value.
+    let optional = OptionalColumns::of(rows);
+    for (shown, column) in [
+        (optional.pending_restart, "Pending restart"),
+        (optional.pending_restart_reason, "Pending restart reason"),
+        (optional.scheduled_restart, "Scheduled restart"),
+        (optional.tags, "Tags"),
+    ] {
+        if shown {
+            columns.push((column, Align::Left));
+        }
     }
     let mut table = Table::new(&columns);
     for row in rows {
@@ -196,16 +256,38 @@ fn pretty(scope: &str, snap: &Snapshot, rows: &[MemberRow], name: impl Fn(&Membe
             Some(v) => v.to_string(),
             None => String::new(),
         };
-        let tags = if row.tags.is_empty() { String::new() } else { yaml(&Value::Object(row.tags.clone())) };
-        table.row(vec![
+        let mut cells = vec![
             name(row),
             row.host.clone(),
             row.role.to_owned(),
-            row.state.to_owned(),
+            row.state.clone(),
             row.timeline.to_string(),
             lag,
-            tags.trim_end().to_owned(),
-        ]);
+        ];
+        if optional.pending_restart {
+            cells.push(if row.pending_restart { "*".into() } else { String::new() });
+        }
+        if optional.pending_restart_reason {
+            // patronictl hides a long diff in the table.
+            let lines: Vec<String> = row
+                .pending_restart_reason
+                .iter()
+                .map(|diff| match diff.split_once(": ") {
+                    Some((param, _)) if diff.len() > 50 => format!("{param}: [hidden - too long]"),
+                    _ => diff.clone(),
+                })
+                .collect();
+            cells.push(lines.join("\n"));
+        }
+        if optional.scheduled_restart {
+            cells.push(row.scheduled_restart.clone().unwrap_or_default());
+        }
+        if optional.tags {
+            let tags =
+                if row.tags.is_empty() { String::new() } else { yaml(&Value::Object(row.tags.clone())) };
+            cells.push(tags.trim_end().to_owned());
+        }
+        table.row(cells);
     }
     let mut out = table.render(Some(&title(scope, snap)));
     if snap.config.as_ref().is_some_and(|c| c.pause) {
@@ -225,6 +307,26 @@ fn pretty(scope: &str, snap: &Snapshot, rows: &[MemberRow], name: impl Fn(&Membe
     out
 }
 
+/// Which of patronictl's optional columns some member fills.
+#[derive(Clone, Copy)]
+struct OptionalColumns {
+    pending_restart: bool,
+    pending_restart_reason: bool,
+    scheduled_restart: bool,
+    tags: bool,
+}
+
+impl OptionalColumns {
+    fn of(rows: &[MemberRow]) -> OptionalColumns {
+        OptionalColumns {
+            pending_restart: rows.iter().any(|r| r.pending_restart),
+            pending_restart_reason: rows.iter().any(|r| !r.pending_restart_reason.is_empty()),
+            scheduled_restart: rows.iter().any(|r| r.scheduled_restart.is_some()),
+            tags: rows.iter().any(|r| !r.tags.is_empty()),
+        }
+    }
+}
+
 fn row_json(scope: &str, row: &MemberRow) -> Map<String, Value> {
     let mut map = Map::new();
     map.insert("Cluster".into(), json!(scope));
@@ -235,6 +337,15 @@ fn row_json(scope: &str, row: &MemberRow) -> Map<String, Value> {
     map.insert("TL".into(), json!(row.timeline));
     if let Some(lag) = row.lag.mb() {
         map.insert("Lag in MB".into(), lag);
+    }
+    if row.pending_restart {
+        map.insert("Pending restart".into(), json!("*"));
+        if !row.pending_restart_reason.is_empty() {
+            map.insert("Pending restart reason".into(), json!(row.pending_restart_reason.join("\n")));
+        }
+    }
+    if let Some(scheduled) = &row.scheduled_restart {
+        map.insert("Scheduled restart".into(), json!(scheduled));
     }
     if !row.tags.is_empty() {
         map.insert("Tags".into(), Value::Object(row.tags.clone()));
@@ -310,6 +421,8 @@ mod tests {
     use keel_core::dcs::{FailoverKey, LeaderKey, SyncKey};
     use keel_core::{Member, MemberState, Tags, TimelineSwitch};
 
+    use crate::dcs::codec::{MemberDetails, MemberExtras};
+
     const MB: u64 = 1 << 20;
 
     fn member(role: MemberRole, port: u16, lsn: u64, tags: Tags) -> Member {
@@ -351,6 +464,35 @@ mod tests {
         let mut cloning = member(MemberRole::Uninitialized, 5435, 0, Tags::new());
         cloning.state = MemberState::CreatingReplica;
         members.insert("pg4".into(), cloning);
+        // What the agents publish beside keel-core's facts: pg2 streams and
+        // waits for a restart; pg3 is in archive recovery, with a custom tag
+        // and a restart scheduled; pg4's key has no details.
+        let details = |state: &str, extras: MemberExtras| MemberDetails {
+            state: state.into(),
+            extras,
+            ..MemberDetails::default()
+        };
+        let object = |v: Value| v.as_object().cloned().unwrap_or_default();
+        let pg2 = MemberExtras {
+            replication_state: Some("streaming".into()),
+            pending_restart: true,
+            pending_restart_reason: object(json!({
+                "max_connections": {"old_value": "100", "new_value": "200"},
+                "shared_preload_libraries": {"old_value": "", "new_value": "pg_stat_statements,auto_explain"},
+            })),
+            ..MemberExtras::default()
+        };
+        let pg3 = MemberExtras {
+            replication_state: Some("in archive recovery".into()),
+            scheduled_restart: Some(object(
+                json!({"schedule": "2026-11-26T03:00:00+00:00", "postgres_version": "15.4"}),
+            )),
+            tags: object(json!({"nofailover": true, "replicatefrom": "pg2", "dc": "eu"})),
+            ..MemberExtras::default()
+        };
+        snap.member_details.insert("pg1".into(), details("running", MemberExtras::default()));
+        snap.member_details.insert("pg2".into(), details("running", pg2));
+        snap.member_details.insert("pg3".into(), details("running", pg3));
         snap
     }
 
@@ -376,8 +518,17 @@ mod tests {
             json!({"Cluster": "batman", "Member": "pg1", "Host": "10.0.0.1:5432", "Role": "Leader", "State": "running", "TL": 3})
         );
         assert_eq!(json[1]["Role"], "Sync Standby");
+        assert_eq!(json[1]["State"], "streaming");
         assert_eq!(json[1]["Lag in MB"], 2);
-        assert_eq!(json[2]["Tags"], json!({"nofailover": true, "replicatefrom": "pg2"}));
+        assert_eq!(json[1]["Pending restart"], "*");
+        assert_eq!(
+            json[1]["Pending restart reason"],
+            "max_connections: 100->200\nshared_preload_libraries: ->pg_stat_statements,auto_explain"
+        );
+        assert_eq!(json[2]["State"], "in archive recovery");
+        assert_eq!(json[2]["Tags"], json!({"nofailover": true, "replicatefrom": "pg2", "dc": "eu"}));
+        assert_eq!(json[2]["Scheduled restart"], "2026-11-26T03:00:00+00:00 if version < 15.4");
+        assert_eq!(json[3]["State"], "creating replica");
         assert_eq!(json[3]["Lag in MB"], "unknown");
         let yaml_text = list("batman", &snap, Format::Yaml).unwrap();
         let from_yaml: Value = serde_saphyr::from_str(&yaml_text).unwrap();
