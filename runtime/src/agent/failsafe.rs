@@ -7,19 +7,18 @@
 //! timeout) is `Failed`, and the leader demotes at its deadline.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::Method;
 use keel_core::ActionResult;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::task::JoinSet;
-use tokio_rustls::rustls::ClientConfig;
 use tracing::warn;
 
 use super::setup::Setup;
 use super::{Agent, Postgres};
-use crate::api::auth::header_value;
-use crate::api::{client, tls};
+use crate::api::client::{self, Rest};
+use crate::api::tls;
 use crate::dcs::Kv;
 
 impl<K: Kv, P: Postgres> Agent<K, P> {
@@ -34,8 +33,6 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
         let deadline = Duration::from_millis(left_ms.saturating_sub(gentle_ms).max(100));
         let (conn_url, api_url) = Setup::new(&self.cfg).map(|s| (s.conn_url, s.api_url)).unwrap_or_default();
         let body = json!({"name": self.cfg.name, "conn_url": conn_url, "api_url": api_url, "slots": {}});
-        let body = body.to_string().into_bytes();
-        let authorization = self.cfg.restapi.authentication.as_ref().map(header_value);
         let tls = match tls::client_config(&self.cfg.restapi) {
             Ok(tls) => tls,
             Err(e) => {
@@ -43,12 +40,13 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
                 None
             }
         };
+        let rest = Rest { auth: self.cfg.restapi.authentication.clone(), tls };
         let view = self.snapshot.as_ref().map(|s| &s.view);
         let peers = members
             .iter()
             .map(|m| (m.clone(), view.and_then(|v| v.members.get(m)).map(|x| x.api_url.clone())))
             .collect();
-        confirm_all(peers, body, authorization, tls, deadline).await
+        confirm_all(peers, &body, &rest, deadline).await
     }
 }
 
@@ -56,9 +54,8 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
 /// one answered 200 within `deadline`.
 pub async fn confirm_all(
     peers: Vec<(String, Option<String>)>,
-    body: Vec<u8>,
-    authorization: Option<String>,
-    tls: Option<Arc<ClientConfig>>,
+    body: &Value,
+    rest: &Rest,
     deadline: Duration,
 ) -> ActionResult {
     let mut pings = JoinSet::new();
@@ -67,19 +64,30 @@ pub async fn confirm_all(
             warn!(member, "failsafe: no known REST API address; cannot confirm");
             return ActionResult::Failed;
         };
-        let (body, authorization, tls) = (body.clone(), authorization.clone(), tls.clone());
+        let uri = match client::endpoint(&url, "failsafe") {
+            Ok(uri) => uri,
+            Err(e) => {
+                warn!(member, "failsafe: {e}; cannot confirm");
+                return ActionResult::Failed;
+            }
+        };
+        let (body, rest) = (body.clone(), rest.clone());
         pings.spawn(async move {
-            let answer =
-                client::post_json(&url, "/failsafe", body, authorization.as_deref(), tls, deadline).await;
+            // One deadline for the whole exchange (the client's bounds
+            // connecting and answering each).
+            let ping = rest.request(Method::POST, &uri, Some(&body), deadline);
+            let answer = tokio::time::timeout(deadline, ping).await.unwrap_or_else(|_| {
+                Err(client::HttpError::Lost(format!("no answer within {} ms", deadline.as_millis())))
+            });
             (member, answer)
         });
     }
     let mut confirmed = true;
     while let Some(joined) = pings.join_next().await {
         match joined {
-            Ok((_, Ok(answer))) if answer.code == 200 => {}
+            Ok((_, Ok(answer))) if answer.status == 200 => {}
             Ok((member, Ok(answer))) => {
-                warn!(member, code = answer.code, "failsafe: not confirmed");
+                warn!(member, code = answer.status, "failsafe: not confirmed");
                 confirmed = false;
             }
             Ok((member, Err(e))) => {

@@ -19,8 +19,8 @@
 //!   and early answers.
 //! - `store`: the API's own `Send` handle on etcd.
 //! - `server`: the axum server, plain or HTTPS (`tls`: rustls configs).
-//! - `client`: keel's own calls to its peers' APIs (the agent's failsafe
-//!   pings).
+//! - `client`: keel's own HTTP client for members' APIs (the agent's
+//!   failsafe pings, keelctl).
 //!
 //! Health checks and pages only read the shared status: they never open a
 //! connection to Postgres or etcd. Operations read and write etcd and ask

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::client::{self, Rest};
 use super::ops::{Api, Ops};
 use super::status::{NodeStatus, SharedStatus};
 use super::store::{BoxFuture, KvStore, Store};
@@ -675,11 +676,11 @@ async fn check_failsafe_is_done_when_every_member_accepts() {
     let auth = Auth { username: "admin".into(), password: "pw".into() };
     let (a, b) = (confirming_replica(Some(auth.clone())).await, confirming_replica(None).await);
     let peers = vec![("pg2".to_owned(), url(a)), ("pg3".to_owned(), url(b))];
-    let body = br#"{"name": "pg1"}"#.to_vec();
-    let header = Some(super::auth::header_value(&auth));
-    let result = confirm_all(peers.clone(), body.clone(), header, None, Duration::from_secs(5)).await;
+    let body = json!({"name": "pg1"});
+    let rest = Rest { auth: Some(auth), tls: None };
+    let result = confirm_all(peers.clone(), &body, &rest, Duration::from_secs(5)).await;
     assert_eq!(result, ActionResult::Done);
-    let no_credentials = confirm_all(peers, body, None, None, Duration::from_secs(5)).await;
+    let no_credentials = confirm_all(peers, &body, &Rest::default(), Duration::from_secs(5)).await;
     assert_eq!(no_credentials, ActionResult::Failed, "pg2 wants credentials: 401");
 }
 
@@ -695,20 +696,34 @@ async fn check_failsafe_fails_on_a_primary_an_unknown_address_or_a_dead_member()
         let listener = bind("127.0.0.1:0").await.expect("bind");
         listener.local_addr().expect("address")
     };
-    let body = br#"{"name": "pg1"}"#.to_vec();
+    let body = json!({"name": "pg1"});
     for (peer, why) in [
         (url(primary.addr), "a running primary answers 500"),
         (None, "no address known"),
         (url(dead), "nobody listens"),
     ] {
         let peers = vec![("pg2".to_owned(), url(ok)), ("pg3".to_owned(), peer)];
-        let result = confirm_all(peers, body.clone(), None, None, Duration::from_secs(5)).await;
+        let result = confirm_all(peers, &body, &Rest::default(), Duration::from_secs(5)).await;
         assert_eq!(result, ActionResult::Failed, "{why}");
     }
-    assert_eq!(confirm_all(Vec::new(), body, None, None, Duration::from_secs(1)).await, ActionResult::Done);
+    let nobody = confirm_all(Vec::new(), &body, &Rest::default(), Duration::from_secs(1)).await;
+    assert_eq!(nobody, ActionResult::Done);
 }
 
 // ---- HTTPS ----
+
+/// POSTs `body` as it is (JSON or deliberately not) to `path` of the member
+/// at `api_url`.
+async fn post_raw(
+    api_url: &str,
+    path: &str,
+    body: &'static [u8],
+    rest: &Rest,
+) -> Result<client::Answer, client::HttpError> {
+    let uri = client::endpoint(api_url, path)?;
+    rest.send(axum::http::Method::POST, &uri, Some(bytes::Bytes::from_static(body)), Duration::from_secs(5))
+        .await
+}
 
 /// A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI).
 fn make_certs(dir: &std::path::Path) {
@@ -752,7 +767,7 @@ fn make_certs(dir: &std::path::Path) {
 #[tokio::test]
 async fn https_api_serves_operations_and_failsafe_pings_verified_by_the_cafile() {
     use crate::agent::failsafe::confirm_all;
-    use crate::api::{client, tls};
+    use crate::api::tls;
     use crate::config::RestApi;
     let dir = std::env::temp_dir().join(format!("keel-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -780,22 +795,18 @@ async fn https_api_serves_operations_and_failsafe_pings_verified_by_the_cafile()
         }
     });
     let https = format!("https://{addr}/patroni");
-    let a =
-        client::post_json(&https, "/switchover", b"[".to_vec(), None, client.clone(), Duration::from_secs(5))
-            .await
-            .expect("an answer over TLS");
-    assert_eq!(a.code, 400, "malformed body over HTTPS");
+    let verified = Rest { auth: None, tls: client };
+    let a = post_raw(&https, "switchover", b"[", &verified).await.expect("an answer over TLS");
+    assert_eq!(a.status, 400, "malformed body over HTTPS");
     let peers = vec![("pg2".to_owned(), Some(https.clone()))];
-    let pinged =
-        confirm_all(peers.clone(), br#"{"name": "pg1"}"#.to_vec(), None, client, Duration::from_secs(5))
-            .await;
+    let body = json!({"name": "pg1"});
+    let pinged = confirm_all(peers.clone(), &body, &verified, Duration::from_secs(5)).await;
     assert_eq!(pinged, ActionResult::Done);
-    let unverified =
-        confirm_all(peers, br#"{"name": "pg1"}"#.to_vec(), None, None, Duration::from_secs(5)).await;
+    let unverified = confirm_all(peers, &body, &Rest::default(), Duration::from_secs(5)).await;
     assert_eq!(unverified, ActionResult::Failed, "no CA: an https peer is not trusted");
     // Plain HTTP to the TLS port gets no HTTP answer.
     let plain = format!("http://{addr}/patroni");
-    let a = client::post_json(&plain, "/failsafe", b"{}".to_vec(), None, None, Duration::from_secs(5)).await;
+    let a = post_raw(&plain, "failsafe", b"{}", &Rest::default()).await;
     assert!(a.is_err(), "{a:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -903,7 +914,7 @@ async fn allowlist_refuses_other_addresses_with_403_and_include_members_admits_m
 #[tokio::test]
 async fn verify_client_required_and_optional_want_a_client_certificate_for_unsafe_methods() {
     use super::access::Access;
-    use crate::api::{client, tls};
+    use crate::api::tls;
     use crate::config::{RestApi, VerifyClient};
     let dir = std::env::temp_dir().join(format!("keel-mtls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -929,31 +940,15 @@ async fn verify_client_required_and_optional_want_a_client_certificate_for_unsaf
         let addr = listener.local_addr().expect("address");
         tokio::spawn(super::serve_tls(listener, api, server));
         let url = format!("https://{addr}/patroni");
-        let a = client::post_json(
-            &url,
-            "/switchover",
-            b"[".to_vec(),
-            None,
-            identified.clone(),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("answer");
-        assert_eq!(a.code, 400, "{mode:?}: a client with a certificate passes the check");
-        let a = client::post_json(
-            &url,
-            "/switchover",
-            b"[".to_vec(),
-            None,
-            anonymous.clone(),
-            Duration::from_secs(5),
-        )
-        .await;
+        let identified = Rest { auth: None, tls: identified.clone() };
+        let a = post_raw(&url, "switchover", b"[", &identified).await.expect("answer");
+        assert_eq!(a.status, 400, "{mode:?}: a client with a certificate passes the check");
+        let a = post_raw(&url, "switchover", b"[", &Rest { auth: None, tls: anonymous.clone() }).await;
         match mode {
             VerifyClient::Required => {
                 assert!(a.is_err(), "required: no handshake without a certificate: {a:?}")
             }
-            _ => assert_eq!(a.map(|a| a.code), Ok(403), "optional: unsafe methods need a certificate"),
+            _ => assert_eq!(a.map(|a| a.status), Ok(403), "optional: unsafe methods need a certificate"),
         }
     }
     let no_ca = RestApi { verify_client: Some(VerifyClient::Required), cafile: None, ..with_cert };

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::http::Rest;
 use super::{fail, Cli, CtlError};
+use crate::api::client::Rest;
 use crate::config::{self, Config, EtcdProtocol, RestApi};
 use crate::dcs::etcd::{EtcdOptions, EtcdTls};
 use crate::dcs::Keys;

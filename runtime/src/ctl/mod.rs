@@ -11,7 +11,8 @@
 //! - `show`: `list`, `topology` and `history` as tables, JSON or YAML.
 //! - `edit`: `--set`/`--pg`/`--apply` edits of the dynamic config, the diff.
 //! - `ops`: the commands that change something.
-//! - `http`, `table`, `console`: the REST client, the table, the prompts.
+//! - `table`, `console`: the table, the prompts (the REST client is
+//!   `api::client`, shared with the agent).
 //!
 //! Every failure is one [`CtlError`] line; commands check everything they
 //! can before their one write, so a refused command changes nothing.
@@ -20,7 +21,6 @@ mod cluster;
 mod connect;
 mod console;
 mod edit;
-mod http;
 mod ops;
 mod show;
 mod table;

@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::cluster::{self, Cluster};
 use super::console::Console;
-use super::http::{self, HttpError, Rest};
 use super::{edit, fail, show, Command, CtlError, Format, RoleFilter, Target};
+use crate::api::client::{self, HttpError, Rest};
 use crate::dcs::patroni::Snapshot;
 use crate::dcs::Kv;
 
@@ -537,7 +537,7 @@ async fn switchover<K: Kv>(
     // The leader carries it out; without a leader (failover), the candidate.
     let via = plan.leader.as_deref().or(plan.candidate.as_deref()).unwrap_or_default();
     let api_url = snap.view.members.get(via).map_or("", |m| m.api_url.as_str());
-    let sent = match http::endpoint(api_url, action.word()) {
+    let sent = match client::endpoint(api_url, action.word()) {
         Ok(uri) => rest.request(Method::POST, &uri, Some(&plan.body(action)), OPERATION_TIMEOUT).await,
         Err(e) => Err(e),
     };
@@ -647,7 +647,7 @@ async fn flush_switchover<K: Kv>(
     let mut members: Vec<(&String, &keel_core::Member)> = snap.view.members.iter().collect();
     members.sort_by_key(|(name, _)| Some(name.as_str()) != leader);
     for (name, member) in members {
-        let Ok(uri) = http::endpoint(&member.api_url, "switchover") else { continue };
+        let Ok(uri) = client::endpoint(&member.api_url, "switchover") else { continue };
         match rest.request(Method::DELETE, &uri, None, STATUS_TIMEOUT * 5).await {
             Ok(answer) if answer.status == 200 => return console.line(&format!("Success: {}", answer.body)),
             Ok(answer) if answer.status == 404 => fail!("Failed: {}", answer.body),
@@ -755,7 +755,7 @@ async fn post_to_members(
     let mut failed = Vec::new();
     for name in names {
         let api_url = snap.view.members.get(name).map_or("", |m| m.api_url.as_str());
-        let sent = match http::endpoint(api_url, path) {
+        let sent = match client::endpoint(api_url, path) {
             Ok(uri) => {
                 let body = (method == Method::POST).then_some(body);
                 rest.request(method.clone(), &uri, body, OPERATION_TIMEOUT).await
