@@ -152,9 +152,30 @@ impl std::error::Error for ConfigError {}
 /// As in Patroni, `PATRONI_CONFIGURATION` in `env` replaces the file
 /// entirely, and every other `PATRONI_*` variable is then ignored.
 pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Loaded, ConfigError> {
+    load_as(path, env, Purpose::Node)
+}
+
+/// [`load`] for keelctl: like patronictl, it accepts a file holding only
+/// what a client needs (`scope`, `namespace`, the `etcd3` section, `ctl`,
+/// `restapi`). A node's own keys (`name`, `postgresql`, `restapi.listen`)
+/// are neither required nor checked; what is there is still typed, and
+/// the etcd3 hosts, when given, checked. Whether etcd is named at all is
+/// the caller's question (keelctl's `--dcs-url` can name it).
+pub fn load_for_ctl(path: &Path, env: &BTreeMap<String, String>) -> Result<Loaded, ConfigError> {
+    load_as(path, env, Purpose::Ctl)
+}
+
+/// Who reads the file, and so which checks apply.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Node,
+    Ctl,
+}
+
+fn load_as(path: &Path, env: &BTreeMap<String, String>, purpose: Purpose) -> Result<Loaded, ConfigError> {
     // An empty variable counts as unset, as for every other override.
     if let Some(text) = env.get("PATRONI_CONFIGURATION").filter(|text| !text.is_empty()) {
-        let mut loaded = parse(text, &BTreeMap::new())?;
+        let mut loaded = parse_as(text, &BTreeMap::new(), purpose)?;
         let note = format!(
             "PATRONI_CONFIGURATION: configuration taken from the environment; {} and other PATRONI_* \
              variables are ignored",
@@ -174,11 +195,15 @@ pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Loaded, Confi
     }
     let text = String::from_utf8(bytes)
         .map_err(|e| ConfigError::new("", format!("{} is not UTF-8: {e}", path.display())))?;
-    parse(&text, env)
+    parse_as(&text, env, purpose)
 }
 
 /// Parses and checks configuration text, with `env` overriding it.
 pub fn parse(yaml: &str, env: &BTreeMap<String, String>) -> Result<Loaded, ConfigError> {
+    parse_as(yaml, env, Purpose::Node)
+}
+
+fn parse_as(yaml: &str, env: &BTreeMap<String, String>, purpose: Purpose) -> Result<Loaded, ConfigError> {
     if yaml.len() > CONFIG_BYTES_MAX {
         let reason = format!("the configuration is {} bytes, more than {CONFIG_BYTES_MAX}", yaml.len());
         return Err(ConfigError::new("", reason));
@@ -197,7 +222,10 @@ pub fn parse(yaml: &str, env: &BTreeMap<String, String>) -> Result<Loaded, Confi
     drop_nulls(&mut doc);
     let mut warnings = Vec::new();
     let config: Config = from_value(doc, &mut warnings)?;
-    config.validate()?;
+    match purpose {
+        Purpose::Node => config.validate()?,
+        Purpose::Ctl => config.validate_for_ctl()?,
+    }
     warnings.extend(config.warnings());
     Ok(Loaded { config, warnings })
 }

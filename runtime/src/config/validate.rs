@@ -40,6 +40,18 @@ impl Config {
         Ok(())
     }
 
+    /// keelctl's checks (`load_for_ctl`): what names the cluster and etcd.
+    pub(super) fn validate_for_ctl(&self) -> Result<(), ConfigError> {
+        if self.scope.contains('/') {
+            return Err(ConfigError::new("scope", format!("must not contain '/', got {:?}", self.scope)));
+        }
+        required("namespace", &self.namespace)?;
+        if !self.etcd3.hosts.is_empty() {
+            self.validate_etcd3()?;
+        }
+        Ok(())
+    }
+
     fn validate_identity(&self) -> Result<(), ConfigError> {
         for (key, value) in [("scope", &self.scope), ("name", &self.name)] {
             required(key, value)?;
@@ -120,7 +132,8 @@ impl Config {
         Ok(())
     }
 
-    fn other_dcs_sections(&self) -> Vec<&'static str> {
+    /// Patroni's other DCS sections present in the file.
+    pub fn other_dcs_sections(&self) -> Vec<&'static str> {
         let present = [
             self.etcd.is_some(),
             self.consul.is_some(),

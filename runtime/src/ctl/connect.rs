@@ -3,7 +3,7 @@
 //! `PATRONICTL_CONFIG_FILE`) and the command line, which wins.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{fail, Cli, CtlError};
@@ -40,8 +40,8 @@ impl Target {
             .or_else(|| env.get("PATRONICTL_CONFIG_FILE").filter(|p| !p.is_empty()).map(PathBuf::from));
         let (config, warnings) = match &file {
             Some(path) => {
-                let loaded =
-                    config::load(path, env).map_err(|e| CtlError(format!("{}: {e}", path.display())))?;
+                let loaded = config::load_for_ctl(path, env)
+                    .map_err(|e| CtlError(format!("{}: {e}", path.display())))?;
                 (Some(loaded.config), loaded.warnings)
             }
             None => (None, Vec::new()),
@@ -64,10 +64,10 @@ impl Target {
             .clone()
             .or_else(|| config.as_ref().map(|c| c.namespace.clone()))
             .unwrap_or_else(|| config::NAMESPACE_DEFAULT.to_owned());
-        let etcd = match (&cli.dcs_url, &config) {
-            (Some(urls), config) => etcd_from_url(urls, config.as_ref())?,
-            (None, Some(config)) => etcd_from_config(config)?,
-            (None, None) => fail!("where is etcd? give -c FILE or --dcs-url http://host:port"),
+        let etcd = match (&cli.dcs_url, &config, &file) {
+            (Some(urls), config, _) => etcd_from_url(urls, config.as_ref())?,
+            (None, Some(config), Some(path)) => etcd_from_config(config, path)?,
+            _ => fail!("where is etcd? give -c FILE or --dcs-url http://host:port"),
         };
         let rest = match &config {
             Some(config) => rest_of(config)?,
@@ -97,10 +97,17 @@ fn rest_of(config: &Config) -> Result<Rest, CtlError> {
 }
 
 /// The `etcd3` section, as the agent reads it.
-fn etcd_from_config(config: &Config) -> Result<EtcdOptions, CtlError> {
+fn etcd_from_config(config: &Config, path: &Path) -> Result<EtcdOptions, CtlError> {
     let etcd3 = &config.etcd3;
     if etcd3.hosts.is_empty() {
-        fail!("the configuration names no etcd3 hosts: give --dcs-url");
+        let file = path.display();
+        match config.other_dcs_sections().first() {
+            Some(other) => fail!(
+                "{file}: no etcd3 section; keel talks to etcd v3 only, not through `{other}`: \
+                 add etcd3.hosts or give --dcs-url"
+            ),
+            None => fail!("{file}: no etcd3 section (etcd3.hosts): add it or give --dcs-url"),
+        }
     }
     let https = etcd3.protocol == EtcdProtocol::Https;
     let scheme = if https { "https" } else { "http" };
@@ -220,5 +227,46 @@ mod tests {
         assert_eq!(t.rest.auth.map(|a| a.username), Some("u".to_owned()));
         let err = resolve(&["keelctl", "-c", "/nonexistent/keel.yml", "list"], &[]).unwrap_err();
         assert!(err.0.starts_with("/nonexistent/keel.yml: cannot read"), "{err}");
+    }
+
+    #[test]
+    fn a_ctl_only_file_is_enough_and_a_missing_dcs_section_is_named() {
+        let dir = std::env::temp_dir().join(format!("keelctl-ctl-only-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // patronictl.yaml: no name, no postgresql, no restapi.listen.
+        let path = dir.join("patronictl.yaml");
+        std::fs::write(
+            &path,
+            "scope: batman\nnamespace: /db/\netcd3:\n  hosts: [10.0.0.1:2379]\n\
+             ctl:\n  authentication:\n    username: admin\n    password: secret\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap().to_owned();
+        let t = resolve(&["keelctl", "-c", &file, "list"], &[]).unwrap();
+        assert_eq!(t.scope, "batman");
+        assert_eq!(t.keys.leader(), "/db/batman/leader");
+        assert_eq!(t.etcd.endpoints, ["http://10.0.0.1:2379"]);
+        assert_eq!(t.rest.auth.map(|a| a.username), Some("admin".to_owned()));
+
+        std::fs::write(&path, "scope: batman\nconsul:\n  host: 10.0.0.1:8500\n").unwrap();
+        let err = resolve(&["keelctl", "-c", &file, "list"], &[]).unwrap_err();
+        assert_eq!(
+            err.0,
+            format!(
+                "{file}: no etcd3 section; keel talks to etcd v3 only, not through `consul`: add etcd3.hosts or \
+                 give --dcs-url"
+            )
+        );
+        std::fs::write(&path, "scope: batman\n").unwrap();
+        let err = resolve(&["keelctl", "-c", &file, "list"], &[]).unwrap_err();
+        assert_eq!(err.0, format!("{file}: no etcd3 section (etcd3.hosts): add it or give --dcs-url"));
+        // --dcs-url names etcd instead.
+        let t = resolve(&["keelctl", "-c", &file, "-d", "127.0.0.1:2379", "list"], &[]).unwrap();
+        assert_eq!(t.etcd.endpoints, ["http://127.0.0.1:2379"]);
+        // What is there is still checked.
+        std::fs::write(&path, "scope: a/b\netcd3:\n  hosts: [10.0.0.1:2379]\n").unwrap();
+        let err = resolve(&["keelctl", "-c", &file, "list"], &[]).unwrap_err();
+        assert_eq!(err.0, format!("{file}: scope: must not contain '/', got \"a/b\""));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
