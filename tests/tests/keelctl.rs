@@ -64,6 +64,19 @@ async fn keelctl_operates_a_three_node_cluster() {
     let view = cluster.wait_for(BOOTSTRAP, "three running members", |v| all_running_on(v, 1)).await;
     let system_id = view.initialize.clone().expect("initialized");
 
+    // A member key says `streaming` from the replica's first loop after its
+    // WAL receiver connects, a loop after the leader sees it stream.
+    let started = Instant::now();
+    loop {
+        let json = ctl(&cluster, &["list", "-f", "json"], "").await;
+        if json.ok().matches(r#""State":"streaming""#).count() == 2 {
+            break;
+        }
+        assert!(started.elapsed() < REACT, "the replicas' keys never said streaming: {}", json.stdout);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("member keys report both replicas streaming after {:.2} s", started.elapsed().as_secs_f64());
+
     // list: the table, and the same rows as JSON.
     let out = ctl(&cluster, &["list"], "").await;
     insta::assert_snapshot!("list", redact(out.ok(), &cluster, &system_id));
