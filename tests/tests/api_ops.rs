@@ -6,7 +6,7 @@
 //! Needs the agent binary: `cargo build -p keel-runtime --bin keel`, then
 //! `cargo test -p keel-tests --test api_ops -- --nocapture`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keel_runtime::api::auth::header_value;
 use keel_runtime::config::Auth;
@@ -289,4 +289,49 @@ async fn restart_reinitialize_and_scheduled_switchover_answer_with_what_happened
     let a = cluster.api_call(&leader, "DELETE", "/switchover", &[], None, QUICK).await.expect("answer");
     assert_eq!((a.code, a.body.as_str()), (404, "no switchover is scheduled"));
     assert!(cluster.view().await.expect("etcd").failover.is_none());
+
+    // A pending and a scheduled restart reach the replica's member key:
+    // the leader's GET /cluster shows them (Patroni's `cluster_as_json`),
+    // and the deleted schedule goes away again.
+    cluster.sql(replica, "ALTER SYSTEM SET shared_buffers = '17MB'").await.expect("ALTER SYSTEM");
+    cluster.sql(replica, "SELECT pg_reload_conf()").await.expect("reload");
+    let body = r#"{"schedule": "2999-01-01T00:00:00+00:00"}"#;
+    let a = cluster.api_call(replica, "POST", "/restart", &[], Some(body), QUICK).await.expect("answer");
+    assert_eq!((a.code, a.body.as_str()), (202, "Restart scheduled"));
+    let shows = |body: &str| {
+        body.contains(r#""pending_restart":true"#)
+            && body.contains(r#""new_value":"17MB""#)
+            && body.contains(r#""scheduled_restart":{"schedule":"2999-01-01T00:00:00"#)
+    };
+    let started = Instant::now();
+    let cluster_json = wait_cluster_json(&cluster, &leader, started, shows).await;
+    println!("pending and scheduled restart in /cluster after {:.2} s", started.elapsed().as_secs_f64());
+    assert!(
+        cluster_json.contains(r#""pending_restart_reason":{"shared_buffers":{"new_value":"17MB","#),
+        "{cluster_json}"
+    );
+    assert_eq!(cluster_json.matches(r#""state":"streaming""#).count(), 2, "{cluster_json}");
+    let a = cluster.api_call(replica, "DELETE", "/restart", &[], None, QUICK).await.expect("answer");
+    assert_eq!(a.code, 200, "{}", a.body);
+    wait_cluster_json(&cluster, &leader, Instant::now(), |body| !body.contains("scheduled_restart")).await;
+    cluster.sql(replica, "ALTER SYSTEM RESET shared_buffers").await.expect("ALTER SYSTEM");
+    cluster.sql(replica, "SELECT pg_reload_conf()").await.expect("reload");
+}
+
+/// `node`'s `GET /cluster` once `until` holds of its body (the member keys
+/// change at the members' next loops).
+async fn wait_cluster_json(
+    cluster: &KeelCluster,
+    node: &str,
+    started: Instant,
+    until: impl Fn(&str) -> bool,
+) -> String {
+    loop {
+        let a = cluster.api_call(node, "GET", "/cluster", &[], None, QUICK).await.expect("answer");
+        if until(&a.body) {
+            return a.body;
+        }
+        assert!(started.elapsed() < FAILOVER, "GET /cluster never showed it: {}", a.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
