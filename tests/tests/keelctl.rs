@@ -221,6 +221,18 @@ async fn keelctl_operates_a_three_node_cluster() {
     let out =
         ctl(&cluster, &["restart", "pg3", "--scheduled", "2099-01-01T00:00+00:00", "--force"], "").await;
     assert_eq!(out.ok(), "Success: restart scheduled on member pg3\n");
+    // pg3 publishes it in its member key at its next loop: list shows it.
+    let started = Instant::now();
+    let list = loop {
+        let list = ctl(&cluster, &["list"], "").await;
+        if list.ok().contains(" Scheduled restart ") {
+            break list.stdout;
+        }
+        assert!(started.elapsed() < REACT, "list never showed the scheduled restart:\n{}", list.stdout);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let row = list.lines().find(|l| l.starts_with("| pg3 ")).unwrap_or_default();
+    assert!(row.contains("| 2099-01-01T00:00:00"), "{list}");
     let out = ctl(&cluster, &["flush", SCOPE, "pg3", "restart", "--force"], "").await;
     assert_eq!(out.ok(), "Success: flush scheduled restart for member pg3\n");
     let out = ctl(&cluster, &["flush", "pg3", "restart", "--force"], "").await;
