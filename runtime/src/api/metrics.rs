@@ -86,6 +86,11 @@ pub fn metrics_text(s: &NodeStatus, now: Instant) -> String {
         ),
         ("patroni_is_paused", "Value is 1 if auto failover is disabled, 0 otherwise.", u64::from(s.paused)),
         (
+            "patroni_pending_restart",
+            "Value is 1 if the node needs a restart, 0 otherwise.",
+            u64::from(s.pending_restart),
+        ),
+        (
             "patroni_postgres_streaming",
             "Value is 1 if Postgres is streaming, 0 otherwise.",
             u64::from(s.replication_state == Some(ReplicationState::Streaming)),
@@ -201,6 +206,7 @@ mod tests {
             ("patroni_postgres_server_version", 150_018.0),
             ("patroni_cluster_unlocked", 0.0),
             ("patroni_is_paused", 0.0),
+            ("patroni_pending_restart", 0.0),
             ("patroni_dcs_last_seen", 1_700_000_000.0),
             ("patroni_sync_standby", 0.0),
             ("keel_lease_remaining_seconds", 12.5),
@@ -223,6 +229,7 @@ mod tests {
         s.replay_lsn = 200;
         s.sync_standby = true;
         s.paused = true;
+        s.pending_restart = true;
         s.view_valid_until = Some(now + Duration::from_secs(30));
         s.replication_state = Some(ReplicationState::Streaming);
         let text = metrics_text(&s, now);
@@ -235,6 +242,7 @@ mod tests {
             ("patroni_xlog_replayed_location", 200.0),
             ("patroni_sync_standby", 1.0),
             ("patroni_is_paused", 1.0),
+            ("patroni_pending_restart", 1.0),
             ("patroni_cluster_unlocked", 1.0),
             ("patroni_postgres_streaming", 1.0),
             ("keel_lease_remaining_seconds", 0.0),
