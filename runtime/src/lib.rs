@@ -5,9 +5,16 @@
 //! - `dcs`: Patroni's key layout in etcd over a small etcd-shaped trait,
 //!   and the binding of that trait to etcd-client.
 //! - `api`: Patroni's REST API (health checks, `/patroni`).
+//! - `pg`: the local Postgres: SQL facts, server binaries, parsers.
+//!
+//! Feature `io` (default) brings the real world: etcd-client, Postgres,
+//! the REST API server and metrics, the `keel` binary. keel-sim builds
+//! without it, under `--cfg madsim`: the agent loop, the DCS layer over
+//! `Kv`, config and the status the agent publishes.
 
 pub mod agent;
 pub mod api;
 pub mod config;
 pub mod dcs;
+#[cfg(feature = "io")]
 pub mod pg;

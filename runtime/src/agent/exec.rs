@@ -5,11 +5,13 @@
 //! answer in time (it may have happened, rule 6).
 
 use keel_core::{Action, ActionResult};
+#[cfg(feature = "io")]
 use tracing::warn;
 
 use super::{bounded, Agent, Postgres};
 use crate::dcs::patroni::Acquired;
 use crate::dcs::{Kv, KvError};
+#[cfg(feature = "io")]
 use crate::pg::PgCtlError;
 
 /// A short name for logs.
@@ -51,6 +53,7 @@ fn kv(result: Result<bool, KvError>) -> ActionResult {
     }
 }
 
+#[cfg(feature = "io")]
 pub(super) fn pg(result: Result<(), PgCtlError>, what: &str) -> ActionResult {
     match result {
         Ok(()) => ActionResult::Done,

@@ -8,8 +8,11 @@
 //! exiting.
 
 mod exec;
+#[cfg(feature = "io")]
 pub mod local;
+#[cfg(feature = "io")]
 pub mod setup;
+#[cfg(feature = "io")]
 pub mod slots;
 
 use std::collections::BTreeMap;

@@ -20,9 +20,12 @@ pub mod cluster;
 pub mod health;
 pub mod json;
 pub mod lag;
+#[cfg(feature = "io")]
 pub mod metrics;
+#[cfg(feature = "io")]
 pub mod server;
 pub mod status;
 
+#[cfg(feature = "io")]
 pub use server::{bind, serve};
 pub use status::{NodeStatus, ReplicationState, SharedStatus, StepReport};
