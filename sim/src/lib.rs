@@ -10,9 +10,12 @@
 //! run the production agent loop itself over simulated network and time,
 //! reusing these models and checkers.
 
+#[cfg(madsim)]
+pub mod agents;
 pub mod cluster;
 pub mod etcd_model;
 pub mod faults;
+pub mod kv_model;
 pub mod pg_model;
 pub mod rng;
 

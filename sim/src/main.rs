@@ -1,6 +1,11 @@
 //! `keel-sim`: runs simulated keel clusters from seeds and reports what the
 //! checkers found. A failing seed prints the one command that replays it.
 //!
+//! Built with `--cfg madsim` (scripts/sim), every node runs keel-runtime's
+//! agent loop under madsim (`keel_sim::agents`); a normal build runs the
+//! core-level simulator (`keel_sim::cluster`), which steps keel-core alone
+//! and is the fast property harness.
+//!
 //! Exit codes: 0 all runs clean, 2 a safety (correctness) violation, 3 a
 //! liveness violation, 4 an engine invariant broke (a panic in keel-core).
 
@@ -8,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use keel_sim::{run, Outcome, SimConfig};
+use keel_sim::{Outcome, SimConfig};
 
 #[derive(Parser)]
 #[command(name = "keel-sim", about = "Deterministic failure drills for keel clusters")]
@@ -85,7 +90,7 @@ fn main() -> ExitCode {
             verbose,
             trace: traced.clone(),
         };
-        let outcome = run(&config);
+        let outcome = run_seed(&config);
         if seed.is_some() {
             print_run(&outcome);
         }
@@ -125,12 +130,31 @@ fn main() -> ExitCode {
             println!("  {v}");
         }
         let extra = if no_faults { " --no-faults" } else { "" };
-        println!(
-            "  replay: cargo run --release -p keel-sim -- run --seed {s} --nodes {nodes} --duration-s {duration_s}{extra}"
-        );
+        println!("  replay: {REPLAY} run --seed {s} --nodes {nodes} --duration-s {duration_s}{extra}");
     }
     println!("{} passed, {} failed", count - bad.len() as u64, bad.len());
     ExitCode::from(worst)
+}
+
+#[cfg(madsim)]
+const REPLAY: &str = "scripts/sim";
+#[cfg(not(madsim))]
+const REPLAY: &str = "cargo run --release -p keel-sim --";
+
+#[cfg(madsim)]
+fn run_seed(config: &SimConfig) -> Outcome {
+    keel_sim::agents::run(&keel_sim::agents::AgentSimConfig {
+        seed: config.seed,
+        nodes: config.nodes,
+        duration_ms: config.duration_ms,
+        faults: config.faults,
+        verbose: config.verbose,
+    })
+}
+
+#[cfg(not(madsim))]
+fn run_seed(config: &SimConfig) -> Outcome {
+    keel_sim::run(config)
 }
 
 fn print_run(o: &Outcome) {
