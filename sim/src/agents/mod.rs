@@ -105,10 +105,27 @@ fn node_ip(i: usize) -> IpAddr {
 }
 
 /// Runs one seed to the end and reports what the checkers found.
+///
+/// Each seed runs on a thread of its own, as madsim's test harness does:
+/// std's hash maps draw their keys once per thread, so a seed that ran
+/// after others on the same thread would see other keys, and iteration
+/// orders, than the same seed run alone.
 pub fn run(sim: &AgentSimConfig) -> Outcome {
-    let runtime = Runtime::with_seed_and_config(sim.seed, madsim::Config::default());
     let sim = sim.clone();
-    runtime.block_on(drive(sim))
+    let seed = sim.seed;
+    std::thread::spawn(move || {
+        let runtime = Runtime::with_seed_and_config(sim.seed, madsim::Config::default());
+        runtime.block_on(drive(sim))
+    })
+    .join()
+    .unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        Outcome { seed, violations: vec![format!("the simulation panicked: {msg}")], ..Outcome::default() }
+    })
 }
 
 async fn drive(sim: AgentSimConfig) -> Outcome {
