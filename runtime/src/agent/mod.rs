@@ -400,7 +400,11 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
                     None => std::future::pending().await,
                 }
             };
+            // Polled in this order, not at random: tokio's random order
+            // draws from a process-wide counter, which a simulated seed
+            // could not replay.
             tokio::select! {
+                biased;
                 changed = watched => {
                     if changed {
                         return;

@@ -128,7 +128,7 @@ pub fn run(sim: &AgentSimConfig) -> Outcome {
     })
 }
 
-async fn drive(sim: AgentSimConfig) -> Outcome {
+pub async fn drive(sim: AgentSimConfig) -> Outcome {
     let s = setup(&sim);
     let handle = Handle::current();
     let first = keel_runtime::config::parse(&s.yaml[0], &BTreeMap::new()).expect("valid").config;
