@@ -120,14 +120,15 @@ impl Clock {
         }
     }
 
-    /// Where 0 on this clock lies, seen from now (exact for the OS clock;
-    /// for a skewed one, right at this moment).
+    /// Where 0 on this clock lies: `start() + ms` is the instant this
+    /// clock reads `ms` (the REST API turns deadlines into instants so).
+    /// For a skewed clock, exact for instants near now, where deadlines
+    /// lie; its own start would be off by the drift accumulated since.
     pub fn start(&self) -> Instant {
         if self.skew.is_none() {
             return self.start;
         }
-        let since = self.to_runtime(Duration::from_millis(self.now_ms()));
-        Instant::now().checked_sub(since).unwrap_or(self.start)
+        Instant::now().checked_sub(Duration::from_millis(self.now_ms())).unwrap_or(self.start)
     }
 
     /// Simulator only: the clock runs at `rate_ppm` from now on.

@@ -129,6 +129,10 @@ pub fn run(sim: &AgentSimConfig) -> Outcome {
 }
 
 pub async fn drive(sim: AgentSimConfig) -> Outcome {
+    // madsim's clock starts at instant zero, and a node clock that runs
+    // fast reads more than the time since; an idle simulated hour first
+    // keeps `Clock::start` (now minus the node's reading) representable.
+    tokio::time::sleep(Duration::from_secs(3_600)).await;
     let s = setup(&sim);
     let handle = Handle::current();
     let first = keel_runtime::config::parse(&s.yaml[0], &BTreeMap::new()).expect("valid").config;
@@ -254,7 +258,7 @@ async fn node_main(i: usize, world: Shared, clock: Clock, cfg: Config) {
     let api_url = format!("http://{}:8008/patroni", node_ip(i));
     let dcs = Dcs::new(kv, keys, &cfg.name, &conn_url, &api_url);
     let (_requests, rx) = mpsc::channel(8);
-    let pg = postgres::SimPostgres { node: i, world: world.clone() };
+    let pg = postgres::SimPostgres::new(i, world.clone());
     Agent::new(cfg, dcs, pg, rx).with_clock(clock).wake_on(wake_rx).publish_to(status).run().await;
 }
 

@@ -11,8 +11,9 @@ use keel_runtime::agent::Postgres;
 use super::world::{lock, Shared};
 
 pub struct SimPostgres {
-    pub node: usize,
-    pub world: Shared,
+    node: usize,
+    world: Shared,
+    last_reason: String,
 }
 
 /// How long copying a data directory takes.
@@ -20,6 +21,10 @@ const BASE_BACKUP: Duration = Duration::from_secs(3);
 const REWIND: Duration = Duration::from_millis(500);
 
 impl SimPostgres {
+    pub fn new(node: usize, world: Shared) -> SimPostgres {
+        SimPostgres { node, world, last_reason: String::new() }
+    }
+
     /// Copies the data directory of `source` once the copy's time has
     /// passed, if it is still reachable and running then.
     async fn copy_from(&self, source: &str, took: Duration, rewind: bool) -> ActionResult {
@@ -44,6 +49,18 @@ impl SimPostgres {
 impl Postgres for SimPostgres {
     async fn facts(&mut self) -> PgFacts {
         let w = lock(&self.world);
+        if w.verbose {
+            // The agent's last decision, as it logs it, when it changed
+            // (printed here: a task of its own would change the schedule).
+            if let Some(status) = &w.status[self.node] {
+                let reason =
+                    status.read().unwrap_or_else(std::sync::PoisonError::into_inner).last_reason.clone();
+                if reason != self.last_reason {
+                    println!("{:>9.3} {}: {reason}", w.now_ms() as f64 / 1000.0, w.names[self.node]);
+                    self.last_reason = reason;
+                }
+            }
+        }
         w.pg[self.node].facts(w.pg_stat_replication(self.node))
     }
 
