@@ -235,6 +235,10 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
     /// Runs until a shutdown request has been carried out.
     pub async fn run(mut self) {
         loop {
+            // wake_after counts from the observation, not from the end of
+            // the step: a slow etcd read must not push a leader's next step
+            // (and its demote) past the lease deadline (found by keel-sim).
+            let observed_at = Instant::now();
             let obs = self.observe().await;
             let decision = self.node.step(&obs);
             self.log(&decision);
@@ -247,7 +251,7 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
                 info!("shut down");
                 return;
             }
-            self.sleep(decision.wake_after_ms).await;
+            self.sleep(observed_at, decision.wake_after_ms).await;
         }
     }
 
@@ -257,7 +261,10 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
     fn deadline(&self) -> Duration {
         let cfg = self.config();
         let mut ms = cfg.retry_timeout_ms.max(1);
-        if let Some(left) = self.node.state().lease_remaining_ms(self.clock.now_ms()) {
+        // A lease that just ran out counts as none left: the step that
+        // demotes must not wait a whole retry_timeout for etcd first.
+        if let Some(deadline) = self.node.state().lease_deadline_ms {
+            let left = deadline.saturating_sub(self.clock.now_ms());
             let gentle = cfg.retry_timeout_ms.min(cfg.lease_validity_ms() / 2);
             ms = ms.min(left.saturating_sub(gentle).max(100));
         }
@@ -386,8 +393,8 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
 
     /// Sleeps until the decision's wake time, an operator request, or the
     /// postmaster's exit, whichever comes first.
-    async fn sleep(&mut self, wake_after_ms: u64) {
-        let until = Instant::now() + self.clock.to_runtime(Duration::from_millis(wake_after_ms));
+    async fn sleep(&mut self, observed_at: Instant, wake_after_ms: u64) {
+        let until = observed_at + self.clock.to_runtime(Duration::from_millis(wake_after_ms));
         let was_running = self.pg.is_running();
         loop {
             let now = Instant::now();
