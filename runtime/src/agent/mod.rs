@@ -362,6 +362,10 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
                 (ActionResult::Skipped, None)
             } else {
                 match self.lease_bound(action) {
+                    // The lease ran out while the step observed or acted:
+                    // what was decided under it is not done (a promotion
+                    // after a slow etcd read, found by keel-sim seed 218).
+                    Some(bound) if bound.is_zero() => (ActionResult::Skipped, None),
                     // A leader never waits on an action past its lease: the
                     // next step must be able to fence (rule 1).
                     Some(bound) => tokio::time::timeout(bound, self.apply(action))
@@ -380,14 +384,15 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
     }
 
     /// How long `action` may take while this node holds the lease: until
-    /// the lease deadline. Stopping Postgres is what the deadline asks for,
-    /// so it is never cut short.
+    /// the lease deadline (zero once it passed). Stopping Postgres is what
+    /// the deadline asks for, so it is never cut short.
     fn lease_bound(&self, action: &keel_core::Action) -> Option<Duration> {
         use keel_core::Action::{Demote, StopPostgres};
         if matches!(action, Demote { .. } | StopPostgres { .. }) {
             return None;
         }
-        let left = self.node.state().lease_remaining_ms(self.clock.now_ms())?;
+        let deadline = self.node.state().lease_deadline_ms?;
+        let left = deadline.saturating_sub(self.clock.now_ms());
         Some(self.clock.to_runtime(Duration::from_millis(left)))
     }
 
