@@ -95,8 +95,18 @@ fn setup(sim: &AgentSimConfig) -> Setup {
         .collect();
     let settle_ms = 3 * dynamic.ttl_ms + 30_000;
     let heal_by = sim.duration_ms.saturating_sub(settle_ms);
-    let schedule =
-        if sim.faults { faults::schedule(&mut rng, sim.nodes, WARMUP_MS, heal_by) } else { Vec::new() };
+    let schedule = if sim.faults {
+        faults::schedule_agents(
+            &mut rng,
+            sim.nodes,
+            WARMUP_MS,
+            heal_by,
+            dynamic.ttl_ms,
+            dynamic.max_clock_drift_ppm,
+        )
+    } else {
+        Vec::new()
+    };
     Setup { yaml, dynamic, sync_mode, clocks, schedule }
 }
 
@@ -161,9 +171,11 @@ pub async fn drive(sim: AgentSimConfig) -> Outcome {
             .build()
     };
     let mut nodes: Vec<NodeHandle> = Vec::new();
+    let mut clocks = Vec::new();
     for (i, yaml) in s.yaml.iter().enumerate() {
         let cfg = keel_runtime::config::parse(yaml, &BTreeMap::new()).expect("valid").config;
         let clock = Clock::skewed(s.clocks[i].0, s.clocks[i].1);
+        clocks.push(clock.clone());
         let world = world.clone();
         let node = handle
             .create_node()
@@ -198,6 +210,8 @@ pub async fn drive(sim: AgentSimConfig) -> Outcome {
         world: world.clone(),
         etcd: etcd_node.id(),
         nodes,
+        clocks,
+        rates: s.clocks.iter().map(|c| c.0).collect(),
         rng: SimRng::new(sim.seed ^ 0x5eed),
     };
     let start = tokio::time::Instant::now();
@@ -269,6 +283,9 @@ struct Faults {
     world: Shared,
     etcd: madsim::task::NodeId,
     nodes: Vec<NodeHandle>,
+    clocks: Vec<Clock>,
+    /// Each node's usual clock rate, restored when a rate fault ends.
+    rates: Vec<i64>,
     rng: SimRng,
 }
 
@@ -321,6 +338,10 @@ impl Faults {
                     }
                 }
             }
+            FaultKind::ProcessPause { node } => self.handle.pause(self.nodes[*node].id()),
+            FaultKind::ClockJump { node, ms, wall_ms } => self.clocks[*node].jump(*ms, *wall_ms),
+            FaultKind::ClockRate { node, rate_ppm } => self.clocks[*node].set_rate_ppm(*rate_ppm),
+            FaultKind::EtcdSlow { delay_ms } => w.etcd_delay_ms = *delay_ms,
         }
     }
 
@@ -343,7 +364,10 @@ impl Faults {
                 w.kv.refresh_leases(now);
             }
             FaultKind::NodeCrash { node } => self.handle.restart(self.nodes[*node].id()),
-            FaultKind::PostgresCrash { .. } | FaultKind::Switchover { .. } => {}
+            FaultKind::ProcessPause { node } => self.handle.resume(self.nodes[*node].id()),
+            FaultKind::ClockRate { node, .. } => self.clocks[*node].set_rate_ppm(self.rates[*node]),
+            FaultKind::EtcdSlow { .. } => w.etcd_delay_ms = 0,
+            FaultKind::PostgresCrash { .. } | FaultKind::Switchover { .. } | FaultKind::ClockJump { .. } => {}
         }
     }
 }
