@@ -72,6 +72,10 @@ fn main() -> ExitCode {
         trace,
         trace_from_s,
     } = Cli::parse().command;
+    if cfg!(madsim) && trace_node.is_some() {
+        eprintln!("keel-sim: --trace-node records keel-core steps: run the core-level simulator (cargo run -p keel-sim)");
+        return ExitCode::from(1);
+    }
     let traced = trace_node.map(|n| (n, trace_from_s * 1000));
     let (first, count) = match seed {
         Some(s) => (s, 1),

@@ -26,7 +26,8 @@ const REQUEST_TAG: u64 = 1;
 const WATCH_TAG: u64 = 2;
 /// A watcher that did not renew its registration for this long is gone.
 const WATCH_TTL_MS: u64 = 3_000;
-/// Of 1000 answers, this many are lost after the request was applied.
+/// Of 1000 answers, this many are lost after the request was applied (a
+/// background fault: not in runs without faults).
 const LOST_ANSWERS_PER_MILLE: u64 = 5;
 
 /// Who watches: address -> (key suffixes, registered until, etcd ms).
@@ -87,7 +88,8 @@ pub async fn serve(world: Shared) {
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(madsim::rand::random::<u64>() % delay + 1)).await;
             }
-            let (answer, touched) = {
+            let watch = matches!(call, Call::Watch(..));
+            let (answer, touched, lossy) = {
                 let mut w = lock(&world);
                 if w.etcd_down {
                     return;
@@ -126,10 +128,11 @@ pub async fn serve(world: Shared) {
                 if !touched.is_empty() {
                     w.watch_leader();
                 }
-                (answer, touched)
+                (answer, touched, w.lossy)
             };
             notify(&ep, &watchers, &world, &touched).await;
-            if madsim::rand::random::<u64>() % 1000 < LOST_ANSWERS_PER_MILLE {
+            // A watch registration has no answer; other answers may be lost.
+            if watch || (lossy && madsim::rand::random::<u64>() % 1000 < LOST_ANSWERS_PER_MILLE) {
                 return;
             }
             let _ = ep.send_to_raw(from, reply_tag, Box::new(answer)).await;
@@ -206,7 +209,7 @@ impl SimKv {
         let (etcd, addr) = (self.etcd, self.ep.local_addr().expect("a bound endpoint"));
         tokio::spawn(async move {
             loop {
-                let register = (0u64, Call::Watch(addr, suffixes.clone()));
+                let register = (u64::MAX, Call::Watch(addr, suffixes.clone()));
                 let _ = ep.send_to_raw(etcd, REQUEST_TAG, Box::new(register)).await;
                 let until = tokio::time::Instant::now() + Duration::from_secs(1);
                 let left = || until.saturating_duration_since(tokio::time::Instant::now());

@@ -156,6 +156,7 @@ pub async fn drive(sim: AgentSimConfig) -> Outcome {
     };
     let world: Shared =
         Arc::new(Mutex::new(World::new(names, leader_key, s.dynamic.clone(), out, sim.verbose)));
+    lock(&world).lossy = sim.faults;
     lock(&world).event(&format!(
         "cluster: ttl {} ms, loop_wait {} ms, retry_timeout {} ms, {}, clocks {:?}",
         s.dynamic.ttl_ms, s.dynamic.loop_wait_ms, s.dynamic.retry_timeout_ms, s.sync_mode, s.clocks
@@ -237,6 +238,10 @@ pub async fn drive(sim: AgentSimConfig) -> Outcome {
     tokio::time::sleep_until(start + Duration::from_millis(sim.duration_ms)).await;
     let mut w = lock(&world);
     w.check_end();
+    if !sim.faults && w.out.failovers > 0 {
+        let n = w.out.failovers;
+        w.violation(format!("liveness: a cluster without faults changed leader {n} times"));
+    }
     w.out.simulated_ms = sim.duration_ms;
     w.out.trace_hash = w.trace_hash();
     let out = w.out.clone();

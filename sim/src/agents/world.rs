@@ -35,6 +35,8 @@ pub struct World {
     pub etcd_down: bool,
     /// etcd answers this late (ms).
     pub etcd_delay_ms: u64,
+    /// etcd loses an answer now and then (runs with faults).
+    pub lossy: bool,
     /// The leader key's path.
     pub leader_key: String,
     pub cfg: DynamicConfig,
@@ -70,6 +72,7 @@ impl World {
             kv: KvModel::new(),
             etcd_down: false,
             etcd_delay_ms: 0,
+            lossy: false,
             leader_key,
             cfg,
             next_branch: 1,
