@@ -50,6 +50,22 @@ impl FaultKind {
     }
 }
 
+impl FaultKind {
+    /// The node the fault hits, if it hits one.
+    pub fn node_mut(&mut self) -> Option<&mut usize> {
+        match self {
+            FaultKind::EtcdPartition { node }
+            | FaultKind::NodeIsolation { node }
+            | FaultKind::PostgresCrash { node }
+            | FaultKind::NodeCrash { node }
+            | FaultKind::ProcessPause { node }
+            | FaultKind::ClockJump { node, .. }
+            | FaultKind::ClockRate { node, .. } => Some(node),
+            FaultKind::EtcdOutage | FaultKind::Switchover { .. } | FaultKind::EtcdSlow { .. } => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fault {
     pub start_ms: u64,

@@ -18,5 +18,6 @@ pub mod faults;
 pub mod kv_model;
 pub mod pg_model;
 pub mod rng;
+pub mod scenarios;
 
 pub use cluster::{run, Outcome, SimConfig};

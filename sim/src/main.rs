@@ -44,6 +44,10 @@ enum Command {
         /// No faults: a healthy cluster must never change leader.
         #[arg(long)]
         no_faults: bool,
+        /// A named failure drill instead of random faults (madsim build;
+        /// `--scenario list` lists them).
+        #[arg(long, conflicts_with = "no_faults")]
+        scenario: Option<String>,
         /// Print every decision and fault (one seed).
         #[arg(long, requires = "seed")]
         verbose: bool,
@@ -67,11 +71,34 @@ fn main() -> ExitCode {
         nodes,
         duration_s,
         no_faults,
+        scenario,
         verbose,
         trace_node,
         trace,
         trace_from_s,
     } = Cli::parse().command;
+    if let Some(name) = &scenario {
+        if !cfg!(madsim) {
+            eprintln!(
+                "keel-sim: named scenarios run in the madsim simulator: scripts/sim run --scenario {name}"
+            );
+            return ExitCode::from(1);
+        }
+        let known = keel_sim::scenarios::SCENARIOS.iter().find(|(n, _, _)| n == name);
+        if known.is_none() {
+            if name != "list" {
+                eprintln!("keel-sim: no scenario named {name:?}; these exist:");
+            }
+            for (n, what, _) in keel_sim::scenarios::SCENARIOS {
+                eprintln!("  {n:<22} {what}");
+            }
+            return ExitCode::from(u8::from(name != "list"));
+        }
+    }
+    let nodes = scenario
+        .as_ref()
+        .and_then(|name| keel_sim::scenarios::SCENARIOS.iter().find(|(n, _, _)| n == name)?.2)
+        .map_or(nodes, |n| n as u64);
     if cfg!(madsim) && trace_node.is_some() {
         eprintln!("keel-sim: --trace-node records keel-core steps: run the core-level simulator (cargo run -p keel-sim)");
         return ExitCode::from(1);
@@ -94,7 +121,7 @@ fn main() -> ExitCode {
             verbose,
             trace: traced.clone(),
         };
-        let outcome = run_seed(&config);
+        let outcome = run_seed(&config, scenario.as_deref());
         if seed.is_some() {
             print_run(&outcome);
         }
@@ -133,7 +160,11 @@ fn main() -> ExitCode {
         for v in violations.iter().take(5) {
             println!("  {v}");
         }
-        let extra = if no_faults { " --no-faults" } else { "" };
+        let extra = match &scenario {
+            Some(name) => format!(" --scenario {name}"),
+            None if no_faults => " --no-faults".to_owned(),
+            None => String::new(),
+        };
         println!("  replay: {REPLAY} run --seed {s} --nodes {nodes} --duration-s {duration_s}{extra}");
     }
     println!("{} passed, {} failed", count - bad.len() as u64, bad.len());
@@ -146,18 +177,19 @@ const REPLAY: &str = "scripts/sim";
 const REPLAY: &str = "cargo run --release -p keel-sim --";
 
 #[cfg(madsim)]
-fn run_seed(config: &SimConfig) -> Outcome {
+fn run_seed(config: &SimConfig, scenario: Option<&str>) -> Outcome {
     keel_sim::agents::run(&keel_sim::agents::AgentSimConfig {
         seed: config.seed,
         nodes: config.nodes,
         duration_ms: config.duration_ms,
         faults: config.faults,
         verbose: config.verbose,
+        scenario: scenario.map(str::to_owned),
     })
 }
 
 #[cfg(not(madsim))]
-fn run_seed(config: &SimConfig) -> Outcome {
+fn run_seed(config: &SimConfig, _scenario: Option<&str>) -> Outcome {
     keel_sim::run(config)
 }
 

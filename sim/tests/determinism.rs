@@ -6,7 +6,7 @@
 use keel_sim::agents::{drive, run, AgentSimConfig};
 
 fn config(seed: u64) -> AgentSimConfig {
-    AgentSimConfig { seed, nodes: 3, duration_ms: 300_000, faults: true, verbose: false }
+    AgentSimConfig { seed, nodes: 3, duration_ms: 300_000, faults: true, verbose: false, scenario: None }
 }
 
 #[test]

@@ -44,6 +44,8 @@ pub struct AgentSimConfig {
     pub duration_ms: u64,
     pub faults: bool,
     pub verbose: bool,
+    /// A named scenario (`scenarios::SCENARIOS`) instead of random faults.
+    pub scenario: Option<String>,
 }
 
 /// The timing and replication settings of one seed's cluster.
@@ -95,7 +97,11 @@ fn setup(sim: &AgentSimConfig) -> Setup {
         .collect();
     let settle_ms = 3 * dynamic.ttl_ms + 30_000;
     let heal_by = sim.duration_ms.saturating_sub(settle_ms);
-    let schedule = if sim.faults {
+    let scenario =
+        sim.scenario.as_deref().and_then(|name| crate::scenarios::schedule(name, WARMUP_MS + 30_000));
+    let schedule = if let Some(faults) = scenario {
+        faults
+    } else if sim.faults {
         faults::schedule_agents(
             &mut rng,
             sim.nodes,
@@ -221,17 +227,29 @@ pub async fn drive(sim: AgentSimConfig) -> Outcome {
     // Ends sort before starts at the same instant: a fault never outlives
     // its end because another began then.
     let mut timeline: Vec<(u64, Step)> = Vec::new();
-    for f in &s.schedule {
-        timeline.push((f.start_ms, Step::Start(f.clone())));
-        timeline.push((f.end_ms, Step::End(f.clone())));
+    let mut faults = s.schedule.clone();
+    for (i, f) in faults.iter().enumerate() {
+        timeline.push((f.start_ms, Step::Start(i)));
+        timeline.push((f.end_ms, Step::End(i)));
     }
     timeline.push(((healed_at + bound_ms).min(sim.duration_ms), Step::CheckLiveness));
     timeline.sort_by_key(|(at, step)| (*at, matches!(step, Step::Start(_))));
     for (at, step) in timeline {
         tokio::time::sleep_until(start + Duration::from_millis(at)).await;
         match step {
-            Step::Start(f) => fx.start(&f),
-            Step::End(f) => fx.end(&f),
+            Step::Start(i) => {
+                // A scenario's fault aimed at the primary hits the node that
+                // holds the leader key now (pg1 when none does).
+                let leader = {
+                    let mut w = lock(&world);
+                    w.leader().and_then(|name| w.index(&name)).unwrap_or(0)
+                };
+                if let Some(node) = faults[i].kind.node_mut().filter(|n| **n == crate::scenarios::PRIMARY) {
+                    *node = leader;
+                }
+                fx.start(&faults[i]);
+            }
+            Step::End(i) => fx.end(&faults[i]),
             Step::CheckLiveness => lock(&world).check_liveness(healed_at, bound_ms),
         }
     }
@@ -250,8 +268,8 @@ pub async fn drive(sim: AgentSimConfig) -> Outcome {
 }
 
 enum Step {
-    Start(Fault),
-    End(Fault),
+    Start(usize),
+    End(usize),
     CheckLiveness,
 }
 
