@@ -9,6 +9,7 @@
 //! Exit codes: 0 all runs clean, 2 a safety (correctness) violation, 3 a
 //! liveness violation, 4 an engine invariant broke (a panic in keel-core).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -109,6 +110,8 @@ fn main() -> ExitCode {
         None => (from, seeds),
     };
     let started = Instant::now();
+    // A progress line for batches, only where someone watches.
+    let progress = count > 1 && std::io::stderr().is_terminal();
     let mut total = Outcome::default();
     let mut worst = 0u8;
     let mut bad = Vec::new();
@@ -140,6 +143,13 @@ fn main() -> ExitCode {
             bad.push((s, outcome.violations.clone()));
         }
         add(&mut total, &outcome);
+        if progress {
+            let done = s - first + 1;
+            eprint!("\r{done}/{count} seeds, {} failed, {:.0} s", bad.len(), started.elapsed().as_secs_f64());
+        }
+    }
+    if progress {
+        eprintln!();
     }
     let wall = started.elapsed().as_secs_f64();
     println!(
