@@ -232,6 +232,7 @@ pub async fn drive(sim: AgentSimConfig) -> Outcome {
         timeline.push((f.start_ms, Step::Start(i)));
         timeline.push((f.end_ms, Step::End(i)));
     }
+    timeline.push((healed_at.min(sim.duration_ms), Step::Calm));
     timeline.push(((healed_at + bound_ms).min(sim.duration_ms), Step::CheckLiveness));
     timeline.sort_by_key(|(at, step)| (*at, matches!(step, Step::Start(_))));
     for (at, step) in timeline {
@@ -250,6 +251,8 @@ pub async fn drive(sim: AgentSimConfig) -> Outcome {
                 fx.start(&faults[i]);
             }
             Step::End(i) => fx.end(&faults[i]),
+            // Once every fault healed, etcd loses no more answers either.
+            Step::Calm => lock(&world).lossy = false,
             Step::CheckLiveness => lock(&world).check_liveness(healed_at, bound_ms),
         }
     }
@@ -261,6 +264,8 @@ pub async fn drive(sim: AgentSimConfig) -> Outcome {
         w.violation(format!("liveness: a cluster without faults changed leader {n} times"));
     }
     w.out.simulated_ms = sim.duration_ms;
+    // As carried out: a scenario's faults name the primary they hit.
+    w.out.schedule = faults;
     w.out.trace_hash = w.trace_hash();
     let out = w.out.clone();
     drop(w);
@@ -270,6 +275,7 @@ pub async fn drive(sim: AgentSimConfig) -> Outcome {
 enum Step {
     Start(usize),
     End(usize),
+    Calm,
     CheckLiveness,
 }
 

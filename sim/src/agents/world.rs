@@ -275,7 +275,8 @@ impl World {
 
     /// Liveness: a writable primary that answers `/primary`.
     pub fn check_liveness(&mut self, healed_at_ms: u64, bound_ms: u64) {
-        if self.routed_primary().is_some() {
+        if let Some(p) = self.routed_primary() {
+            self.check_streaming(p);
             return;
         }
         let states: Vec<String> = (0..self.names.len())
@@ -292,6 +293,25 @@ impl World {
             "liveness: no writable primary {bound_ms} ms after faults healed at {healed_at_ms} ms ({})",
             states.join(", ")
         ));
+    }
+
+    /// Liveness, second half: every other node whose agent runs streams
+    /// from the primary `p`.
+    pub fn check_streaming(&mut self, p: usize) {
+        let streaming = self.streaming_from(p);
+        let idle: Vec<String> = (0..self.names.len())
+            .filter(|i| *i != p && self.agent_up[*i] && !streaming.contains(i))
+            .map(|i| {
+                format!("{} ({:?}, upstream {:?})", self.names[i], self.pg[i].process, self.pg[i].upstream)
+            })
+            .collect();
+        if !idle.is_empty() {
+            let primary = self.names[p].clone();
+            self.violation(format!(
+                "liveness: not streaming from the primary {primary}: {}",
+                idle.join(", ")
+            ));
+        }
     }
 
     /// At the end: no acknowledged write lost (strict mode: a violation;
