@@ -20,8 +20,10 @@ pub enum FaultKind {
     /// An operator asks for a switchover (to a random member or the best).
     Switchover { candidate: Option<usize> },
     /// The agent process freezes (a long GC, a VM stall); Postgres runs on.
-    /// Only in the madsim simulator, shorter than half the TTL (longer
-    /// ones need the watchdog, which keel does not drive yet).
+    /// Only in the madsim simulator, and shorter than the slack of the
+    /// timing rule (ttl - loop_wait - 2 * retry_timeout): a longer pause
+    /// of the leader outlives its lease with Postgres still writable,
+    /// which only a watchdog prevents (keel does not drive one yet).
     ProcessPause { node: usize },
     /// The node's monotonic clock leaps ahead by `ms` and its wall clock
     /// steps by `wall_ms` (madsim simulator only).
@@ -111,14 +113,14 @@ pub fn schedule(rng: &mut SimRng, nodes: usize, warmup_ms: u64, heal_by_ms: u64)
 }
 
 /// The madsim simulator's schedule: the faults of [`schedule`], plus
-/// process pauses (shorter than `ttl_ms / 2`), clock jumps and rate
+/// process pauses (shorter than `pause_max_ms`), clock jumps and rate
 /// changes (within `drift_ppm`), and a slow etcd.
 pub fn schedule_agents(
     rng: &mut SimRng,
     nodes: usize,
     warmup_ms: u64,
     heal_by_ms: u64,
-    ttl_ms: u64,
+    pause_max_ms: u64,
     drift_ppm: u64,
 ) -> Vec<Fault> {
     let mut faults = Vec::new();
@@ -136,7 +138,7 @@ pub fn schedule_agents(
                 candidate: if rng.below(2) == 0 { None } else { Some(rng.below(nodes as u64) as usize) },
             },
             11 => {
-                end = at + 100 + rng.below((ttl_ms / 2).max(200) - 100);
+                end = at + 100 + rng.below(pause_max_ms.max(200) - 100);
                 FaultKind::ProcessPause { node }
             }
             12 => FaultKind::ClockJump {

@@ -97,6 +97,8 @@ fn setup(sim: &AgentSimConfig) -> Setup {
         .collect();
     let settle_ms = 3 * dynamic.ttl_ms + 30_000;
     let heal_by = sim.duration_ms.saturating_sub(settle_ms);
+    // The slack of the timing rule: how long a leader's agent may stall.
+    let pause_max_ms = dynamic.ttl_ms.saturating_sub(dynamic.loop_wait_ms + 2 * dynamic.retry_timeout_ms);
     let scenario =
         sim.scenario.as_deref().and_then(|name| crate::scenarios::schedule(name, WARMUP_MS + 30_000));
     let schedule = if let Some(faults) = scenario {
@@ -107,7 +109,7 @@ fn setup(sim: &AgentSimConfig) -> Setup {
             sim.nodes,
             WARMUP_MS,
             heal_by,
-            dynamic.ttl_ms,
+            pause_max_ms,
             dynamic.max_clock_drift_ppm,
         )
     } else {
