@@ -458,7 +458,8 @@ pub fn environment() -> BTreeMap<String, String> {
     std::env::vars().collect()
 }
 
-#[cfg(test)]
+// Real tokio's paused clock; madsim's `advance` is not async.
+#[cfg(all(test, not(madsim)))]
 mod clock_tests {
     use super::*;
 
