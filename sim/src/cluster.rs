@@ -296,6 +296,11 @@ impl Cluster {
                     }
                 }
             }
+            // The madsim simulator's faults: never in this schedule.
+            FaultKind::ProcessPause { .. }
+            | FaultKind::ClockJump { .. }
+            | FaultKind::ClockRate { .. }
+            | FaultKind::EtcdSlow { .. } => {}
         }
     }
 
@@ -315,7 +320,13 @@ impl Cluster {
                 n.next_wake_ms = self.t;
                 n.dcs_lost_since = None;
             }
-            FaultKind::PostgresCrash { .. } | FaultKind::Switchover { .. } => {}
+            // The madsim simulator's faults: never in this schedule.
+            FaultKind::PostgresCrash { .. }
+            | FaultKind::Switchover { .. }
+            | FaultKind::ProcessPause { .. }
+            | FaultKind::ClockJump { .. }
+            | FaultKind::ClockRate { .. }
+            | FaultKind::EtcdSlow { .. } => {}
         }
     }
 

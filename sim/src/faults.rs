@@ -19,6 +19,20 @@ pub enum FaultKind {
     NodeCrash { node: usize },
     /// An operator asks for a switchover (to a random member or the best).
     Switchover { candidate: Option<usize> },
+    /// The agent process freezes (a long GC, a VM stall); Postgres runs on.
+    /// Only in the madsim simulator, and shorter than the slack of the
+    /// timing rule (ttl - loop_wait - 2 * retry_timeout): a longer pause
+    /// of the leader outlives its lease with Postgres still writable,
+    /// which only a watchdog prevents (keel does not drive one yet).
+    ProcessPause { node: usize },
+    /// The node's monotonic clock leaps ahead by `ms` and its wall clock
+    /// steps by `wall_ms` (madsim simulator only).
+    ClockJump { node: usize, ms: u64, wall_ms: i64 },
+    /// The node's clock runs at `rate_ppm` until the fault ends (madsim
+    /// simulator only; within the engine's drift bound).
+    ClockRate { node: usize, rate_ppm: i64 },
+    /// etcd answers up to `delay_ms` late (madsim simulator only).
+    EtcdSlow { delay_ms: u64 },
 }
 
 impl FaultKind {
@@ -30,6 +44,26 @@ impl FaultKind {
             FaultKind::PostgresCrash { .. } => "postgres-crash",
             FaultKind::NodeCrash { .. } => "node-crash",
             FaultKind::Switchover { .. } => "switchover",
+            FaultKind::ProcessPause { .. } => "process-pause",
+            FaultKind::ClockJump { .. } => "clock-jump",
+            FaultKind::ClockRate { .. } => "clock-rate",
+            FaultKind::EtcdSlow { .. } => "etcd-slow",
+        }
+    }
+}
+
+impl FaultKind {
+    /// The node the fault hits, if it hits one.
+    pub fn node_mut(&mut self) -> Option<&mut usize> {
+        match self {
+            FaultKind::EtcdPartition { node }
+            | FaultKind::NodeIsolation { node }
+            | FaultKind::PostgresCrash { node }
+            | FaultKind::NodeCrash { node }
+            | FaultKind::ProcessPause { node }
+            | FaultKind::ClockJump { node, .. }
+            | FaultKind::ClockRate { node, .. } => Some(node),
+            FaultKind::EtcdOutage | FaultKind::Switchover { .. } | FaultKind::EtcdSlow { .. } => None,
         }
     }
 }
@@ -73,6 +107,52 @@ pub fn schedule(rng: &mut SimRng, nodes: usize, warmup_ms: u64, heal_by_ms: u64)
         let end = (at + 1_000 + rng.below(39_000)).min(heal_by_ms);
         // On the simulation's 10 ms grid.
         faults.push(Fault { start_ms: at / 10 * 10, end_ms: end / 10 * 10, kind });
+        at += 10_000 + rng.below(50_000);
+    }
+    faults
+}
+
+/// The madsim simulator's schedule: the faults of [`schedule`], plus
+/// process pauses (shorter than `pause_max_ms`), clock jumps and rate
+/// changes (within `drift_ppm`), and a slow etcd.
+pub fn schedule_agents(
+    rng: &mut SimRng,
+    nodes: usize,
+    warmup_ms: u64,
+    heal_by_ms: u64,
+    pause_max_ms: u64,
+    drift_ppm: u64,
+) -> Vec<Fault> {
+    let mut faults = Vec::new();
+    let mut at = warmup_ms + rng.below(20_000);
+    while at < heal_by_ms {
+        let node = rng.below(nodes as u64) as usize;
+        let mut end = at + 1_000 + rng.below(39_000);
+        let kind = match rng.below(16) {
+            0..=2 => FaultKind::EtcdPartition { node },
+            3 => FaultKind::NodeIsolation { node },
+            4 => FaultKind::EtcdOutage,
+            5..=6 => FaultKind::PostgresCrash { node },
+            7..=8 => FaultKind::NodeCrash { node },
+            9..=10 => FaultKind::Switchover {
+                candidate: if rng.below(2) == 0 { None } else { Some(rng.below(nodes as u64) as usize) },
+            },
+            11 => {
+                end = at + 100 + rng.below(pause_max_ms.max(200) - 100);
+                FaultKind::ProcessPause { node }
+            }
+            12 => FaultKind::ClockJump {
+                node,
+                ms: rng.below(5_000),
+                wall_ms: rng.below(600_001) as i64 - 300_000,
+            },
+            13 => FaultKind::ClockRate {
+                node,
+                rate_ppm: rng.below(2 * drift_ppm + 1) as i64 - drift_ppm as i64,
+            },
+            _ => FaultKind::EtcdSlow { delay_ms: 50 + rng.below(2_000) },
+        };
+        faults.push(Fault { start_ms: at, end_ms: end.min(heal_by_ms), kind });
         at += 10_000 + rng.below(50_000);
     }
     faults

@@ -1,14 +1,20 @@
 //! `keel-sim`: runs simulated keel clusters from seeds and reports what the
 //! checkers found. A failing seed prints the one command that replays it.
 //!
+//! Built with `--cfg madsim` (scripts/sim), every node runs keel-runtime's
+//! agent loop under madsim (`keel_sim::agents`); a normal build runs the
+//! core-level simulator (`keel_sim::cluster`), which steps keel-core alone
+//! and is the fast property harness.
+//!
 //! Exit codes: 0 all runs clean, 2 a safety (correctness) violation, 3 a
 //! liveness violation, 4 an engine invariant broke (a panic in keel-core).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use keel_sim::{run, Outcome, SimConfig};
+use keel_sim::{Outcome, SimConfig};
 
 #[derive(Parser)]
 #[command(name = "keel-sim", about = "Deterministic failure drills for keel clusters")]
@@ -39,6 +45,10 @@ enum Command {
         /// No faults: a healthy cluster must never change leader.
         #[arg(long)]
         no_faults: bool,
+        /// A named failure drill instead of random faults (madsim build;
+        /// `--scenario list` lists them).
+        #[arg(long, conflicts_with = "no_faults")]
+        scenario: Option<String>,
         /// Print every decision and fault (one seed).
         #[arg(long, requires = "seed")]
         verbose: bool,
@@ -62,17 +72,46 @@ fn main() -> ExitCode {
         nodes,
         duration_s,
         no_faults,
+        scenario,
         verbose,
         trace_node,
         trace,
         trace_from_s,
     } = Cli::parse().command;
+    if let Some(name) = &scenario {
+        if !cfg!(madsim) {
+            eprintln!(
+                "keel-sim: named scenarios run in the madsim simulator: scripts/sim run --scenario {name}"
+            );
+            return ExitCode::from(1);
+        }
+        let known = keel_sim::scenarios::SCENARIOS.iter().find(|(n, _, _)| n == name);
+        if known.is_none() {
+            if name != "list" {
+                eprintln!("keel-sim: no scenario named {name:?}; these exist:");
+            }
+            for (n, what, _) in keel_sim::scenarios::SCENARIOS {
+                eprintln!("  {n:<22} {what}");
+            }
+            return ExitCode::from(u8::from(name != "list"));
+        }
+    }
+    let nodes = scenario
+        .as_ref()
+        .and_then(|name| keel_sim::scenarios::SCENARIOS.iter().find(|(n, _, _)| n == name)?.2)
+        .map_or(nodes, |n| n as u64);
+    if cfg!(madsim) && trace_node.is_some() {
+        eprintln!("keel-sim: --trace-node records keel-core steps: run the core-level simulator (cargo run -p keel-sim)");
+        return ExitCode::from(1);
+    }
     let traced = trace_node.map(|n| (n, trace_from_s * 1000));
     let (first, count) = match seed {
         Some(s) => (s, 1),
         None => (from, seeds),
     };
     let started = Instant::now();
+    // A progress line for batches, only where someone watches.
+    let progress = count > 1 && std::io::stderr().is_terminal();
     let mut total = Outcome::default();
     let mut worst = 0u8;
     let mut bad = Vec::new();
@@ -85,7 +124,7 @@ fn main() -> ExitCode {
             verbose,
             trace: traced.clone(),
         };
-        let outcome = run(&config);
+        let outcome = run_seed(&config, scenario.as_deref());
         if seed.is_some() {
             print_run(&outcome);
         }
@@ -104,6 +143,13 @@ fn main() -> ExitCode {
             bad.push((s, outcome.violations.clone()));
         }
         add(&mut total, &outcome);
+        if progress {
+            let done = s - first + 1;
+            eprint!("\r{done}/{count} seeds, {} failed, {:.0} s", bad.len(), started.elapsed().as_secs_f64());
+        }
+    }
+    if progress {
+        eprintln!();
     }
     let wall = started.elapsed().as_secs_f64();
     println!(
@@ -124,13 +170,37 @@ fn main() -> ExitCode {
         for v in violations.iter().take(5) {
             println!("  {v}");
         }
-        let extra = if no_faults { " --no-faults" } else { "" };
-        println!(
-            "  replay: cargo run --release -p keel-sim -- run --seed {s} --nodes {nodes} --duration-s {duration_s}{extra}"
-        );
+        let extra = match &scenario {
+            Some(name) => format!(" --scenario {name}"),
+            None if no_faults => " --no-faults".to_owned(),
+            None => String::new(),
+        };
+        println!("  replay: {REPLAY} run --seed {s} --nodes {nodes} --duration-s {duration_s}{extra}");
     }
     println!("{} passed, {} failed", count - bad.len() as u64, bad.len());
     ExitCode::from(worst)
+}
+
+#[cfg(madsim)]
+const REPLAY: &str = "scripts/sim";
+#[cfg(not(madsim))]
+const REPLAY: &str = "cargo run --release -p keel-sim --";
+
+#[cfg(madsim)]
+fn run_seed(config: &SimConfig, scenario: Option<&str>) -> Outcome {
+    keel_sim::agents::run(&keel_sim::agents::AgentSimConfig {
+        seed: config.seed,
+        nodes: config.nodes,
+        duration_ms: config.duration_ms,
+        faults: config.faults,
+        verbose: config.verbose,
+        scenario: scenario.map(str::to_owned),
+    })
+}
+
+#[cfg(not(madsim))]
+fn run_seed(config: &SimConfig, _scenario: Option<&str>) -> Outcome {
+    keel_sim::run(config)
 }
 
 fn print_run(o: &Outcome) {

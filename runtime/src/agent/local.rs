@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::exec::pg;
 use super::setup::{upstream, Setup};
-use super::{slots, Postgres};
+use super::{slots, Postgres, ServerInfo};
 use crate::config::{PgAuthentication, PgUser};
 use crate::pg::{probe, PgCtlError, Upstream};
 
@@ -25,18 +25,6 @@ pub struct LocalPostgres {
     bootstrapped: bool,
     /// The last `server_info` answer, for which postmaster, and when.
     info: Option<(Option<i64>, Instant, ServerInfo)>,
-}
-
-/// What the REST status shows of the server beyond keel-core's facts.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ServerInfo {
-    /// `server_version_num`, e.g. 150018.
-    pub version_num: u32,
-    /// Some changed setting waits for a restart (`pg_settings`).
-    pub pending_restart: bool,
-    /// Which, as Patroni's `{param: {old_value, new_value}}`: the value the
-    /// server runs with and the last one in its configuration files.
-    pub pending_restart_reason: serde_json::Map<String, serde_json::Value>,
 }
 
 /// How long a `server_info` answer is reused for the same postmaster: the

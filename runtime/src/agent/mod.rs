@@ -9,13 +9,17 @@
 
 pub mod command;
 mod exec;
+#[cfg(feature = "io")]
 pub mod failsafe;
+#[cfg(feature = "io")]
 pub mod local;
+#[cfg(feature = "io")]
 pub mod setup;
+#[cfg(feature = "io")]
 pub mod slots;
 
 use std::collections::BTreeMap;
-use std::sync::PoisonError;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keel_core::{
@@ -33,25 +37,121 @@ use crate::dcs::codec::{self, MemberExtras};
 use crate::dcs::patroni::Snapshot;
 use crate::dcs::{Dcs, Kv, KvError};
 
-/// The agent's monotonic clock: milliseconds since it started. keel-core
-/// takes this `now` as an argument and never reads a clock itself.
-#[derive(Clone, Copy)]
+/// The agent's clocks: monotonic milliseconds since it started, and the
+/// wall clock. keel-core takes both as arguments and never reads a clock
+/// itself; every sleep and deadline of the agent is a span of this clock,
+/// turned into the runtime's time by [`Clock::to_runtime`].
+///
+/// In production both are the OS clocks. The simulator gives each node a
+/// [`Clock::skewed`] one: its own rate (drift), wall offset, and steps
+/// (clock jumps), which it can change while the node runs, as clocks do
+/// (ARCHITECTURE.md, the simulator: clocks).
+#[derive(Clone)]
 pub struct Clock {
     start: Instant,
+    skew: Option<Arc<Mutex<Skew>>>,
 }
+
+/// A simulated node clock: `local = anchor_local + (t - anchor) * (1 + rate)`.
+#[derive(Debug)]
+struct Skew {
+    rate_ppm: i64,
+    wall_offset_ms: i64,
+    anchor: Instant,
+    anchor_local_us: u64,
+}
+
+impl Skew {
+    fn local_us(&self, at: Instant) -> u64 {
+        let elapsed_us = at.saturating_duration_since(self.anchor).as_micros() as i128;
+        let scaled = elapsed_us * (1_000_000 + i128::from(self.rate_ppm)) / 1_000_000;
+        self.anchor_local_us.saturating_add(u64::try_from(scaled.max(0)).unwrap_or(u64::MAX))
+    }
+
+    /// Moves the anchor to now, so a change applies from now on.
+    fn reanchor(&mut self) {
+        let now = Instant::now();
+        self.anchor_local_us = self.local_us(now);
+        self.anchor = now;
+    }
+}
+
+/// Rates beyond this would stop or reverse time; a sane clock drifts by
+/// parts per thousand at most.
+const RATE_PPM_LIMIT: i64 = 900_000;
 
 impl Clock {
     pub fn new() -> Clock {
-        Clock { start: Instant::now() }
+        Clock { start: Instant::now(), skew: None }
+    }
+
+    /// A clock running `rate_ppm` parts per million fast (negative: slow),
+    /// its wall clock `wall_offset_ms` off the true one. Clones share it.
+    pub fn skewed(rate_ppm: i64, wall_offset_ms: i64) -> Clock {
+        let now = Instant::now();
+        let skew = Skew {
+            rate_ppm: rate_ppm.clamp(-RATE_PPM_LIMIT, RATE_PPM_LIMIT),
+            wall_offset_ms,
+            anchor: now,
+            anchor_local_us: 0,
+        };
+        Clock { start: now, skew: Some(Arc::new(Mutex::new(skew))) }
+    }
+
+    fn with_skew<T>(&self, f: impl FnOnce(&mut Skew) -> T) -> Option<T> {
+        self.skew.as_ref().map(|s| f(&mut s.lock().unwrap_or_else(PoisonError::into_inner)))
     }
 
     pub fn now_ms(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+        match self.with_skew(|s| s.local_us(Instant::now()) / 1000) {
+            Some(ms) => ms,
+            None => u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
     }
 
-    /// Where `ms` on this clock lies: `start + ms`.
+    /// Milliseconds since the Unix epoch by this node's wall clock.
+    pub fn wall_ms(&self) -> i64 {
+        wall_ms().saturating_add(self.with_skew(|s| s.wall_offset_ms).unwrap_or(0))
+    }
+
+    /// How long the runtime waits for `local`, a span of this clock.
+    pub fn to_runtime(&self, local: Duration) -> Duration {
+        match self.with_skew(|s| s.rate_ppm) {
+            Some(rate) => {
+                let us = local.as_micros() * 1_000_000 / (1_000_000 + rate) as u128;
+                Duration::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
+            }
+            None => local,
+        }
+    }
+
+    /// Where 0 on this clock lies: `start() + ms` is the instant this
+    /// clock reads `ms` (the REST API turns deadlines into instants so).
+    /// For a skewed clock, exact for instants near now, where deadlines
+    /// lie; its own start would be off by the drift accumulated since.
     pub fn start(&self) -> Instant {
-        self.start
+        if self.skew.is_none() {
+            return self.start;
+        }
+        Instant::now().checked_sub(Duration::from_millis(self.now_ms())).unwrap_or(self.start)
+    }
+
+    /// Simulator only: the clock runs at `rate_ppm` from now on.
+    pub fn set_rate_ppm(&self, rate_ppm: i64) {
+        self.with_skew(|s| {
+            s.reanchor();
+            s.rate_ppm = rate_ppm.clamp(-RATE_PPM_LIMIT, RATE_PPM_LIMIT);
+        });
+    }
+
+    /// Simulator only: the monotonic clock leaps `ms` ahead (a VM resumed
+    /// after a stall sees this), and the wall clock steps by `wall_ms`
+    /// (an NTP step, either way).
+    pub fn jump(&self, ms: u64, wall_ms: i64) {
+        self.with_skew(|s| {
+            s.anchor_local_us = s.anchor_local_us.saturating_add(ms.saturating_mul(1000));
+            s.wall_offset_ms = s.wall_offset_ms.saturating_add(wall_ms);
+        });
     }
 }
 
@@ -59,6 +159,18 @@ impl Default for Clock {
     fn default() -> Self {
         Clock::new()
     }
+}
+
+/// What the REST status shows of the server beyond keel-core's facts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServerInfo {
+    /// `server_version_num`, e.g. 150018.
+    pub version_num: u32,
+    /// Some changed setting waits for a restart (`pg_settings`).
+    pub pending_restart: bool,
+    /// Which, as Patroni's `{param: {old_value, new_value}}`: the value the
+    /// server runs with and the last one in its configuration files.
+    pub pending_restart_reason: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The local Postgres as the agent sees it: observed as keel-core's facts,
@@ -76,7 +188,7 @@ pub trait Postgres {
     async fn keep_slots(&mut self, view: &ClusterView);
     /// The server's version and pending restart, for the REST status;
     /// `None` when unknown.
-    async fn server_info(&mut self) -> Option<local::ServerInfo> {
+    async fn server_info(&mut self) -> Option<ServerInfo> {
         None
     }
 }
@@ -133,6 +245,12 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
         self
     }
 
+    /// Reads time from `clock` (the simulator's skewed clocks).
+    pub fn with_clock(mut self, clock: Clock) -> Agent<K, P> {
+        self.clock = clock;
+        self
+    }
+
     /// Publishes the node's status to `status` after every step.
     pub fn publish_to(mut self, status: SharedStatus) -> Agent<K, P> {
         self.status = Some(status);
@@ -146,6 +264,10 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
     /// Runs until a shutdown request has been carried out.
     pub async fn run(mut self) {
         loop {
+            // wake_after counts from the observation, not from the end of
+            // the step: a slow etcd read must not push a leader's next step
+            // (and its demote) past the lease deadline (found by keel-sim).
+            let observed_at = Instant::now();
             let obs = self.observe().await;
             let decision = self.node.step(&obs);
             self.log(&decision);
@@ -167,20 +289,24 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
                 info!("shut down");
                 return;
             }
-            self.sleep(decision.wake_after_ms).await;
+            self.sleep(observed_at, decision.wake_after_ms).await;
         }
     }
 
     /// The deadline of one I/O call: `retry_timeout`, cut short so that a
-    /// leader never waits on I/O past the point where it must demote.
+    /// leader never waits on I/O past the point where it must demote. In
+    /// the runtime's time (the clock's rate applied).
     fn deadline(&self) -> Duration {
         let cfg = self.config();
         let mut ms = cfg.retry_timeout_ms.max(1);
-        if let Some(left) = self.node.state().lease_remaining_ms(self.clock.now_ms()) {
+        // A lease that just ran out counts as none left: the step that
+        // demotes must not wait a whole retry_timeout for etcd first.
+        if let Some(deadline) = self.node.state().lease_deadline_ms {
+            let left = deadline.saturating_sub(self.clock.now_ms());
             let gentle = cfg.retry_timeout_ms.min(cfg.lease_validity_ms() / 2);
             ms = ms.min(left.saturating_sub(gentle).max(100));
         }
-        Duration::from_millis(ms)
+        self.clock.to_runtime(Duration::from_millis(ms))
     }
 
     async fn observe(&mut self) -> Observation {
@@ -207,7 +333,12 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
         // not keep a leader from its next step.
         let lease_left = self.node.state().lease_remaining_ms(now_ms);
         let pg = match lease_left {
-            Some(left) => match tokio::time::timeout(Duration::from_millis(left), self.pg.facts()).await {
+            Some(left) => match tokio::time::timeout(
+                self.clock.to_runtime(Duration::from_millis(left)),
+                self.pg.facts(),
+            )
+            .await
+            {
                 Ok(pg) => pg,
                 // Unknown facts: keep the server's running state, which
                 // is what fencing needs, and nothing else.
@@ -217,7 +348,7 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
         };
         Observation {
             now_ms,
-            wall_ms: wall_ms(),
+            wall_ms: self.clock.wall_ms(),
             dcs,
             pg,
             tags: self.cfg.tags.to_core(),
@@ -359,6 +490,10 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
                 (ActionResult::Skipped, None)
             } else {
                 match self.lease_bound(action) {
+                    // The lease ran out while the step observed or acted:
+                    // what was decided under it is not done (a promotion
+                    // after a slow etcd read, found by keel-sim seed 218).
+                    Some(bound) if bound.is_zero() => (ActionResult::Skipped, None),
                     // A leader never waits on an action past its lease: the
                     // next step must be able to fence (rule 1).
                     Some(bound) => tokio::time::timeout(bound, self.apply(action))
@@ -377,21 +512,22 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
     }
 
     /// How long `action` may take while this node holds the lease: until
-    /// the lease deadline. Stopping Postgres is what the deadline asks for,
-    /// so it is never cut short.
+    /// the lease deadline (zero once it passed). Stopping Postgres is what
+    /// the deadline asks for, so it is never cut short.
     fn lease_bound(&self, action: &keel_core::Action) -> Option<Duration> {
         use keel_core::Action::{Demote, StopPostgres};
         if matches!(action, Demote { .. } | StopPostgres { .. }) {
             return None;
         }
-        let left = self.node.state().lease_remaining_ms(self.clock.now_ms())?;
-        Some(Duration::from_millis(left))
+        let deadline = self.node.state().lease_deadline_ms?;
+        let left = deadline.saturating_sub(self.clock.now_ms());
+        Some(self.clock.to_runtime(Duration::from_millis(left)))
     }
 
     /// Sleeps until the decision's wake time, an operator request, or the
     /// postmaster's exit, whichever comes first.
-    async fn sleep(&mut self, wake_after_ms: u64) {
-        let until = Instant::now() + Duration::from_millis(wake_after_ms);
+    async fn sleep(&mut self, observed_at: Instant, wake_after_ms: u64) {
+        let until = observed_at + self.clock.to_runtime(Duration::from_millis(wake_after_ms));
         let was_running = self.pg.is_running();
         loop {
             let now = Instant::now();
@@ -405,7 +541,11 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
                     None => std::future::pending().await,
                 }
             };
+            // Polled in this order, not at random: tokio's random order
+            // draws from a process-wide counter, which a simulated seed
+            // could not replay.
             tokio::select! {
+                biased;
                 changed = watched => {
                     if changed {
                         return;
@@ -444,4 +584,28 @@ fn wall_ms() -> i64 {
 /// The environment as a map, for the config's PATRONI_* overrides.
 pub fn environment() -> BTreeMap<String, String> {
     std::env::vars().collect()
+}
+
+// Real tokio's paused clock; madsim's `advance` is not async.
+#[cfg(all(test, not(madsim)))]
+mod clock_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn skewed_clock_runs_at_its_rate_and_steps_on_jumps() {
+        let clock = Clock::skewed(100_000, -5_000);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(clock.now_ms(), 11_000);
+        // Ten local seconds take 10 / 1.1 s of the runtime's time.
+        assert_eq!(clock.to_runtime(Duration::from_secs(11)), Duration::from_secs(10));
+        clock.set_rate_ppm(-500_000);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(clock.now_ms(), 12_000);
+        let wall = clock.wall_ms();
+        clock.jump(3_000, 60_000);
+        assert_eq!(clock.now_ms(), 15_000);
+        // The OS wall clock moves on between the two reads.
+        assert!((60_000..61_000).contains(&(clock.wall_ms() - wall)));
+        assert_eq!(Clock::new().to_runtime(Duration::from_secs(7)), Duration::from_secs(7));
+    }
 }

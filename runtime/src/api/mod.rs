@@ -26,26 +26,40 @@
 //! connection to Postgres or etcd. Operations read and write etcd and ask
 //! the agent (`agent::command`), answering with the outcome.
 
+#[cfg(feature = "io")]
 pub mod access;
+#[cfg(feature = "io")]
 pub mod auth;
+#[cfg(feature = "io")]
 pub mod body;
+#[cfg(feature = "io")]
 pub mod client;
 pub mod cluster;
+#[cfg(feature = "io")]
 pub mod config_edit;
 pub mod health;
 pub mod json;
 pub mod lag;
+#[cfg(feature = "io")]
 pub mod metrics;
+#[cfg(feature = "io")]
 pub mod ops;
+#[cfg(feature = "io")]
 pub mod server;
 pub mod status;
+#[cfg(feature = "io")]
 pub mod store;
-#[cfg(test)]
+#[cfg(all(test, feature = "io"))]
 mod tests;
+#[cfg(feature = "io")]
 pub mod tls;
 
+#[cfg(feature = "io")]
 pub use access::Access;
+#[cfg(feature = "io")]
 pub use ops::{Api, Ops};
+#[cfg(feature = "io")]
 pub use server::{bind, serve, serve_tls};
 pub use status::{NodeStatus, ReplicationState, SharedStatus, StepReport};
+#[cfg(feature = "io")]
 pub use store::{KvStore, Store};

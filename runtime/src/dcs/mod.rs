@@ -6,6 +6,7 @@
 //! absent (never a crash, never a reason to promote): see `codec`.
 
 pub mod codec;
+#[cfg(feature = "io")]
 pub mod etcd;
 pub mod keys;
 pub mod mem;

@@ -1,0 +1,347 @@
+//! What the simulated nodes share outside the network: every node's
+//! Postgres model, the etcd store, which node-to-node links are cut, the
+//! client's acknowledged writes, and the checkers, which run after every
+//! event that can change what they check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use keel_core::{DynamicConfig, PgProcess, StandbySyncState};
+use keel_runtime::api::SharedStatus;
+use tokio::time::Instant;
+
+use crate::cluster::Outcome;
+use crate::kv_model::KvModel;
+use crate::pg_model::PgModel;
+
+pub type Shared = Arc<Mutex<World>>;
+
+pub fn lock(world: &Shared) -> MutexGuard<'_, World> {
+    world.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub struct World {
+    pub names: Vec<String>,
+    pub pg: Vec<PgModel>,
+    /// The node's agent process runs (not crashed).
+    pub agent_up: Vec<bool>,
+    /// Each agent's published status (what HAProxy asks over REST).
+    pub status: Vec<Option<SharedStatus>>,
+    /// Nodes cut off from the other nodes (replication, failsafe).
+    pub isolated: BTreeSet<usize>,
+    pub kv: KvModel,
+    /// etcd answers nobody (outage, lost quorum).
+    pub etcd_down: bool,
+    /// etcd answers this late (ms).
+    pub etcd_delay_ms: u64,
+    /// etcd loses an answer now and then (runs with faults).
+    pub lossy: bool,
+    /// The leader key's path.
+    pub leader_key: String,
+    pub cfg: DynamicConfig,
+    /// Per primary: when each standby streaming from it last replied.
+    pub replies: Vec<BTreeMap<String, u64>>,
+    next_branch: u64,
+    /// Acknowledged client writes: (WAL branch, lsn).
+    pub acked: Vec<(u64, u64)>,
+    pub out: Outcome,
+    hash: u64,
+    start: Instant,
+    pub verbose: bool,
+    /// Who held the leader key at the last check (failover counting).
+    last_leader: Option<String>,
+}
+
+impl World {
+    pub fn new(
+        names: Vec<String>,
+        leader_key: String,
+        cfg: DynamicConfig,
+        out: Outcome,
+        verbose: bool,
+    ) -> World {
+        let n = names.len();
+        World {
+            pg: vec![PgModel::empty(); n],
+            agent_up: vec![false; n],
+            status: vec![None; n],
+            replies: vec![BTreeMap::new(); n],
+            names,
+            isolated: BTreeSet::new(),
+            kv: KvModel::new(),
+            etcd_down: false,
+            etcd_delay_ms: 0,
+            lossy: false,
+            leader_key,
+            cfg,
+            next_branch: 1,
+            acked: Vec::new(),
+            out,
+            hash: 0xcbf2_9ce4_8422_2325,
+            start: Instant::now(),
+            verbose,
+            last_leader: None,
+        }
+    }
+
+    /// True simulated time: etcd's clock and the checkers'.
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn trace_hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// Records an event in the trace hash (and prints it when verbose),
+    /// then runs the safety checkers.
+    pub fn event(&mut self, text: &str) {
+        let line = format!("{} {text}", self.now_ms());
+        if self.verbose {
+            println!("{:>9.3} {text}", self.now_ms() as f64 / 1000.0);
+        }
+        for b in line.as_bytes() {
+            self.hash ^= u64::from(*b);
+            self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.check_split_brain();
+    }
+
+    pub fn violation(&mut self, what: String) {
+        let line = format!("t={:.3}s {what}", self.now_ms() as f64 / 1000.0);
+        if self.verbose {
+            println!("VIOLATION {line}");
+        }
+        if !self.out.violations.contains(&line) && self.out.violations.len() < 20 {
+            self.out.violations.push(line);
+        }
+    }
+
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    pub fn connected(&self, a: usize, b: usize) -> bool {
+        a == b || (!self.isolated.contains(&a) && !self.isolated.contains(&b))
+    }
+
+    pub fn branch(&mut self) -> u64 {
+        self.next_branch += 1;
+        self.next_branch
+    }
+
+    /// The leader key's holder now, by etcd's clock (expired leases gone).
+    pub fn leader(&mut self) -> Option<String> {
+        if !self.etcd_down {
+            let now = self.now_ms();
+            self.kv.expire(now);
+        }
+        let key = self.leader_key.clone();
+        self.kv.holder(&key).map(|(name, _)| name)
+    }
+
+    /// Notes leader key changes (for the summary and the trace).
+    pub fn watch_leader(&mut self) {
+        let leader = self.leader();
+        if leader != self.last_leader {
+            self.event(&format!("leader key: {:?} -> {leader:?}", self.last_leader));
+            self.last_leader = leader;
+        }
+    }
+
+    fn writable(&self, i: usize) -> bool {
+        self.pg[i].process == PgProcess::RunningPrimary
+    }
+
+    /// Safety: never two nodes accepting writes at the same instant.
+    fn check_split_brain(&mut self) {
+        let writable: Vec<String> =
+            (0..self.names.len()).filter(|i| self.writable(*i)).map(|i| self.names[i].clone()).collect();
+        if writable.len() > 1 {
+            self.violation(format!("split brain: {} all accept writes", writable.join(", ")));
+        }
+    }
+
+    /// Streams WAL from each replica's upstream, along a linear history,
+    /// where the nodes can reach each other.
+    pub fn replicate(&mut self) {
+        let now = self.now_ms();
+        for i in 0..self.names.len() {
+            if self.pg[i].process != PgProcess::RunningReplica {
+                continue;
+            }
+            let upstream = self.pg[i].upstream.as_deref().and_then(|u| self.index(u));
+            let source = upstream.filter(|u| {
+                self.pg[*u].is_running()
+                    && self.connected(i, *u)
+                    && self.pg[i].wal.is_prefix_of(&self.pg[*u].wal)
+            });
+            match source {
+                Some(u) => {
+                    let wal = self.pg[u].wal.clone();
+                    let name = self.names[i].clone();
+                    self.replies[u].insert(name, now);
+                    self.pg[i].wal = wal;
+                    self.pg[i].streaming = true;
+                }
+                None => self.pg[i].streaming = false,
+            }
+        }
+    }
+
+    /// The standbys streaming from `p` right now.
+    fn streaming_from(&self, p: usize) -> Vec<usize> {
+        let name = &self.names[p];
+        (0..self.names.len())
+            .filter(|i| {
+                let pg = &self.pg[*i];
+                *i != p
+                    && pg.process == PgProcess::RunningReplica
+                    && pg.streaming
+                    && pg.upstream.as_deref() == Some(name)
+                    && self.connected(*i, p)
+                    && pg.wal.is_prefix_of(&self.pg[p].wal)
+            })
+            .collect()
+    }
+
+    /// `pg_stat_replication` on `p`.
+    pub fn pg_stat_replication(&self, p: usize) -> Vec<keel_core::Standby> {
+        if self.pg[p].process != PgProcess::RunningPrimary {
+            return Vec::new();
+        }
+        let names = &self.pg[p].sync_names;
+        let now = self.now_ms();
+        self.streaming_from(p)
+            .into_iter()
+            .map(|i| {
+                let name = &self.names[i];
+                let last = self.replies[p].get(name).copied().unwrap_or(now);
+                let sync_state = match (names.members.contains(name), names.quorum) {
+                    (true, true) => StandbySyncState::Quorum,
+                    (true, false) => StandbySyncState::Sync,
+                    (false, _) => StandbySyncState::Async,
+                };
+                keel_core::Standby {
+                    name: name.clone(),
+                    streaming: true,
+                    sync_state,
+                    flush_lsn: self.pg[i].wal.lsn(),
+                    reply_age_ms: now.saturating_sub(last),
+                }
+            })
+            .collect()
+    }
+
+    /// The node HAProxy routes writes to: it answers `/primary` (its
+    /// status says running primary with its lease ahead). The first by
+    /// name when several do: a split brain the checkers already report.
+    fn routed_primary(&self) -> Option<usize> {
+        let now = Instant::now();
+        (0..self.names.len()).find(|i| {
+            self.agent_up[*i]
+                && self.writable(*i)
+                && self.status[*i].as_ref().is_some_and(|s| {
+                    let s = s.read().unwrap_or_else(PoisonError::into_inner);
+                    s.running_primary && s.lease_deadline.is_some_and(|d| d > now)
+                })
+        })
+    }
+
+    /// One client write through the routed primary, acknowledged once its
+    /// synchronous standbys have it.
+    pub fn client_write(&mut self) {
+        let Some(p) = self.routed_primary() else {
+            self.out.writes_failed += 1;
+            return;
+        };
+        let names = self.pg[p].sync_names.clone();
+        let standbys: Vec<usize> =
+            self.streaming_from(p).into_iter().filter(|i| names.members.contains(&self.names[*i])).collect();
+        if !names.members.is_empty() && (standbys.len() as u32) < names.num.max(1) {
+            // Commit waits for a standby that is not there: not acknowledged.
+            self.out.writes_failed += 1;
+            return;
+        }
+        let (branch, lsn) = self.pg[p].write();
+        let wal = self.pg[p].wal.clone();
+        for s in standbys {
+            self.pg[s].wal = wal.clone();
+        }
+        self.acked.push((branch, lsn));
+        self.out.writes_acked += 1;
+    }
+
+    /// Liveness: a writable primary that answers `/primary`.
+    pub fn check_liveness(&mut self, healed_at_ms: u64, bound_ms: u64) {
+        if let Some(p) = self.routed_primary() {
+            self.check_streaming(p);
+            return;
+        }
+        let states: Vec<String> = (0..self.names.len())
+            .map(|i| {
+                format!(
+                    "{}: agent {}, {:?}",
+                    self.names[i],
+                    if self.agent_up[i] { "up" } else { "down" },
+                    self.pg[i].process
+                )
+            })
+            .collect();
+        self.violation(format!(
+            "liveness: no writable primary {bound_ms} ms after faults healed at {healed_at_ms} ms ({})",
+            states.join(", ")
+        ));
+    }
+
+    /// Liveness, second half: every other node whose agent runs streams
+    /// from the primary `p`.
+    pub fn check_streaming(&mut self, p: usize) {
+        let streaming = self.streaming_from(p);
+        let idle: Vec<String> = (0..self.names.len())
+            .filter(|i| *i != p && self.agent_up[*i] && !streaming.contains(i))
+            .map(|i| {
+                format!("{} ({:?}, upstream {:?})", self.names[i], self.pg[i].process, self.pg[i].upstream)
+            })
+            .collect();
+        if !idle.is_empty() {
+            let primary = self.names[p].clone();
+            self.violation(format!(
+                "liveness: not streaming from the primary {primary}: {}",
+                idle.join(", ")
+            ));
+        }
+    }
+
+    /// At the end: no acknowledged write lost (strict mode: a violation;
+    /// otherwise counted), and every replica's history is a prefix of the
+    /// leader's.
+    pub fn check_end(&mut self) {
+        let Some(leader) = (0..self.names.len()).find(|i| self.writable(*i)) else {
+            return;
+        };
+        let wal = self.pg[leader].wal.clone();
+        let lost = self.acked.iter().filter(|(b, l)| !wal.contains(*b, *l)).count() as u64;
+        if lost > 0 {
+            if self.cfg.synchronous_mode_strict {
+                self.violation(format!("{lost} acknowledged writes lost in synchronous_mode_strict"));
+            } else {
+                self.out.writes_lost_allowed += lost;
+            }
+        }
+        for i in 0..self.names.len() {
+            if i != leader
+                && self.pg[i].process == PgProcess::RunningReplica
+                && !self.pg[i].wal.is_prefix_of(&wal)
+            {
+                let mut detail = String::new();
+                let _ = write!(detail, "{:?}", self.pg[i].wal.history());
+                let name = self.names[i].clone();
+                self.violation(format!(
+                    "{name} streams nothing: its history {detail} is not a prefix of the leader's"
+                ));
+            }
+        }
+    }
+}

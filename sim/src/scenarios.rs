@@ -1,0 +1,71 @@
+//! Named scenarios: the guide's failure drills as fixed fault schedules
+//! (`keel-sim run --scenario NAME`, madsim simulator). Faults aimed at
+//! [`PRIMARY`] hit whichever node holds the leader key when they start.
+
+use crate::faults::{Fault, FaultKind};
+
+/// Stands for "the node holding the leader key" in a scenario's faults.
+pub const PRIMARY: usize = usize::MAX;
+
+/// Name, what it drills, and how many nodes it needs (`None`: any).
+pub const SCENARIOS: &[(&str, &str, Option<usize>)] = &[
+    ("postgres-kill", "SIGKILL of Postgres on the primary", None),
+    ("primary-crash", "the primary's machine dies, and is back 60 s later", None),
+    ("partition-primary", "the primary loses etcd and its peers for 60 s", None),
+    ("etcd-failure", "etcd is down for 60 s: nobody promotes, the leader demotes at its lease", None),
+    (
+        "primary-and-etcd",
+        "the primary dies while etcd is down: the cluster waits, no promotion without etcd",
+        None,
+    ),
+    ("two-node", "a two-node cluster whose primary dies", Some(2)),
+    ("etcd-quorum-and-node", "etcd loses quorum (two of its three hosts) while a database node dies", None),
+    ("switchover", "an operator switchover, then a failover back", None),
+];
+
+/// The schedule of scenario `name`, its faults starting at `at_ms`; `None`
+/// for an unknown name.
+pub fn schedule(name: &str, at_ms: u64) -> Option<Vec<Fault>> {
+    let fault = |start: u64, secs: u64, kind: FaultKind| Fault {
+        start_ms: at_ms + start,
+        end_ms: at_ms + start + secs * 1000,
+        kind,
+    };
+    let faults = match name {
+        "postgres-kill" => vec![fault(0, 1, FaultKind::PostgresCrash { node: PRIMARY })],
+        "primary-crash" | "two-node" => vec![fault(0, 60, FaultKind::NodeCrash { node: PRIMARY })],
+        "partition-primary" => vec![
+            fault(0, 60, FaultKind::EtcdPartition { node: PRIMARY }),
+            fault(0, 60, FaultKind::NodeIsolation { node: PRIMARY }),
+        ],
+        "etcd-failure" => vec![fault(0, 60, FaultKind::EtcdOutage)],
+        "primary-and-etcd" => {
+            vec![
+                fault(0, 60, FaultKind::EtcdOutage),
+                fault(5_000, 90, FaultKind::NodeCrash { node: PRIMARY }),
+            ]
+        }
+        "etcd-quorum-and-node" => {
+            vec![fault(0, 60, FaultKind::EtcdOutage), fault(0, 90, FaultKind::NodeCrash { node: 1 })]
+        }
+        "switchover" => vec![
+            fault(0, 10, FaultKind::Switchover { candidate: None }),
+            fault(60_000, 60, FaultKind::NodeCrash { node: PRIMARY }),
+        ],
+        _ => return None,
+    };
+    Some(faults)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_named_scenario_has_a_schedule_and_unknown_names_none() {
+        for (name, _, _) in SCENARIOS {
+            assert!(schedule(name, 30_000).is_some_and(|f| !f.is_empty()), "{name}");
+        }
+        assert!(schedule("no-such-drill", 0).is_none());
+    }
+}
