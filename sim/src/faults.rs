@@ -3,9 +3,11 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use crate::rng::SimRng;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FaultKind {
     /// The node cannot reach etcd (both ways).
     EtcdPartition { node: usize },
@@ -68,7 +70,7 @@ impl FaultKind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fault {
     pub start_ms: u64,
     pub end_ms: u64,

@@ -21,7 +21,11 @@ pub mod etcd_model;
 pub mod faults;
 pub mod kv_model;
 pub mod pg_model;
+pub mod replay;
 pub mod rng;
 pub mod scenarios;
+pub mod shrink;
+pub mod timeline;
+pub mod trace;
 
 pub use cluster::{run, Outcome, SimConfig};

@@ -61,10 +61,35 @@ enum Command {
         /// Start the trace at this simulated second.
         #[arg(long, default_value_t = 0)]
         trace_from_s: u64,
+        /// Carry out exactly these faults (a JSON list, as `shrink` writes)
+        /// instead of the seed's schedule (madsim build).
+        #[arg(long, requires = "seed", conflicts_with_all = ["no_faults", "scenario"], value_name = "FILE")]
+        faults: Option<std::path::PathBuf>,
+    },
+    /// Run one seed (madsim build) and write its event trace and timeline.
+    Replay {
+        #[command(flatten)]
+        run: keel_sim::replay::SeedArgs,
+        /// Write the event trace (JSON lines) to FILE and print its hash.
+        #[arg(long, value_name = "FILE")]
+        trace: Option<std::path::PathBuf>,
+        /// Write the run's timeline to FILE (one self-contained HTML page).
+        #[arg(long, value_name = "FILE.html")]
+        timeline: Option<std::path::PathBuf>,
+    },
+    /// Reduce a failing seed's fault schedule to the fewest faults that
+    /// still fail with the same kind of violation (madsim build).
+    Shrink {
+        #[command(flatten)]
+        run: keel_sim::replay::SeedArgs,
+        /// Where to write the minimal schedule (default: seed-S-shrunk.json).
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
     },
 }
 
 fn main() -> ExitCode {
+    let command = Cli::parse().command;
     let Command::Run {
         seed,
         seeds,
@@ -77,7 +102,24 @@ fn main() -> ExitCode {
         trace_node,
         trace,
         trace_from_s,
-    } = Cli::parse().command;
+        faults,
+    } = command
+    else {
+        return match command {
+            Command::Replay { run, trace, timeline } => keel_sim::replay::replay(&run, trace, timeline),
+            Command::Shrink { run, out } => keel_sim::replay::shrink(&run, out),
+            Command::Run { .. } => unreachable!("handled above"),
+        };
+    };
+    if !cfg!(madsim) && faults.is_some() {
+        eprintln!("keel-sim: --faults runs in the madsim simulator: scripts/sim run --seed S --faults FILE");
+        return ExitCode::from(1);
+    }
+    let faults_path = faults.clone();
+    let faults = match faults.map(|path| keel_sim::replay::read_faults(&path, nodes as usize)).transpose() {
+        Ok(faults) => faults,
+        Err(code) => return code,
+    };
     if let Some(name) = &scenario {
         if !cfg!(madsim) {
             eprintln!(
@@ -124,7 +166,7 @@ fn main() -> ExitCode {
             verbose,
             trace: traced.clone(),
         };
-        let outcome = run_seed(&config, scenario.as_deref());
+        let outcome = run_seed(&config, scenario.as_deref(), faults.clone());
         if seed.is_some() {
             print_run(&outcome);
         }
@@ -173,7 +215,7 @@ fn main() -> ExitCode {
         let extra = match &scenario {
             Some(name) => format!(" --scenario {name}"),
             None if no_faults => " --no-faults".to_owned(),
-            None => String::new(),
+            None => faults_path.as_ref().map(|p| format!(" --faults {}", p.display())).unwrap_or_default(),
         };
         println!("  replay: {REPLAY} run --seed {s} --nodes {nodes} --duration-s {duration_s}{extra}");
     }
@@ -187,19 +229,31 @@ const REPLAY: &str = "scripts/sim";
 const REPLAY: &str = "cargo run --release -p keel-sim --";
 
 #[cfg(madsim)]
-fn run_seed(config: &SimConfig, scenario: Option<&str>) -> Outcome {
-    keel_sim::agents::run(&keel_sim::agents::AgentSimConfig {
-        seed: config.seed,
-        nodes: config.nodes,
-        duration_ms: config.duration_ms,
-        faults: config.faults,
-        verbose: config.verbose,
-        scenario: scenario.map(str::to_owned),
-    })
+fn run_seed(
+    config: &SimConfig,
+    scenario: Option<&str>,
+    faults: Option<Vec<keel_sim::faults::Fault>>,
+) -> Outcome {
+    let opts = keel_sim::agents::RunOptions { faults, ..Default::default() };
+    keel_sim::agents::run_with(
+        &keel_sim::agents::AgentSimConfig {
+            seed: config.seed,
+            nodes: config.nodes,
+            duration_ms: config.duration_ms,
+            faults: config.faults,
+            verbose: config.verbose,
+            scenario: scenario.map(str::to_owned),
+        },
+        &opts,
+    )
 }
 
 #[cfg(not(madsim))]
-fn run_seed(config: &SimConfig, _scenario: Option<&str>) -> Outcome {
+fn run_seed(
+    config: &SimConfig,
+    _scenario: Option<&str>,
+    _faults: Option<Vec<keel_sim::faults::Fault>>,
+) -> Outcome {
     keel_sim::run(config)
 }
 

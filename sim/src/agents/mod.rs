@@ -12,6 +12,7 @@
 
 mod etcd;
 mod postgres;
+mod record;
 mod world;
 
 use std::collections::BTreeMap;
@@ -48,6 +49,20 @@ pub struct AgentSimConfig {
     pub scenario: Option<String>,
 }
 
+/// What a run does beyond its seed's configuration (`run_with`).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Record the event trace (`crate::trace`) into `Outcome::trace`.
+    pub record: bool,
+    /// Carry out exactly these faults instead of the seed's schedule
+    /// (everything else still comes from the seed): replays a shrunk
+    /// schedule.
+    pub faults: Option<Vec<Fault>>,
+    /// A test-only checker: more promotions than this in the run is a
+    /// violation (a run made to fail on purpose, to test the shrinker).
+    pub max_failovers: Option<u64>,
+}
+
 /// The timing and replication settings of one seed's cluster.
 struct Setup {
     yaml: Vec<String>,
@@ -58,7 +73,7 @@ struct Setup {
     schedule: Vec<Fault>,
 }
 
-fn setup(sim: &AgentSimConfig) -> Setup {
+fn setup(sim: &AgentSimConfig, faults: Option<&[Fault]>) -> Setup {
     let mut rng = SimRng::new(sim.seed);
     // Timing varies per seed (a fixed phase hides bugs), always within the
     // rule loop_wait + 2 * retry_timeout <= ttl.
@@ -101,7 +116,9 @@ fn setup(sim: &AgentSimConfig) -> Setup {
     let pause_max_ms = dynamic.ttl_ms.saturating_sub(dynamic.loop_wait_ms + 2 * dynamic.retry_timeout_ms);
     let scenario =
         sim.scenario.as_deref().and_then(|name| crate::scenarios::schedule(name, WARMUP_MS + 30_000));
-    let schedule = if let Some(faults) = scenario {
+    let schedule = if let Some(faults) = faults {
+        faults.to_vec()
+    } else if let Some(faults) = scenario {
         faults
     } else if sim.faults {
         faults::schedule_agents(
@@ -129,11 +146,17 @@ fn node_ip(i: usize) -> IpAddr {
 /// after others on the same thread would see other keys, and iteration
 /// orders, than the same seed run alone.
 pub fn run(sim: &AgentSimConfig) -> Outcome {
+    run_with(sim, &RunOptions::default())
+}
+
+/// [`run`] with options: a trace, an explicit fault list.
+pub fn run_with(sim: &AgentSimConfig, opts: &RunOptions) -> Outcome {
     let sim = sim.clone();
+    let opts = opts.clone();
     let seed = sim.seed;
     std::thread::spawn(move || {
         let runtime = Runtime::with_seed_and_config(sim.seed, madsim::Config::default());
-        runtime.block_on(drive(sim))
+        runtime.block_on(drive_with(sim, opts))
     })
     .join()
     .unwrap_or_else(|panic| {
@@ -147,11 +170,15 @@ pub fn run(sim: &AgentSimConfig) -> Outcome {
 }
 
 pub async fn drive(sim: AgentSimConfig) -> Outcome {
+    drive_with(sim, RunOptions::default()).await
+}
+
+pub async fn drive_with(sim: AgentSimConfig, opts: RunOptions) -> Outcome {
     // madsim's clock starts at instant zero, and a node clock that runs
     // fast reads more than the time since; an idle simulated hour first
     // keeps `Clock::start` (now minus the node's reading) representable.
     tokio::time::sleep(Duration::from_secs(3_600)).await;
-    let s = setup(&sim);
+    let s = setup(&sim, opts.faults.as_deref());
     let handle = Handle::current();
     let first = keel_runtime::config::parse(&s.yaml[0], &BTreeMap::new()).expect("valid").config;
     let leader_key = Keys::new(&first.namespace, &first.scope).leader();
@@ -165,10 +192,14 @@ pub async fn drive(sim: AgentSimConfig) -> Outcome {
     let world: Shared =
         Arc::new(Mutex::new(World::new(names, leader_key, s.dynamic.clone(), out, sim.verbose)));
     lock(&world).lossy = sim.faults;
-    lock(&world).event(&format!(
-        "cluster: ttl {} ms, loop_wait {} ms, retry_timeout {} ms, {}, clocks {:?}",
+    let cluster = format!(
+        "ttl {} ms, loop_wait {} ms, retry_timeout {} ms, {}, clocks {:?}",
         s.dynamic.ttl_ms, s.dynamic.loop_wait_ms, s.dynamic.retry_timeout_ms, s.sync_mode, s.clocks
-    ));
+    );
+    if opts.record {
+        lock(&world).start_trace(sim.seed, sim.duration_ms, cluster.clone());
+    }
+    lock(&world).event(&format!("cluster: {cluster}"));
 
     let etcd_node = {
         let world = world.clone();
@@ -208,7 +239,7 @@ pub async fn drive(sim: AgentSimConfig) -> Outcome {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(CLIENT_EVERY).await;
-                lock(&world).client_write();
+                lock(&world).client_tick();
             }
         });
     }
@@ -265,10 +296,15 @@ pub async fn drive(sim: AgentSimConfig) -> Outcome {
         let n = w.out.failovers;
         w.violation(format!("liveness: a cluster without faults changed leader {n} times"));
     }
+    if let Some(max) = opts.max_failovers.filter(|max| w.out.failovers > *max) {
+        let n = w.out.failovers;
+        w.violation(format!("too many failovers for the test limit: {n} > {max}"));
+    }
     w.out.simulated_ms = sim.duration_ms;
     // As carried out: a scenario's faults name the primary they hit.
     w.out.schedule = faults;
     w.out.trace_hash = w.trace_hash();
+    w.finish_trace();
     let out = w.out.clone();
     drop(w);
     out
@@ -323,6 +359,7 @@ struct Faults {
 impl Faults {
     fn start(&mut self, f: &Fault) {
         let mut w = lock(&self.world);
+        w.record_fault(f, true);
         *w.out.faults.entry(f.kind.label()).or_default() += 1;
         w.event(&format!("fault {:?} until {:.1} s", f.kind, f.end_ms as f64 / 1000.0));
         match &f.kind {
@@ -378,6 +415,7 @@ impl Faults {
 
     fn end(&mut self, f: &Fault) {
         let mut w = lock(&self.world);
+        w.record_fault(f, false);
         w.event(&format!("healed {:?}", f.kind));
         match &f.kind {
             FaultKind::EtcdPartition { node } => {

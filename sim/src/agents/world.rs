@@ -51,6 +51,8 @@ pub struct World {
     pub verbose: bool,
     /// Who held the leader key at the last check (failover counting).
     last_leader: Option<String>,
+    /// The event trace, when recording (`record.rs`).
+    pub trace: Option<crate::trace::Recorder>,
 }
 
 impl World {
@@ -82,6 +84,7 @@ impl World {
             start: Instant::now(),
             verbose,
             last_leader: None,
+            trace: None,
         }
     }
 
@@ -105,6 +108,10 @@ impl World {
             self.hash ^= u64::from(*b);
             self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
         }
+        if self.trace.is_some() {
+            self.record(crate::trace::What::Log { text: text.to_owned() });
+            self.sample();
+        }
         self.check_split_brain();
     }
 
@@ -114,6 +121,7 @@ impl World {
             println!("VIOLATION {line}");
         }
         if !self.out.violations.contains(&line) && self.out.violations.len() < 20 {
+            self.record(crate::trace::What::Violation { text: what });
             self.out.violations.push(line);
         }
     }
@@ -146,6 +154,7 @@ impl World {
         let leader = self.leader();
         if leader != self.last_leader {
             self.event(&format!("leader key: {:?} -> {leader:?}", self.last_leader));
+            self.record(crate::trace::What::LeaderKey { holder: leader.clone() });
             self.last_leader = leader;
         }
     }
@@ -237,7 +246,7 @@ impl World {
     /// The node HAProxy routes writes to: it answers `/primary` (its
     /// status says running primary with its lease ahead). The first by
     /// name when several do: a split brain the checkers already report.
-    fn routed_primary(&self) -> Option<usize> {
+    pub fn routed_primary(&self) -> Option<usize> {
         let now = Instant::now();
         (0..self.names.len()).find(|i| {
             self.agent_up[*i]

@@ -1,0 +1,175 @@
+//! Shrinking a failing seed's fault schedule (`keel-sim shrink --seed S`):
+//! delta debugging over the schedule's fault list. Everything else (the
+//! cluster's configuration, clocks, madsim's random draws) still comes
+//! from the seed, so a subset of the faults replays with
+//! `keel-sim run --seed S --faults FILE`. A subset still fails when one of
+//! its violations is of the same kind as the original run's first one.
+
+use std::path::Path;
+
+use crate::cluster::Outcome;
+use crate::faults::{Fault, FaultKind};
+
+/// The kind of a violation, from the checkers' wording, without its
+/// times, names and figures.
+pub fn violation_kind(violation: &str) -> String {
+    let text = violation.split_once("s ").filter(|(t, _)| t.starts_with("t=")).map_or(violation, |(_, v)| v);
+    const KINDS: [(&str, &str); 8] = [
+        ("split brain", "split-brain"),
+        ("promoted while", "promotion-without-leader-key"),
+        ("liveness: no writable primary", "no-writable-primary"),
+        ("liveness: not streaming", "replica-not-streaming"),
+        ("liveness: a cluster without faults", "leader-change-without-faults"),
+        ("acknowledged writes lost", "lost-acknowledged-writes"),
+        ("is not a prefix", "diverged-history"),
+        ("panicked", "panic"),
+    ];
+    if let Some((_, kind)) = KINDS.iter().find(|(pattern, _)| text.contains(pattern)) {
+        return (*kind).to_owned();
+    }
+    // A checker this table does not know: its first words, figures and
+    // member names dropped.
+    text.split_whitespace()
+        .filter(|w| !w.chars().any(|c| c.is_ascii_digit()))
+        .take(4)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The kind the shrinker keeps: that of the run's first violation.
+pub fn target_kind(o: &Outcome) -> Option<String> {
+    o.violations.first().map(|v| violation_kind(v))
+}
+
+/// Whether the run has a violation of `kind`.
+pub fn fails_with(o: &Outcome, kind: &str) -> bool {
+    o.violations.iter().any(|v| violation_kind(v) == kind)
+}
+
+/// Delta debugging (ddmin, complements only): drops halves of the list,
+/// then smaller and smaller chunks down to single faults, keeping every
+/// reduction for which `fails` still holds. The result is 1-minimal: no
+/// single fault can be dropped from it. Returns it and the number of runs.
+pub fn shrink(faults: &[Fault], mut fails: impl FnMut(&[Fault]) -> bool) -> (Vec<Fault>, u32) {
+    let mut runs = 0;
+    let mut current = faults.to_vec();
+    let mut parts = 2usize;
+    while current.len() >= 2 {
+        let chunk = current.len().div_ceil(parts);
+        let mut reduced = false;
+        for start in (0..current.len()).step_by(chunk) {
+            let rest: Vec<Fault> = current[..start]
+                .iter()
+                .chain(current[(start + chunk).min(current.len())..].iter())
+                .cloned()
+                .collect();
+            runs += 1;
+            if fails(&rest) {
+                current = rest;
+                parts = (parts - 1).max(2);
+                reduced = true;
+                break;
+            }
+        }
+        if !reduced {
+            if parts >= current.len() {
+                break;
+            }
+            parts = (parts * 2).min(current.len());
+        }
+    }
+    if current.len() == 1 {
+        runs += 1;
+        if fails(&[]) {
+            current.clear();
+        }
+    }
+    (current, runs)
+}
+
+/// A fault list as the JSON `--faults FILE` reads.
+pub fn faults_json(faults: &[Fault]) -> String {
+    let mut text = serde_json::to_string_pretty(faults).expect("faults serialize");
+    text.push('\n');
+    text
+}
+
+/// Reads a `--faults` file for a cluster of `nodes` members: a clear
+/// error for anything that is not a list of faults on those members.
+pub fn read_faults(path: &Path, nodes: usize) -> Result<Vec<Fault>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_faults(&text, nodes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub fn parse_faults(text: &str, nodes: usize) -> Result<Vec<Fault>, String> {
+    let faults: Vec<Fault> = serde_json::from_str(text).map_err(|e| format!("not a list of faults: {e}"))?;
+    for (i, f) in faults.iter().enumerate() {
+        if f.end_ms < f.start_ms {
+            return Err(format!(
+                "fault {}: it ends ({} ms) before it starts ({} ms)",
+                i + 1,
+                f.end_ms,
+                f.start_ms
+            ));
+        }
+        let mut kind = f.kind.clone();
+        let node = kind.node_mut().map(|n| *n);
+        let candidate = match f.kind {
+            FaultKind::Switchover { candidate } => candidate,
+            _ => None,
+        };
+        if let Some(n) = node.into_iter().chain(candidate).find(|n| *n >= nodes) {
+            return Err(format!("fault {}: node {n} does not exist in a {nodes}-node cluster", i + 1));
+        }
+    }
+    Ok(faults)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crash(node: usize, at: u64) -> Fault {
+        Fault { start_ms: at, end_ms: at + 1_000, kind: FaultKind::NodeCrash { node } }
+    }
+
+    #[test]
+    fn shrinks_to_exactly_the_faults_that_matter() {
+        let faults: Vec<Fault> = (0..11).map(|i| crash(i % 3, 10_000 * i as u64)).collect();
+        let (a, c) = (faults[2].clone(), faults[9].clone());
+        let (min, runs) = shrink(&faults, |fs| fs.contains(&a) && fs.contains(&c));
+        assert_eq!(min, vec![a, c]);
+        println!("11 faults -> 2 in {runs} runs");
+        let (none, _) = shrink(&faults, |_| true);
+        assert!(none.is_empty(), "a failure that needs no fault shrinks to none");
+        let (all, _) = shrink(&faults, |fs| fs.len() == 11);
+        assert_eq!(all, faults, "nothing can be dropped");
+    }
+
+    #[test]
+    fn kinds_ignore_times_names_and_figures() {
+        assert_eq!(violation_kind("t=12.345s split brain: pg1, pg2 all accept writes"), "split-brain");
+        assert_eq!(
+            violation_kind("t=70.000s liveness: no writable primary 1 ms after faults healed at 5 ms (x)"),
+            "no-writable-primary"
+        );
+        assert_eq!(
+            violation_kind("t=1.000s pg3 promoted while etcd's leader key names None"),
+            violation_kind("t=9.000s pg1 promoted while etcd's leader key names Some(\"pg2\")")
+        );
+        assert_eq!(violation_kind("t=1.000s brand new checker saw 3 things"), "brand new checker saw");
+    }
+
+    #[test]
+    fn fault_files_round_trip_and_bad_ones_are_clear_errors() {
+        let faults = vec![crash(1, 40_000), Fault { start_ms: 1, end_ms: 2, kind: FaultKind::EtcdOutage }];
+        assert_eq!(parse_faults(&faults_json(&faults), 3).unwrap(), faults);
+        let err = parse_faults(&faults_json(&faults), 1).unwrap_err();
+        assert!(err.contains("node 1 does not exist in a 1-node cluster"), "{err}");
+        assert!(parse_faults("{", 3).unwrap_err().starts_with("not a list of faults"));
+        let backwards = r#"[{"start_ms": 5, "end_ms": 1, "kind": "EtcdOutage"}]"#;
+        assert!(parse_faults(backwards, 3).unwrap_err().contains("ends (1 ms) before it starts (5 ms)"));
+        let switch = r#"[{"start_ms": 5, "end_ms": 6, "kind": {"Switchover": {"candidate": 7}}}]"#;
+        assert!(parse_faults(switch, 3).is_err());
+    }
+}
