@@ -168,7 +168,7 @@ pub fn render(events: &[TraceEvent]) -> String {
             What::FaultEnd { detail, .. } => {
                 if let Some((from, _, node, fault)) = fault_open.remove(detail) {
                     let title = format!("fault {fault} {} .. {}: {detail}", secs(from), secs(e.t_ms));
-                    faults.push((node, Span { from, to: e.t_ms, colour: String::new(), title }));
+                    faults.push((node, Span { from, to: e.t_ms, colour: "url(#hatch)".to_owned(), title }));
                 }
             }
             What::Write { ok, .. } => {
@@ -199,7 +199,7 @@ pub fn render(events: &[TraceEvent]) -> String {
     for (detail, (from, until, node, fault)) in fault_open {
         let title =
             format!("fault {fault} {} .. {} (not healed in the trace): {detail}", secs(from), secs(until));
-        faults.push((node, Span { from, to: until.max(from), colour: String::new(), title }));
+        faults.push((node, Span { from, to: until.max(from), colour: "url(#hatch)".to_owned(), title }));
     }
 
     let mut page = Page { svg: String::new(), duration_ms: end };
