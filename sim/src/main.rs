@@ -152,8 +152,16 @@ fn main() -> ExitCode {
         None => (from, seeds),
     };
     let started = Instant::now();
-    // A progress line for batches, only where someone watches.
-    let progress = count > 1 && std::io::stderr().is_terminal();
+    // A progress bar for batches, only where someone watches.
+    let bar = if count > 1 && std::io::stderr().is_terminal() {
+        let style = indicatif::ProgressStyle::with_template(
+            "{wide_bar} {pos}/{len} seeds, {msg}, {elapsed_precise} (eta {eta})",
+        )
+        .expect("a valid template");
+        indicatif::ProgressBar::new(count).with_style(style).with_message("0 failed")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let mut total = Outcome::default();
     let mut worst = 0u8;
     let mut bad = Vec::new();
@@ -185,14 +193,12 @@ fn main() -> ExitCode {
             bad.push((s, outcome.violations.clone()));
         }
         add(&mut total, &outcome);
-        if progress {
-            let done = s - first + 1;
-            eprint!("\r{done}/{count} seeds, {} failed, {:.0} s", bad.len(), started.elapsed().as_secs_f64());
+        if code != 0 {
+            bar.set_message(format!("{} failed", bad.len()));
         }
+        bar.inc(1);
     }
-    if progress {
-        eprintln!();
-    }
+    bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
     println!(
         "{count} seed(s) from {first}: {:.0} simulated s in {wall:.2} wall s ({:.0}x), {} failovers, {} switchover requests",
