@@ -23,6 +23,10 @@ pub struct SeedArgs {
     /// schedule.
     #[arg(long, value_name = "FILE")]
     pub faults: Option<PathBuf>,
+    /// A named failure drill (`run --scenario list`) instead of the seed's
+    /// random faults; it sets the number of nodes where it needs one.
+    #[arg(long, value_name = "NAME")]
+    pub scenario: Option<String>,
 }
 
 impl SeedArgs {
@@ -30,10 +34,29 @@ impl SeedArgs {
     fn args(&self, faults: Option<&Path>) -> String {
         let mut line =
             format!("--seed {} --nodes {} --duration-s {}", self.seed, self.nodes, self.duration_s);
+        if let Some(name) = &self.scenario {
+            line.push_str(&format!(" --scenario {name}"));
+        }
         if let Some(path) = faults.or(self.faults.as_deref()) {
             line.push_str(&format!(" --faults {}", path.display()));
         }
         line
+    }
+
+    /// The number of nodes: the scenario's, if it needs a number, else
+    /// `--nodes`. An unknown scenario is an error (exit code 1).
+    #[cfg(madsim)]
+    fn node_count(&self) -> Result<usize, ExitCode> {
+        let Some(name) = &self.scenario else {
+            return Ok(self.nodes as usize);
+        };
+        match crate::scenarios::SCENARIOS.iter().find(|(n, _, _)| n == name) {
+            Some((_, _, nodes)) => Ok(nodes.unwrap_or(self.nodes as usize)),
+            None => {
+                eprintln!("keel-sim: no scenario named {name:?} (run --scenario list lists them)");
+                Err(ExitCode::from(1))
+            }
+        }
     }
 }
 
@@ -72,20 +95,19 @@ mod sim {
     use crate::shrink::{fails_with, faults_json, target_kind};
     use crate::trace;
 
-    fn config(args: &SeedArgs) -> AgentSimConfig {
-        AgentSimConfig {
+    /// The run's configuration and options.
+    fn prepare(args: &SeedArgs, record: bool) -> Result<(AgentSimConfig, RunOptions), ExitCode> {
+        let nodes = args.node_count()?;
+        let faults = args.faults.as_deref().map(|p| read_faults(p, nodes)).transpose()?;
+        let config = AgentSimConfig {
             seed: args.seed,
-            nodes: args.nodes as usize,
+            nodes,
             duration_ms: args.duration_s * 1000,
             faults: true,
             verbose: false,
-            scenario: None,
-        }
-    }
-
-    fn options(args: &SeedArgs, record: bool) -> Result<RunOptions, ExitCode> {
-        let faults = args.faults.as_deref().map(|p| read_faults(p, args.nodes as usize)).transpose()?;
-        Ok(RunOptions { record, faults, ..RunOptions::default() })
+            scenario: args.scenario.clone(),
+        };
+        Ok((config, RunOptions { record, faults, ..RunOptions::default() }))
     }
 
     fn verdict(o: &Outcome) -> u8 {
@@ -108,11 +130,11 @@ mod sim {
     /// Runs the seed with its trace recorded; writes the trace and the
     /// timeline. Exits like `run` (0 clean, 2 safety, 3 liveness).
     pub fn replay(args: &SeedArgs, trace_path: Option<PathBuf>, timeline: Option<PathBuf>) -> ExitCode {
-        let opts = match options(args, true) {
-            Ok(o) => o,
+        let (cfg, opts) = match prepare(args, true) {
+            Ok(prepared) => prepared,
             Err(code) => return code,
         };
-        let outcome = run_with(&config(args), &opts);
+        let outcome = run_with(&cfg, &opts);
         let text = trace::file_text(&outcome.trace);
         println!(
             "seed {}: {} trace events, trace hash {:016x} (event hash {:016x})",
@@ -151,11 +173,10 @@ mod sim {
     /// Shrinks the seed's fault schedule; prints the minimal one, writes
     /// it and prints the command that replays it.
     pub fn shrink(args: &SeedArgs, out: Option<PathBuf>) -> ExitCode {
-        let opts = match options(args, false) {
-            Ok(o) => o,
+        let (cfg, opts) = match prepare(args, false) {
+            Ok(prepared) => prepared,
             Err(code) => return code,
         };
-        let cfg = config(args);
         let started = Instant::now();
         let outcome = run_with(&cfg, &opts);
         let Some(kind) = target_kind(&outcome) else {

@@ -63,3 +63,11 @@ fn two_runs_of_a_seed_write_the_same_trace_file() {
     assert_eq!(plain.writes_acked, first.1.writes_acked);
     assert!(plain.trace.is_empty(), "nothing is recorded unless asked");
 }
+
+#[test]
+fn madsim_determinism_check_passes_while_recording() {
+    let outcome = madsim::runtime::Runtime::check_determinism(12, madsim::Config::default(), || {
+        keel_sim::agents::drive_with(config(12), RunOptions { record: true, ..RunOptions::default() })
+    });
+    assert!(!outcome.trace.is_empty());
+}
