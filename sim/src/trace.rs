@@ -76,6 +76,11 @@ pub enum What {
     },
 }
 
+/// The most events a trace holds (a simulated day writes about 1.8
+/// million); past it, a note says the rest was dropped. The verdict is
+/// always recorded.
+pub const MAX_EVENTS: usize = 2_500_000;
+
 /// Collects the trace during a run.
 #[derive(Default)]
 pub struct Recorder {
@@ -94,7 +99,12 @@ impl Recorder {
     }
 
     pub fn push(&mut self, t_ms: u64, what: What) {
-        self.events.push(TraceEvent { t_ms, what });
+        if self.events.len() < MAX_EVENTS || matches!(what, What::Verdict { .. }) {
+            self.events.push(TraceEvent { t_ms, what });
+        } else if self.events.len() == MAX_EVENTS {
+            let text = format!("trace full: events after {MAX_EVENTS} dropped");
+            self.events.push(TraceEvent { t_ms, what: What::Log { text } });
+        }
     }
 
     /// Records the node's role if it changed since the last sample.
