@@ -4,5 +4,6 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod haproxy;
 pub mod postgres;
 pub mod scratch;
