@@ -2,6 +2,7 @@
 //! end-to-end tests, each on ports it picks and in a directory of its own,
 //! and stop every process they started, by PID, when dropped.
 
+pub mod bench;
 pub mod cluster;
 pub mod etcd;
 pub mod haproxy;
