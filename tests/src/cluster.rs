@@ -791,6 +791,9 @@ impl KeelCluster {
         let _ = writeln!(log, "=== keel-tests: starting the agent of {} at +{since:.2}s ===", node.name);
         let err = log.try_clone().expect("clone the log handle");
         command.env("HOME", &node.dir).current_dir(&node.dir).stdin(Stdio::null()).stdout(log).stderr(err);
+        // Its own process group, so that a Ctrl-C meant for keel-dev does
+        // not reach the agents (keel-dev stops them by PID).
+        command.process_group(0);
         if let Some((uid, gid)) = self.run_as {
             command.uid(uid).gid(gid);
         }

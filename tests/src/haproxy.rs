@@ -10,6 +10,7 @@
 //! `show stat`, so that callers can wait until HAProxy has settled.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -141,6 +142,7 @@ impl Haproxy {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("starting haproxy: {e}"));
         let mut haproxy = Haproxy {
