@@ -51,6 +51,9 @@ const WARM: Duration = Duration::from_secs(2);
 pub struct NodeDeath {
     pub old: String,
     pub new: String,
+    /// Extra wait before the kill, spreading the kills over the leader's
+    /// loop (`loop_wait × (run − 1) / runs`).
+    pub phase_s: f64,
     /// From the kill to the first acknowledged write (sent after it).
     pub first_write_direct_s: f64,
     pub first_write_haproxy_s: f64,
@@ -135,7 +138,13 @@ pub async fn bench(plan: &Plan, mut on_run: impl FnMut(&Run)) -> Result<Vec<Run>
     for number in 1..=plan.runs {
         let mut healthy = Vec::new();
         healthy.push(verify_healthy(&cluster, &haproxy).await?);
-        let node_death = node_death(&mut cluster, &haproxy).await?;
+        // The fault lands at a different point of the leader's loop in each
+        // run: the health check ends just after a leader loop, so without
+        // this every kill would come the same time after the last lease
+        // renewal, and the lease would always have nearly all of its ttl
+        // left (the worst case) or always little (the best).
+        let phase = p.loop_wait_s as f64 * (number - 1) as f64 / plan.runs as f64;
+        let node_death = node_death(&mut cluster, &haproxy, Duration::from_secs_f64(phase)).await?;
         eprintln!("  run {number}: node death {node_death:?}");
         healthy.push(verify_healthy(&cluster, &haproxy).await?);
         let pg_crash = pg_crash(&cluster, &haproxy).await?;
@@ -252,11 +261,16 @@ fn recovery_bound(cluster: &KeelCluster) -> Duration {
     cluster.options().ttl() * 2 + Duration::from_secs(60)
 }
 
-async fn node_death(cluster: &mut KeelCluster, haproxy: &Haproxy) -> Result<NodeDeath, String> {
+async fn node_death(
+    cluster: &mut KeelCluster,
+    haproxy: &Haproxy,
+    phase: Duration,
+) -> Result<NodeDeath, String> {
     let old = cluster.leader().await.ok_or("no leader")?;
     let key = Keys::new(NAMESPACE, &cluster.options().scope).leader();
     let watch = LeaderWatch::start(&cluster.etcd().endpoint, key).await?;
     let writers = Writers::start(cluster, haproxy, &old).await?;
+    tokio::time::sleep(phase).await;
     let fault = cluster.kill_agent(&old);
     cluster.kill_postmaster(&old);
     let bound = recovery_bound(cluster);
@@ -290,6 +304,7 @@ async fn node_death(cluster: &mut KeelCluster, haproxy: &Haproxy) -> Result<Node
         lost_after_recovery,
         lost_after_rejoin,
         acked: direct_log.acks.len() + proxy_log.acks.len(),
+        phase_s: secs(phase),
         old,
         new,
     })

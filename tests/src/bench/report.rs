@@ -31,7 +31,16 @@ impl Spread {
     }
 
     fn show(&self, digits: usize, unit: &str) -> String {
-        format!("{:.d$}{unit} ({:.d$}–{:.d$})", self.median, self.min, self.max, d = digits)
+        // No "-0.00": a difference of two equal times.
+        let f = |x: f64| {
+            let text = format!("{x:.digits$}");
+            if text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
+                text.trim_start_matches('-').to_owned()
+            } else {
+                text
+            }
+        };
+        format!("{}{unit} ({}–{})", f(self.median), f(self.min), f(self.max))
     }
 }
 
@@ -46,102 +55,112 @@ pub struct Row {
 pub fn rows(profile: &Profile, runs: &[Run]) -> Vec<Row> {
     let mut rows = Vec::new();
     let fast = profile.name == "fast";
-    let mut add = |figure: &str, values: Vec<f64>, digits: usize, unit: &str, target: &str| {
+    let row = |figure: &str, values: Vec<f64>, digits: usize, unit: &str, target: &str| {
         let value = Spread::of(&values).map_or_else(|| "-".to_owned(), |s| s.show(digits, unit));
-        rows.push(Row { figure: figure.to_owned(), value, target: target.to_owned() });
+        Row { figure: figure.to_owned(), value, target: target.to_owned() }
     };
     let nd = |f: fn(&super::NodeDeath) -> f64| runs.iter().map(|r| f(&r.node_death)).collect::<Vec<_>>();
     let pc = |f: fn(&super::PgCrash) -> f64| runs.iter().map(|r| f(&r.pg_crash)).collect::<Vec<_>>();
     let so = |f: fn(&super::Switchover) -> f64| runs.iter().map(|r| f(&r.switchover)).collect::<Vec<_>>();
-    add(
+    rows.push(row(
         "node death: first write, direct",
         nd(|n| n.first_write_direct_s),
         2,
         " s",
         if fast { "≤ 6 s" } else { "(Patroni 22.2 s)" },
-    );
-    add("node death: first write, HAProxy", nd(|n| n.first_write_haproxy_s), 2, " s", "(Patroni 26.6 s)");
-    add(
+    ));
+    rows.push(row(
+        "node death: first write, HAProxy",
+        nd(|n| n.first_write_haproxy_s),
+        2,
+        " s",
+        "(Patroni 26.6 s)",
+    ));
+    rows.push(row(
         "node death: HAProxy-only share",
         nd(|n| n.first_write_haproxy_s - n.first_write_direct_s),
         2,
         " s",
         "check timing only (inter 3s, rise 2)",
-    );
-    add(
+    ));
+    rows.push(row(
         "node death: kill → lease expiry (etcd)",
         nd(|n| n.lease_expired_s),
         2,
         " s",
         &format!("ttl {} s", profile.ttl_s),
-    );
-    add("node death: lease expiry → new leader key", nd(|n| n.expiry_to_new_leader_s), 2, " s", "");
-    add(
+    ));
+    rows.push(row(
+        "node death: lease expiry → new leader key",
+        nd(|n| n.expiry_to_new_leader_s),
+        2,
+        " s",
+        "",
+    ));
+    rows.push(row(
         "node death: lease expiry → first write (engine overhead)",
         nd(|n| n.expiry_to_first_write_s),
         2,
         " s",
         "≤ 0.5 s median, ≤ 1 s max",
-    );
-    add(
+    ));
+    rows.push(row(
         "node death: lost rows (after recovery / after rejoin)",
         nd(|n| (n.lost_after_recovery + n.lost_after_rejoin) as f64),
         0,
         "",
         "0",
-    );
-    add(
+    ));
+    rows.push(row(
         "Postgres crash: first write, direct",
         pc(|p| p.first_write_direct_s),
         2,
         " s",
         "≤ 2 s (Patroni 7.8 s)",
-    );
-    add("Postgres crash: first write, HAProxy", pc(|p| p.first_write_haproxy_s), 2, " s", "");
-    add(
+    ));
+    rows.push(row("Postgres crash: first write, HAProxy", pc(|p| p.first_write_haproxy_s), 2, " s", ""));
+    rows.push(row(
         "Postgres crash: HAProxy-only share",
         pc(|p| p.first_write_haproxy_s - p.first_write_direct_s),
         2,
         " s",
         "check timing only",
-    );
+    ));
     let in_place = runs.iter().filter(|r| r.pg_crash.outcome == "restarted in place").count();
-    add(
-        &format!("Postgres crash: restarted in place in {in_place} of {} runs", runs.len()),
-        Vec::new(),
-        0,
-        "",
-        "",
-    );
-    add("Postgres crash: lost rows", pc(|p| p.lost as f64), 0, "", "0");
-    add(
+    rows.push(Row {
+        figure: "Postgres crash: restarted in place (not failed over)".into(),
+        value: format!("{in_place} of {} runs", runs.len()),
+        target: String::new(),
+    });
+    rows.push(row("Postgres crash: lost rows", pc(|p| p.lost as f64), 0, "", "0"));
+    rows.push(row(
         "switchover: longest write gap, direct",
         so(|s| s.longest_gap_direct_s),
         2,
         " s",
         "< 1 s (Patroni 2.46 s)",
-    );
-    add(
+    ));
+    rows.push(row(
         "switchover: longest write gap, HAProxy",
         so(|s| s.longest_gap_haproxy_s),
         2,
         " s",
         "(Patroni 6.07 s)",
-    );
-    add(
+    ));
+    rows.push(row(
         "switchover: HAProxy-only share",
         so(|s| s.longest_gap_haproxy_s - s.longest_gap_direct_s),
         2,
         " s",
         "check timing only",
-    );
-    add("switchover: failed writes, HAProxy", so(|s| s.failed_haproxy as f64), 0, "", "");
-    add("switchover: lost rows", so(|s| s.lost as f64), 0, "", "0");
+    ));
+    rows.push(row("switchover: failed writes, HAProxy", so(|s| s.failed_haproxy as f64), 0, "", ""));
+    rows.push(row("switchover: lost rows", so(|s| s.lost as f64), 0, "", "0"));
     let rss: Vec<f64> =
         runs.iter().flat_map(|r| r.footprint.iter().map(|f| f.rss_kib as f64 / 1024.0)).collect();
     let cpu: Vec<f64> = runs.iter().flat_map(|r| r.footprint.iter().map(|f| f.cpu_percent)).collect();
-    add("footprint: RSS per idle agent", rss, 1, " MiB", "≤ 10 MB (Patroni 47.5 MB)");
-    add("footprint: CPU per idle agent", cpu, 3, " % of a core", "≤ 0.05 %");
+    rows.push(row("footprint: RSS per idle agent", rss, 1, " MiB", "≤ 10 MB (Patroni 47.5 MB)"));
+    rows.push(row("footprint: CPU per idle agent", cpu, 3, " % of a core", "≤ 0.05 %"));
     rows
 }
 
