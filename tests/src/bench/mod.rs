@@ -114,6 +114,9 @@ pub struct Plan {
     pub profile: Profile,
     pub runs: usize,
     pub footprint_window: Duration,
+    /// Switch over with this `keelctl` (`switchover --leader … --force`)
+    /// instead of writing the failover key.
+    pub keelctl: Option<std::path::PathBuf>,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -150,7 +153,7 @@ pub async fn bench(plan: &Plan, mut on_run: impl FnMut(&Run)) -> Result<Vec<Run>
         let pg_crash = pg_crash(&cluster, &haproxy).await?;
         eprintln!("  run {number}: Postgres crash {pg_crash:?}");
         healthy.push(verify_healthy(&cluster, &haproxy).await?);
-        let switchover = switchover(&cluster, &haproxy).await?;
+        let switchover = switchover(&cluster, &haproxy, plan.keelctl.as_deref()).await?;
         eprintln!("  run {number}: switchover {switchover:?}");
         healthy.push(verify_healthy(&cluster, &haproxy).await?);
         let agents: Vec<(String, u32)> =
@@ -345,10 +348,38 @@ async fn pg_crash(cluster: &KeelCluster, haproxy: &Haproxy) -> Result<PgCrash, S
     })
 }
 
-async fn switchover(cluster: &KeelCluster, haproxy: &Haproxy) -> Result<Switchover, String> {
+async fn switchover(
+    cluster: &KeelCluster,
+    haproxy: &Haproxy,
+    keelctl: Option<&std::path::Path>,
+) -> Result<Switchover, String> {
     let old = cluster.leader().await.ok_or("no leader")?;
     let writers = Writers::start(cluster, haproxy, &old).await?;
-    let requested = cluster.request_switchover(&old, None).await;
+    let (requested, method) = match keelctl {
+        None => (cluster.request_switchover(&old, None).await, "failover key written in etcd"),
+        Some(keelctl) => {
+            let mut command = std::process::Command::new(keelctl);
+            command
+                .args(["--dcs-url", &cluster.etcd().endpoint, "--scope", &cluster.options().scope])
+                .args(["switchover", "--leader", &old, "--force"]);
+            let requested = Instant::now();
+            // keelctl answers once the switchover is done: off the runtime's
+            // threads, so that the writers keep writing meanwhile.
+            let out = tokio::task::spawn_blocking(move || command.output())
+                .await
+                .map_err(|e| format!("keelctl: {e}"))?
+                .map_err(|e| format!("running {}: {e}", keelctl.display()))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "keelctl switchover failed ({}): {}{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            (requested, "keelctl switchover")
+        }
+    };
     let bound = recovery_bound(cluster);
     let elsewhere = |a: &Ack| a.sent_at >= requested && a.node != old;
     let direct = wait_ack(&writers.direct, bound, elsewhere).await;
@@ -370,7 +401,7 @@ async fn switchover(cluster: &KeelCluster, haproxy: &Haproxy) -> Result<Switchov
         failed_haproxy: proxy_log.failures.len(),
         lost: lost_on(cluster, &new, &[&direct_log, &proxy_log]).await?,
         acked: direct_log.acks.len() + proxy_log.acks.len(),
-        method: "failover key written in etcd",
+        method,
         old,
         new,
     })

@@ -156,6 +156,11 @@ pub fn rows(profile: &Profile, runs: &[Run]) -> Vec<Row> {
     ));
     rows.push(row("switchover: failed writes, HAProxy", so(|s| s.failed_haproxy as f64), 0, "", ""));
     rows.push(row("switchover: lost rows", so(|s| s.lost as f64), 0, "", "0"));
+    // Which way the switchovers were asked for (the failover key, keelctl).
+    let method = runs.first().map_or("", |r| r.switchover.method);
+    for row in rows.iter_mut().filter(|r| r.figure.starts_with("switchover:")) {
+        row.figure = row.figure.replacen("switchover:", &format!("switchover ({method}):"), 1);
+    }
     let rss: Vec<f64> =
         runs.iter().flat_map(|r| r.footprint.iter().map(|f| f.rss_kib as f64 / 1024.0)).collect();
     let cpu: Vec<f64> = runs.iter().flat_map(|r| r.footprint.iter().map(|f| f.cpu_percent)).collect();

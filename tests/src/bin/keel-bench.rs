@@ -32,6 +32,10 @@ struct Args {
     /// One run of the fast profile, 10 s footprint window.
     #[arg(long)]
     short: bool,
+    /// Switch over with this keelctl (`keelctl switchover --leader … --force`)
+    /// instead of writing the failover key in etcd.
+    #[arg(long, value_name = "PATH")]
+    keelctl: Option<PathBuf>,
     /// Where to write the raw per-run numbers (JSON).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -86,7 +90,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut failed = Vec::new();
     for profile in profiles {
         eprintln!("keel-bench: profile {} ({runs} runs)", profile.name);
-        let plan = Plan { profile, runs, footprint_window: window };
+        let plan = Plan { profile, runs, footprint_window: window, keelctl: args.keelctl.clone() };
         let loadavg_before = report::loadavg();
         let mut done: Vec<Run> = Vec::new();
         let entry = |done: &[Run], error: Option<&str>| {
