@@ -559,9 +559,65 @@ impl KeelCluster {
         Writer::follow_primary(self.endpoints())
     }
 
+    /// The nodes as HAProxy's servers (name, Postgres port, REST port).
+    pub fn haproxy_backends(&self) -> Vec<crate::haproxy::Backend> {
+        self.nodes
+            .iter()
+            .map(|n| crate::haproxy::Backend {
+                name: n.name.clone(),
+                pg_port: n.pg_port,
+                api_port: n.api_port,
+            })
+            .collect()
+    }
+
+    /// A [`Writer`] through a proxy's port (HAProxy's primary port), as an
+    /// application writes: see [`Writer::through_proxy`].
+    pub fn proxy_writer(&self, port: u16) -> Writer {
+        Writer::through_proxy(port, self.endpoints())
+    }
+
     /// A [`Writer`] on every node at once: the split-brain detector.
     pub fn prober(&self) -> Writer {
         Writer::every_node(self.endpoints())
+    }
+
+    // --- operations ----------------------------------------------------------
+
+    /// A switchover request as Patroni's fallback makes one (and as
+    /// `patronictl switchover` does without a REST API to call): the
+    /// `failover` key written in etcd, `{"leader": …, "member": …}`. The
+    /// leader demotes and releases the lock; the candidate (or the best
+    /// replica) takes it. Returns when etcd acknowledged the write.
+    pub async fn request_switchover(&self, leader: &str, candidate: Option<&str>) -> Instant {
+        let mut value = serde_json::json!({ "leader": leader });
+        if let Some(candidate) = candidate {
+            value["member"] = serde_json::json!(candidate);
+        }
+        let key = Keys::new(NAMESPACE, &self.options.scope).failover();
+        let mut client = etcd_client::Client::connect([self.etcd.endpoint.as_str()], None)
+            .await
+            .unwrap_or_else(|e| panic!("connect to etcd: {e}"));
+        let at = Instant::now();
+        client
+            .put(key, value.to_string(), None)
+            .await
+            .unwrap_or_else(|e| panic!("write the failover key: {e}"));
+        at
+    }
+
+    /// SIGSTOP to the agent (its Postgres runs on): a frozen process, whose
+    /// REST API accepts connections and never answers.
+    pub fn freeze_agent(&self, node: &str) -> Instant {
+        let pid = self.node(node).agent_pid().unwrap_or_else(|| panic!("{node}: no agent to freeze"));
+        assert!(procs::signal(&[pid], "STOP"), "kill -STOP {pid} ({node}) failed");
+        Instant::now()
+    }
+
+    /// SIGCONT to a frozen agent.
+    pub fn thaw_agent(&self, node: &str) {
+        let pid = self.node(node).agent_pid().unwrap_or_else(|| panic!("{node}: no agent to thaw"));
+        assert!(procs::signal(&[pid], "CONT"), "kill -CONT {pid} ({node}) failed");
     }
 
     // --- faults ------------------------------------------------------------
@@ -735,6 +791,9 @@ impl KeelCluster {
         let _ = writeln!(log, "=== keel-tests: starting the agent of {} at +{since:.2}s ===", node.name);
         let err = log.try_clone().expect("clone the log handle");
         command.env("HOME", &node.dir).current_dir(&node.dir).stdin(Stdio::null()).stdout(log).stderr(err);
+        // Its own process group, so that a Ctrl-C meant for keel-dev does
+        // not reach the agents (keel-dev stops them by PID).
+        command.process_group(0);
         if let Some((uid, gid)) = self.run_as {
             command.uid(uid).gid(gid);
         }

@@ -2,6 +2,7 @@
 //! named by `KEEL_ETCD_BIN`).
 
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -138,6 +139,9 @@ impl EtcdServer {
             .args(["--initial-cluster", &format!("keel-test={peer}"), "--log-level", "warn"])
             .stdout(Stdio::null())
             .stderr(log)
+            // Its own process group: a Ctrl-C in the terminal of keel-dev
+            // reaches keel-dev, which stops everything in order.
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {bin} (install etcd-server): {e}"));
         self.child = Some(child);
@@ -155,6 +159,11 @@ impl EtcdServer {
         }
         self.stop();
         false
+    }
+
+    /// The running etcd's PID.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
     }
 
     /// Stops etcd (SIGKILL, by PID) and waits for it; an outage.

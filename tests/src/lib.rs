@@ -3,8 +3,10 @@
 //! and stop every process they started, by PID, when dropped.
 
 pub mod api;
+pub mod bench;
 pub mod cluster;
 pub mod ctl;
 pub mod etcd;
+pub mod haproxy;
 pub mod postgres;
 pub mod scratch;

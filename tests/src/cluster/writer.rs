@@ -251,6 +251,19 @@ impl Writer {
         Writer { log, stop, tasks: vec![task], started: Instant::now() }
     }
 
+    /// One row every [`WRITE_INTERVAL`] through `127.0.0.1:port` (a proxy
+    /// such as HAProxy's primary port), as an application with one pooled
+    /// connection writes: it keeps the connection while writes succeed and
+    /// opens a new one after any failure, without asking whether the
+    /// server is a primary. Each acknowledgement is labelled with the node
+    /// behind the proxy, found by `inet_server_port()` among `nodes`.
+    pub fn through_proxy(port: u16, nodes: Vec<Endpoint>) -> Writer {
+        let (stop, stop_rx) = watch::channel(false);
+        let log = Arc::new(Mutex::new(WriteLog::default()));
+        let task = tokio::spawn(proxied(port, nodes, Arc::clone(&log), stop_rx));
+        Writer { log, stop, tasks: vec![task], started: Instant::now() }
+    }
+
     /// One task per node, each writing a row every [`WRITE_INTERVAL`] to
     /// its own node only, primary or not: the split-brain detector. A
     /// replica refuses (recorded as a failure); two nodes acknowledging in
@@ -488,6 +501,65 @@ async fn pinned(endpoint: Endpoint, log: Arc<Mutex<WriteLog>>, mut stop: watch::
                     current = Some(client);
                 }
             }
+        }
+    }
+}
+
+/// A connection through the proxy on `port`, and the name of the node
+/// behind it. Creates the table if the node is a primary.
+async fn open_proxied(port: u16, nodes: &[Endpoint]) -> Result<(String, Client), String> {
+    let client = connect(port, "keel-tests-proxy-writer", CONNECT_TIMEOUT).await?;
+    let query = client.query_one("SELECT inet_server_port(), pg_is_in_recovery()", &[]);
+    let row = match tokio::time::timeout(CONNECT_TIMEOUT, query).await {
+        Err(_) => return Err("inet_server_port() did not answer".into()),
+        Ok(Err(e)) => return Err(error_text(&e)),
+        Ok(Ok(row)) => row,
+    };
+    let server_port: i32 = row.try_get(0).map_err(|e| error_text(&e))?;
+    let in_recovery: bool = row.try_get(1).map_err(|e| error_text(&e))?;
+    let node = nodes
+        .iter()
+        .find(|n| i32::from(n.port) == server_port)
+        .map(|n| n.name.clone())
+        .ok_or_else(|| format!("the proxy led to port {server_port}, which is no node's"))?;
+    if !in_recovery {
+        match tokio::time::timeout(WRITE_TIMEOUT, client.batch_execute(CREATE_TABLE)).await {
+            Err(_) => return Err(format!("creating keel_writes: no answer within {WRITE_TIMEOUT:?}")),
+            Ok(Err(e)) => return Err(format!("creating keel_writes: {}", error_text(&e))),
+            Ok(Ok(())) => {}
+        }
+    }
+    Ok((node, client))
+}
+
+async fn proxied(
+    port: u16,
+    nodes: Vec<Endpoint>,
+    log: Arc<Mutex<WriteLog>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut interval = ticker();
+    let mut current: Option<(String, Client)> = None;
+    while tick(&mut interval, &mut stop).await {
+        let (node, client) = match current.take() {
+            Some(found) => found,
+            None => match open_proxied(port, &nodes).await {
+                Ok(found) => found,
+                Err(why) => {
+                    record(&log, Err(failure(None, None, format!("through the proxy: {why}"))));
+                    continue;
+                }
+            },
+        };
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let sent_at = Instant::now();
+        match insert(&client, id).await {
+            Ok(()) => {
+                let ack = Ack { id, node: node.clone(), sent_at, acked_at: Instant::now() };
+                record(&log, Ok(ack));
+                current = Some((node, client));
+            }
+            Err(e) => record(&log, Err(failure(Some(id), Some(&node), e.text))),
         }
     }
 }
