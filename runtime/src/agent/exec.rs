@@ -8,7 +8,7 @@ use keel_core::{Action, ActionResult};
 #[cfg(feature = "io")]
 use tracing::warn;
 
-use super::{bounded, Agent, Postgres};
+use super::{bounded, Agent, Engine, Postgres};
 use crate::dcs::patroni::Acquired;
 use crate::dcs::{Kv, KvError};
 #[cfg(feature = "io")]
@@ -64,7 +64,7 @@ pub(super) fn pg(result: Result<(), PgCtlError>, what: &str) -> ActionResult {
     }
 }
 
-impl<K: Kv, P: Postgres> Agent<K, P> {
+impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
     pub(super) async fn apply(&mut self, action: &Action) -> (ActionResult, Option<u64>) {
         let ttl_ms = self.config().ttl_ms;
         let d = self.deadline();

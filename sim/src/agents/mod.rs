@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_core::DynamicConfig;
-use keel_runtime::agent::{Agent, Clock};
+use keel_runtime::agent::{Agent, Clock, Engine};
 use keel_runtime::api::NodeStatus;
 use keel_runtime::config::Config;
 use keel_runtime::dcs::{Dcs, Keys, Op};
@@ -122,6 +122,10 @@ fn node_ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1 + i as u8))
 }
 
+/// Makes a node's engine from its name and bootstrap settings, in place of
+/// keel-core's `Node` (the simulator's tests run deliberately broken ones).
+pub type EngineFactory = Arc<dyn Fn(&str, DynamicConfig) -> Box<dyn Engine + Send> + Send + Sync>;
+
 /// Runs one seed to the end and reports what the checkers found.
 ///
 /// Each seed runs on a thread of its own, as madsim's test harness does:
@@ -129,11 +133,16 @@ fn node_ip(i: usize) -> IpAddr {
 /// after others on the same thread would see other keys, and iteration
 /// orders, than the same seed run alone.
 pub fn run(sim: &AgentSimConfig) -> Outcome {
+    run_engine(sim, None)
+}
+
+/// [`run`] with every node deciding by `engine`'s (`None`: keel-core's).
+pub fn run_engine(sim: &AgentSimConfig, engine: Option<EngineFactory>) -> Outcome {
     let sim = sim.clone();
     let seed = sim.seed;
     std::thread::spawn(move || {
         let runtime = Runtime::with_seed_and_config(sim.seed, madsim::Config::default());
-        runtime.block_on(drive(sim))
+        runtime.block_on(drive_engine(sim, engine))
     })
     .join()
     .unwrap_or_else(|panic| {
@@ -147,6 +156,10 @@ pub fn run(sim: &AgentSimConfig) -> Outcome {
 }
 
 pub async fn drive(sim: AgentSimConfig) -> Outcome {
+    drive_engine(sim, None).await
+}
+
+async fn drive_engine(sim: AgentSimConfig, engine: Option<EngineFactory>) -> Outcome {
     // madsim's clock starts at instant zero, and a node clock that runs
     // fast reads more than the time since; an idle simulated hour first
     // keeps `Clock::start` (now minus the node's reading) representable.
@@ -186,11 +199,12 @@ pub async fn drive(sim: AgentSimConfig) -> Outcome {
         let clock = Clock::skewed(s.clocks[i].0, s.clocks[i].1);
         clocks.push(clock.clone());
         let world = world.clone();
+        let engine = engine.clone();
         let node = handle
             .create_node()
             .name(cfg.name.clone())
             .ip(node_ip(i))
-            .init(move || node_main(i, world.clone(), clock.clone(), cfg.clone()))
+            .init(move || node_main(i, world.clone(), clock.clone(), cfg.clone(), engine.clone()))
             .build();
         nodes.push(node);
     }
@@ -283,7 +297,7 @@ enum Step {
 
 /// One database node: the agent with its etcd client, watch and Postgres.
 /// Runs again from the start when the node restarts after a crash.
-async fn node_main(i: usize, world: Shared, clock: Clock, cfg: Config) {
+async fn node_main(i: usize, world: Shared, clock: Clock, cfg: Config, engine: Option<EngineFactory>) {
     // Agents start at different moments (and again after a crash).
     tokio::time::sleep(Duration::from_millis(madsim::rand::random::<u64>() % 3_000)).await;
     let status = NodeStatus::new(&cfg.name, &cfg.scope, BTreeMap::new()).shared();
@@ -304,7 +318,16 @@ async fn node_main(i: usize, world: Shared, clock: Clock, cfg: Config) {
     let dcs = Dcs::new(kv, keys, &cfg.name, &conn_url, &api_url);
     let (_requests, rx) = mpsc::channel(8);
     let pg = postgres::SimPostgres::new(i, world.clone());
-    Agent::new(cfg, dcs, pg, rx).with_clock(clock).wake_on(wake_rx).publish_to(status).run().await;
+    match engine {
+        None => {
+            Agent::new(cfg, dcs, pg, rx).with_clock(clock).wake_on(wake_rx).publish_to(status).run().await
+        }
+        Some(make) => {
+            let engine = make(&cfg.name, cfg.bootstrap.dcs.to_core());
+            let agent = Agent::with_engine(cfg, dcs, pg, rx, engine);
+            agent.with_clock(clock).wake_on(wake_rx).publish_to(status).run().await;
+        }
+    }
 }
 
 /// Carries out the fault schedule on the simulation.
