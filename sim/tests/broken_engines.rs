@@ -6,9 +6,12 @@
 //! the same violation. These engines live here only, never in keel.
 #![cfg(madsim)]
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use keel_core::{Action, DcsView, Decision, DynamicConfig, Node, Observation, Role, State};
+use keel_core::{
+    Action, DcsView, Decision, DynamicConfig, Node, Observation, PgProcess, Reason, Role, StartAs, State,
+};
 use keel_runtime::agent::Engine;
 use keel_sim::agents::{run_engine, AgentSimConfig, EngineFactory};
 
@@ -81,6 +84,55 @@ fn mirror_positions(node: &Node, obs: &mut Observation) {
     }
 }
 
+/// Skips rewind: where keel-core would rewind (or stop to, or recover
+/// first, or reinitialize because it cannot), it follows the new leader
+/// with whatever history it has.
+fn never_rewind(_: &mut Option<Action>, obs: &Observation, d: &mut Decision) {
+    let repairing = matches!(
+        d.reason,
+        Reason::StoppingToRewind { .. }
+            | Reason::Rewinding { .. }
+            | Reason::RewindImpossible { .. }
+            | Reason::RecoveringBeforeRewind
+    );
+    let DcsView::Reachable(view) = &obs.dcs else { return };
+    let Some(leader) = view.leader_name().filter(|_| repairing) else { return };
+    let upstream = Some(leader.to_owned());
+    d.actions = match obs.pg.process {
+        PgProcess::Stopped => vec![Action::StartPostgres { role: StartAs::Replica { upstream } }],
+        _ if obs.pg.upstream != upstream => vec![Action::Follow { upstream }],
+        _ => Vec::new(),
+    };
+}
+
+/// Widens `synchronous_standby_names` in the wrong order: names the new
+/// standbys in the sync key first, and configures Postgres to wait for
+/// them one step later (so the key names standbys that Postgres does not
+/// wait for, and that never confirmed they are synchronous).
+fn key_before_postgres(held: &mut Option<Action>, obs: &Observation, d: &mut Decision) {
+    let set = d.actions.iter().position(|a| matches!(a, Action::SetSyncStandbyNames(_)));
+    if let Some(late) = held.take() {
+        // The Postgres change held back, in place of this step's own.
+        match set {
+            Some(at) => d.actions[at] = late,
+            None => d.actions.push(late),
+        }
+        return;
+    }
+    let DcsView::Reachable(view) = &obs.dcs else { return };
+    let Some(key) = view.sync.as_ref() else { return };
+    let Some(at) = set else { return };
+    let Action::SetSyncStandbyNames(target) = &d.actions[at] else { return };
+    let wider: BTreeSet<String> =
+        target.members.iter().filter(|m| !m.starts_with("__keel")).cloned().collect();
+    if wider.is_subset(&key.members) || target.quorum {
+        return;
+    }
+    let members = key.members.union(&wider).cloned().collect();
+    let write = Action::WriteSyncKey { members, quorum: None, expected_revision: Some(key.revision) };
+    *held = Some(std::mem::replace(&mut d.actions[at], write));
+}
+
 fn config(seed: u64) -> AgentSimConfig {
     AgentSimConfig { seed, nodes: 3, duration_ms: 600_000, faults: true, verbose: false, scenario: None }
 }
@@ -125,7 +177,26 @@ fn an_engine_that_promotes_the_most_lagging_replica_is_caught_losing_writes() {
     caught("promotes most-lagging", &engine, "acknowledged writes lost", LAGGING_LIMIT);
 }
 
-/// Caught at seed 1 (madsim build of this commit); the limits leave margin.
+#[test]
+fn an_engine_that_skips_rewind_is_caught_with_a_diverged_replica() {
+    let engine = factory(as_is, never_rewind);
+    caught("skips rewind", &engine, "is not a prefix of the leader's", REWIND_LIMIT);
+}
+
+#[test]
+fn an_engine_that_names_sync_standbys_before_postgres_waits_for_them_is_caught() {
+    let engine = factory(as_is, key_before_postgres);
+    caught("sync key first", &engine, "acknowledged a write that its sync key's", SYNC_LIMIT);
+}
+
+// The seeds at which each was first caught (madsim build of this commit,
+// `cargo test -- --nocapture` prints them); the limits leave margin, and
+// seeds replay only on the same build.
+/// First caught at seed 1.
 const LEASE_LIMIT: u64 = 20;
-/// Caught at seed 26.
+/// First caught at seed 26.
 const LAGGING_LIMIT: u64 = 100;
+/// First caught at seed 36 (then 75, 79, 81: some 6 % of seeds diverge).
+const REWIND_LIMIT: u64 = 150;
+/// First caught at seed 1 (then 6, 10, 14).
+const SYNC_LIMIT: u64 = 20;

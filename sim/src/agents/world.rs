@@ -269,8 +269,42 @@ impl World {
         for s in standbys {
             self.pg[s].wal = wal.clone();
         }
+        self.check_sync_key_has(p, branch, lsn);
         self.acked.push((branch, lsn));
         self.out.writes_acked += 1;
+    }
+
+    /// Safety in `synchronous_mode_strict` (rule 3): a write `p`
+    /// acknowledges is on every standby its sync key names, since any of
+    /// them may be promoted next. Caught when acknowledged, before a
+    /// failover turns it into a lost write.
+    fn check_sync_key_has(&mut self, p: usize, branch: u64, lsn: u64) {
+        if !self.cfg.synchronous_mode_strict {
+            return;
+        }
+        let key = self.leader_key.replace("/leader", "/sync");
+        let Some(sync) =
+            self.kv.get(&key).and_then(|kv| keel_runtime::dcs::codec::parse_sync(&kv.value, 0).ok())
+        else {
+            return;
+        };
+        if sync.leader.as_deref() != Some(self.names[p].as_str()) {
+            return;
+        }
+        let missing: Vec<&str> = sync
+            .members
+            .iter()
+            .filter(|m| self.index(m).is_some_and(|i| !self.pg[i].wal.contains(branch, lsn)))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            let what = format!(
+                "{} acknowledged a write that its sync key's {} lacks (synchronous_mode_strict)",
+                self.names[p],
+                missing.join(", ")
+            );
+            self.violation(what);
+        }
     }
 
     /// Liveness: a writable primary that answers `/primary`.
