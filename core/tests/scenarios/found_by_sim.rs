@@ -185,3 +185,16 @@ fn replica_already_on_the_new_leaders_timeline_is_not_diverged() {
     assert_eq!(acts(&d), vec![]);
     assert!(matches!(d.reason, Reason::Following { .. }));
 }
+
+/// Seed 2814 (the madsim simulator, synchronous mode): the bootstrap
+/// leader lost its lease before it claimed the sync key; with no key,
+/// nobody would race, itself included, and the cluster stayed leaderless.
+/// No key naming a leader means no commit ever waited for a standby: the
+/// usual rules pick, as in Patroni.
+#[test]
+fn sync_mode_cluster_whose_leader_never_claimed_the_sync_key_elects_by_the_usual_rules() {
+    let v = with_config(no_leader(cluster()), |c| c.synchronous_mode = SyncMode::On);
+    assert!(v.sync.is_none());
+    let d = replica("pg2").step(&Obs::new(1000, v, replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![Action::AcquireLease]);
+}
