@@ -300,7 +300,8 @@ impl Cluster {
             FaultKind::ProcessPause { .. }
             | FaultKind::ClockJump { .. }
             | FaultKind::ClockRate { .. }
-            | FaultKind::EtcdSlow { .. } => {}
+            | FaultKind::EtcdSlow { .. }
+            | FaultKind::AgentShutdown { .. } => {}
         }
     }
 
@@ -326,7 +327,8 @@ impl Cluster {
             | FaultKind::ProcessPause { .. }
             | FaultKind::ClockJump { .. }
             | FaultKind::ClockRate { .. }
-            | FaultKind::EtcdSlow { .. } => {}
+            | FaultKind::EtcdSlow { .. }
+            | FaultKind::AgentShutdown { .. } => {}
         }
     }
 

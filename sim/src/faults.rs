@@ -33,6 +33,9 @@ pub enum FaultKind {
     ClockRate { node: usize, rate_ppm: i64 },
     /// etcd answers up to `delay_ms` late (madsim simulator only).
     EtcdSlow { delay_ms: u64 },
+    /// A clean shutdown of the agent (SIGTERM: `Request::Shutdown`); it is
+    /// started again at the end (madsim simulator, named scenarios only).
+    AgentShutdown { node: usize },
 }
 
 impl FaultKind {
@@ -48,6 +51,7 @@ impl FaultKind {
             FaultKind::ClockJump { .. } => "clock-jump",
             FaultKind::ClockRate { .. } => "clock-rate",
             FaultKind::EtcdSlow { .. } => "etcd-slow",
+            FaultKind::AgentShutdown { .. } => "agent-shutdown",
         }
     }
 }
@@ -62,7 +66,8 @@ impl FaultKind {
             | FaultKind::NodeCrash { node }
             | FaultKind::ProcessPause { node }
             | FaultKind::ClockJump { node, .. }
-            | FaultKind::ClockRate { node, .. } => Some(node),
+            | FaultKind::ClockRate { node, .. }
+            | FaultKind::AgentShutdown { node } => Some(node),
             FaultKind::EtcdOutage | FaultKind::Switchover { .. } | FaultKind::EtcdSlow { .. } => None,
         }
     }

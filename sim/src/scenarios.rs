@@ -21,6 +21,11 @@ pub const SCENARIOS: &[(&str, &str, Option<usize>)] = &[
     ("two-node", "a two-node cluster whose primary dies", Some(2)),
     ("etcd-quorum-and-node", "etcd loses quorum (two of its three hosts) while a database node dies", None),
     ("switchover", "an operator switchover, then a failover back", None),
+    (
+        "agent-shutdown",
+        "a clean shutdown of the primary's agent (SIGTERM): it stops Postgres and hands over; back 60 s later",
+        None,
+    ),
 ];
 
 /// The schedule of scenario `name`, its faults starting at `at_ms`; `None`
@@ -52,6 +57,7 @@ pub fn schedule(name: &str, at_ms: u64) -> Option<Vec<Fault>> {
             fault(0, 10, FaultKind::Switchover { candidate: None }),
             fault(60_000, 60, FaultKind::NodeCrash { node: PRIMARY }),
         ],
+        "agent-shutdown" => vec![fault(0, 60, FaultKind::AgentShutdown { node: PRIMARY })],
         _ => return None,
     };
     Some(faults)

@@ -35,3 +35,15 @@ fn every_scenario_runs_clean_on_a_few_seeds() {
         }
     }
 }
+
+#[test]
+fn a_primary_whose_agent_shuts_down_cleanly_hands_over_and_rejoins() {
+    for seed in 1..=5 {
+        let out = drill("agent-shutdown", seed, 3);
+        assert!(out.violations.is_empty(), "seed {seed}: {:?}", out.violations);
+        assert_eq!(out.faults.get("agent-shutdown"), Some(&1));
+        // It released the key: a replica took over while its agent was
+        // down, and nobody failed back once it returned as a replica.
+        assert_eq!(out.failovers, 1, "seed {seed}");
+    }
+}

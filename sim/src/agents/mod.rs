@@ -19,7 +19,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_core::DynamicConfig;
+use keel_core::{DynamicConfig, Request};
+use keel_runtime::agent::command::Command;
 use keel_runtime::agent::{Agent, Clock, Engine};
 use keel_runtime::api::NodeStatus;
 use keel_runtime::config::Config;
@@ -316,7 +317,8 @@ async fn node_main(i: usize, world: Shared, clock: Clock, cfg: Config, engine: O
     let conn_url = format!("postgres://{}:5432/postgres", node_ip(i));
     let api_url = format!("http://{}:8008/patroni", node_ip(i));
     let dcs = Dcs::new(kv, keys, &cfg.name, &conn_url, &api_url);
-    let (_requests, rx) = mpsc::channel(8);
+    let (requests, rx) = mpsc::channel(8);
+    lock(&world).commands[i] = Some(requests);
     let pg = postgres::SimPostgres::new(i, world.clone());
     match engine {
         None => {
@@ -328,6 +330,12 @@ async fn node_main(i: usize, world: Shared, clock: Clock, cfg: Config, engine: O
             agent.with_clock(clock).wake_on(wake_rx).publish_to(status).run().await;
         }
     }
+    // Shut down cleanly (a crash never gets here).
+    let mut w = lock(&world);
+    w.agent_up[i] = false;
+    w.status[i] = None;
+    w.commands[i] = None;
+    w.event(&format!("pg{} agent exits", i + 1));
 }
 
 /// Carries out the fault schedule on the simulation.
@@ -396,6 +404,12 @@ impl Faults {
             FaultKind::ClockJump { node, ms, wall_ms } => self.clocks[*node].jump(*ms, *wall_ms),
             FaultKind::ClockRate { node, rate_ppm } => self.clocks[*node].set_rate_ppm(*rate_ppm),
             FaultKind::EtcdSlow { delay_ms } => w.etcd_delay_ms = *delay_ms,
+            FaultKind::AgentShutdown { node } => {
+                // SIGTERM: what the binary's signal handler sends.
+                if let Some(tx) = &w.commands[*node] {
+                    let _ = tx.try_send(Command::tell(Request::Shutdown));
+                }
+            }
         }
     }
 
@@ -417,7 +431,9 @@ impl Faults {
                 let now = w.now_ms();
                 w.kv.refresh_leases(now);
             }
-            FaultKind::NodeCrash { node } => self.handle.restart(self.nodes[*node].id()),
+            FaultKind::NodeCrash { node } | FaultKind::AgentShutdown { node } => {
+                self.handle.restart(self.nodes[*node].id())
+            }
             FaultKind::ProcessPause { node } => self.handle.resume(self.nodes[*node].id()),
             FaultKind::ClockRate { node, .. } => self.clocks[*node].set_rate_ppm(self.rates[*node]),
             FaultKind::EtcdSlow { .. } => w.etcd_delay_ms = 0,

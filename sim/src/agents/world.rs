@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use keel_core::{DynamicConfig, PgProcess, StandbySyncState};
+use keel_runtime::agent::command::Command;
 use keel_runtime::api::SharedStatus;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::cluster::Outcome;
@@ -30,6 +32,8 @@ pub struct World {
     pub status: Vec<Option<SharedStatus>>,
     /// Nodes cut off from the other nodes (replication, failsafe).
     pub isolated: BTreeSet<usize>,
+    /// Each running agent's command channel (what SIGTERM uses).
+    pub commands: Vec<Option<mpsc::Sender<Command>>>,
     pub kv: KvModel,
     /// etcd answers nobody (outage, lost quorum).
     pub etcd_down: bool,
@@ -66,6 +70,7 @@ impl World {
             pg: vec![PgModel::empty(); n],
             agent_up: vec![false; n],
             status: vec![None; n],
+            commands: vec![None; n],
             replies: vec![BTreeMap::new(); n],
             names,
             isolated: BTreeSet::new(),
