@@ -301,7 +301,8 @@ impl Cluster {
             | FaultKind::ClockJump { .. }
             | FaultKind::ClockRate { .. }
             | FaultKind::EtcdSlow { .. }
-            | FaultKind::AgentShutdown { .. } => {}
+            | FaultKind::AgentShutdown { .. }
+            | FaultKind::DiskFull { .. } => {}
         }
     }
 
@@ -328,7 +329,8 @@ impl Cluster {
             | FaultKind::ClockJump { .. }
             | FaultKind::ClockRate { .. }
             | FaultKind::EtcdSlow { .. }
-            | FaultKind::AgentShutdown { .. } => {}
+            | FaultKind::AgentShutdown { .. }
+            | FaultKind::DiskFull { .. } => {}
         }
     }
 

@@ -36,6 +36,10 @@ pub enum FaultKind {
     /// A clean shutdown of the agent (SIGTERM: `Request::Shutdown`); it is
     /// started again at the end (madsim simulator, named scenarios only).
     AgentShutdown { node: usize },
+    /// The node's disk is full: Postgres cannot write WAL (a primary
+    /// PANICs on its next commit) and cannot start until space is freed
+    /// at the end (madsim simulator, named scenarios only).
+    DiskFull { node: usize },
 }
 
 impl FaultKind {
@@ -52,6 +56,7 @@ impl FaultKind {
             FaultKind::ClockRate { .. } => "clock-rate",
             FaultKind::EtcdSlow { .. } => "etcd-slow",
             FaultKind::AgentShutdown { .. } => "agent-shutdown",
+            FaultKind::DiskFull { .. } => "disk-full",
         }
     }
 }
@@ -67,7 +72,8 @@ impl FaultKind {
             | FaultKind::ProcessPause { node }
             | FaultKind::ClockJump { node, .. }
             | FaultKind::ClockRate { node, .. }
-            | FaultKind::AgentShutdown { node } => Some(node),
+            | FaultKind::AgentShutdown { node }
+            | FaultKind::DiskFull { node } => Some(node),
             FaultKind::EtcdOutage | FaultKind::Switchover { .. } | FaultKind::EtcdSlow { .. } => None,
         }
     }

@@ -26,6 +26,11 @@ pub const SCENARIOS: &[(&str, &str, Option<usize>)] = &[
         "a clean shutdown of the primary's agent (SIGTERM): it stops Postgres and hands over; back 60 s later",
         None,
     ),
+    (
+        "disk-full",
+        "the primary's disk fills for 60 s: Postgres PANICs and cannot start; no write is acknowledged meanwhile",
+        None,
+    ),
 ];
 
 /// The schedule of scenario `name`, its faults starting at `at_ms`; `None`
@@ -58,6 +63,7 @@ pub fn schedule(name: &str, at_ms: u64) -> Option<Vec<Fault>> {
             fault(60_000, 60, FaultKind::NodeCrash { node: PRIMARY }),
         ],
         "agent-shutdown" => vec![fault(0, 60, FaultKind::AgentShutdown { node: PRIMARY })],
+        "disk-full" => vec![fault(0, 60, FaultKind::DiskFull { node: PRIMARY })],
         _ => return None,
     };
     Some(faults)

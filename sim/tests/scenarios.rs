@@ -47,3 +47,15 @@ fn a_primary_whose_agent_shuts_down_cleanly_hands_over_and_rejoins() {
         assert_eq!(out.failovers, 1, "seed {seed}");
     }
 }
+
+#[test]
+fn a_full_disk_on_the_primary_loses_no_write_and_the_cluster_recovers() {
+    for seed in 1..=5 {
+        let out = drill("disk-full", seed, 3);
+        // The checkers: no split brain, no acknowledged write lost (strict),
+        // a writable primary again once the disk has space.
+        assert!(out.violations.is_empty(), "seed {seed}: {:?}", out.violations);
+        assert_eq!(out.faults.get("disk-full"), Some(&1));
+        assert!(out.writes_failed > 0, "seed {seed}: the full disk refused no write");
+    }
+}

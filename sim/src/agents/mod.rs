@@ -404,6 +404,7 @@ impl Faults {
             FaultKind::ClockJump { node, ms, wall_ms } => self.clocks[*node].jump(*ms, *wall_ms),
             FaultKind::ClockRate { node, rate_ppm } => self.clocks[*node].set_rate_ppm(*rate_ppm),
             FaultKind::EtcdSlow { delay_ms } => w.etcd_delay_ms = *delay_ms,
+            FaultKind::DiskFull { node } => w.pg[*node].disk_full = true,
             FaultKind::AgentShutdown { node } => {
                 // SIGTERM: what the binary's signal handler sends.
                 if let Some(tx) = &w.commands[*node] {
@@ -437,6 +438,7 @@ impl Faults {
             FaultKind::ProcessPause { node } => self.handle.resume(self.nodes[*node].id()),
             FaultKind::ClockRate { node, .. } => self.clocks[*node].set_rate_ppm(self.rates[*node]),
             FaultKind::EtcdSlow { .. } => w.etcd_delay_ms = 0,
+            FaultKind::DiskFull { node } => w.pg[*node].disk_full = false,
             FaultKind::PostgresCrash { .. } | FaultKind::Switchover { .. } | FaultKind::ClockJump { .. } => {}
         }
     }

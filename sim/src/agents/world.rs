@@ -173,7 +173,9 @@ impl World {
     pub fn replicate(&mut self) {
         let now = self.now_ms();
         for i in 0..self.names.len() {
-            if self.pg[i].process != PgProcess::RunningReplica {
+            // A full disk takes no more WAL either.
+            if self.pg[i].process != PgProcess::RunningReplica || self.pg[i].disk_full {
+                self.pg[i].streaming &= !self.pg[i].disk_full;
                 continue;
             }
             let upstream = self.pg[i].upstream.as_deref().and_then(|u| self.index(u));
@@ -261,6 +263,14 @@ impl World {
             self.out.writes_failed += 1;
             return;
         };
+        if self.pg[p].disk_full {
+            // The commit's WAL cannot be written: Postgres PANICs.
+            self.pg[p].crash();
+            self.out.writes_failed += 1;
+            let text = format!("{} PANIC: no space left for WAL", self.names[p]);
+            self.event(&text);
+            return;
+        }
         let names = self.pg[p].sync_names.clone();
         let standbys: Vec<usize> =
             self.streaming_from(p).into_iter().filter(|i| names.members.contains(&self.names[*i])).collect();
