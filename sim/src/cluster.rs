@@ -302,7 +302,8 @@ impl Cluster {
             | FaultKind::ClockRate { .. }
             | FaultKind::EtcdSlow { .. }
             | FaultKind::AgentShutdown { .. }
-            | FaultKind::DiskFull { .. } => {}
+            | FaultKind::DiskFull { .. }
+            | FaultKind::OneWayCut { .. } => {}
         }
     }
 
@@ -330,7 +331,8 @@ impl Cluster {
             | FaultKind::ClockRate { .. }
             | FaultKind::EtcdSlow { .. }
             | FaultKind::AgentShutdown { .. }
-            | FaultKind::DiskFull { .. } => {}
+            | FaultKind::DiskFull { .. }
+            | FaultKind::OneWayCut { .. } => {}
         }
     }
 

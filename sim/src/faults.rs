@@ -40,6 +40,11 @@ pub enum FaultKind {
     /// PANICs on its next commit) and cannot start until space is freed
     /// at the end (madsim simulator, named scenarios only).
     DiskFull { node: usize },
+    /// Traffic from `node` to `to` is lost, the other way gets through:
+    /// WAL streamed that way, or a standby's replies (its flush position,
+    /// its synchronous acknowledgements). madsim simulator, named
+    /// scenarios only.
+    OneWayCut { node: usize, to: usize },
 }
 
 impl FaultKind {
@@ -57,6 +62,7 @@ impl FaultKind {
             FaultKind::EtcdSlow { .. } => "etcd-slow",
             FaultKind::AgentShutdown { .. } => "agent-shutdown",
             FaultKind::DiskFull { .. } => "disk-full",
+            FaultKind::OneWayCut { .. } => "one-way-cut",
         }
     }
 }
@@ -73,7 +79,8 @@ impl FaultKind {
             | FaultKind::ClockJump { node, .. }
             | FaultKind::ClockRate { node, .. }
             | FaultKind::AgentShutdown { node }
-            | FaultKind::DiskFull { node } => Some(node),
+            | FaultKind::DiskFull { node }
+            | FaultKind::OneWayCut { node, .. } => Some(node),
             FaultKind::EtcdOutage | FaultKind::Switchover { .. } | FaultKind::EtcdSlow { .. } => None,
         }
     }

@@ -31,6 +31,11 @@ pub const SCENARIOS: &[(&str, &str, Option<usize>)] = &[
         "the primary's disk fills for 60 s: Postgres PANICs and cannot start; no write is acknowledged meanwhile",
         None,
     ),
+    (
+        "one-way-cut",
+        "for 60 s the primary's WAL no longer reaches pg2, and pg3's replies no longer reach the primary",
+        Some(3),
+    ),
 ];
 
 /// The schedule of scenario `name`, its faults starting at `at_ms`; `None`
@@ -64,6 +69,10 @@ pub fn schedule(name: &str, at_ms: u64) -> Option<Vec<Fault>> {
         ],
         "agent-shutdown" => vec![fault(0, 60, FaultKind::AgentShutdown { node: PRIMARY })],
         "disk-full" => vec![fault(0, 60, FaultKind::DiskFull { node: PRIMARY })],
+        "one-way-cut" => vec![
+            fault(0, 60, FaultKind::OneWayCut { node: PRIMARY, to: 1 }),
+            fault(0, 60, FaultKind::OneWayCut { node: 2, to: PRIMARY }),
+        ],
         _ => return None,
     };
     Some(faults)

@@ -59,3 +59,14 @@ fn a_full_disk_on_the_primary_loses_no_write_and_the_cluster_recovers() {
         assert!(out.writes_failed > 0, "seed {seed}: the full disk refused no write");
     }
 }
+
+#[test]
+fn one_way_cuts_between_nodes_are_no_reason_to_fail_over() {
+    for seed in 1..=5 {
+        let out = drill("one-way-cut", seed, 3);
+        assert!(out.violations.is_empty(), "seed {seed}: {:?}", out.violations);
+        assert_eq!(out.faults.get("one-way-cut"), Some(&2));
+        // The primary still holds its lease with etcd: nobody takes over.
+        assert_eq!(out.failovers, 0, "seed {seed}");
+    }
+}

@@ -265,6 +265,11 @@ async fn drive_engine(sim: AgentSimConfig, engine: Option<EngineFactory>) -> Out
                 if let Some(node) = faults[i].kind.node_mut().filter(|n| **n == crate::scenarios::PRIMARY) {
                     *node = leader;
                 }
+                if let FaultKind::OneWayCut { to, .. } = &mut faults[i].kind {
+                    if *to == crate::scenarios::PRIMARY {
+                        *to = leader;
+                    }
+                }
                 fx.start(&faults[i]);
             }
             Step::End(i) => fx.end(&faults[i]),
@@ -405,6 +410,9 @@ impl Faults {
             FaultKind::ClockRate { node, rate_ppm } => self.clocks[*node].set_rate_ppm(*rate_ppm),
             FaultKind::EtcdSlow { delay_ms } => w.etcd_delay_ms = *delay_ms,
             FaultKind::DiskFull { node } => w.pg[*node].disk_full = true,
+            FaultKind::OneWayCut { node, to } => {
+                w.cut.insert((*node, *to));
+            }
             FaultKind::AgentShutdown { node } => {
                 // SIGTERM: what the binary's signal handler sends.
                 if let Some(tx) = &w.commands[*node] {
@@ -439,6 +447,9 @@ impl Faults {
             FaultKind::ClockRate { node, .. } => self.clocks[*node].set_rate_ppm(self.rates[*node]),
             FaultKind::EtcdSlow { .. } => w.etcd_delay_ms = 0,
             FaultKind::DiskFull { node } => w.pg[*node].disk_full = false,
+            FaultKind::OneWayCut { node, to } => {
+                w.cut.remove(&(*node, *to));
+            }
             FaultKind::PostgresCrash { .. } | FaultKind::Switchover { .. } | FaultKind::ClockJump { .. } => {}
         }
     }

@@ -34,6 +34,8 @@ pub struct World {
     pub isolated: BTreeSet<usize>,
     /// Each running agent's command channel (what SIGTERM uses).
     pub commands: Vec<Option<mpsc::Sender<Command>>>,
+    /// One-way cuts between nodes: traffic from `.0` to `.1` is lost.
+    pub cut: BTreeSet<(usize, usize)>,
     pub kv: KvModel,
     /// etcd answers nobody (outage, lost quorum).
     pub etcd_down: bool,
@@ -71,6 +73,7 @@ impl World {
             agent_up: vec![false; n],
             status: vec![None; n],
             commands: vec![None; n],
+            cut: BTreeSet::new(),
             replies: vec![BTreeMap::new(); n],
             names,
             isolated: BTreeSet::new(),
@@ -131,6 +134,11 @@ impl World {
         a == b || (!self.isolated.contains(&a) && !self.isolated.contains(&b))
     }
 
+    /// Traffic from `a` gets to `b` (no isolation, no one-way cut).
+    pub fn reaches(&self, a: usize, b: usize) -> bool {
+        self.connected(a, b) && !self.cut.contains(&(a, b))
+    }
+
     pub fn branch(&mut self) -> u64 {
         self.next_branch += 1;
         self.next_branch
@@ -181,14 +189,16 @@ impl World {
             let upstream = self.pg[i].upstream.as_deref().and_then(|u| self.index(u));
             let source = upstream.filter(|u| {
                 self.pg[*u].is_running()
-                    && self.connected(i, *u)
+                    && self.reaches(*u, i)
                     && self.pg[i].wal.is_prefix_of(&self.pg[*u].wal)
             });
             match source {
                 Some(u) => {
                     let wal = self.pg[u].wal.clone();
                     let name = self.names[i].clone();
-                    self.replies[u].insert(name, now);
+                    if self.reaches(i, u) {
+                        self.replies[u].insert(name, now);
+                    }
                     self.pg[i].wal = wal;
                     self.pg[i].streaming = true;
                 }
@@ -207,7 +217,7 @@ impl World {
                     && pg.process == PgProcess::RunningReplica
                     && pg.streaming
                     && pg.upstream.as_deref() == Some(name)
-                    && self.connected(*i, p)
+                    && self.reaches(p, *i)
                     && pg.wal.is_prefix_of(&self.pg[p].wal)
             })
             .collect()
@@ -274,7 +284,9 @@ impl World {
         let names = self.pg[p].sync_names.clone();
         let standbys: Vec<usize> =
             self.streaming_from(p).into_iter().filter(|i| names.members.contains(&self.names[*i])).collect();
-        if !names.members.is_empty() && (standbys.len() as u32) < names.num.max(1) {
+        // Those whose acknowledgement gets back.
+        let acking = standbys.iter().filter(|i| self.reaches(**i, p)).count();
+        if !names.members.is_empty() && (acking as u32) < names.num.max(1) {
             // Commit waits for a standby that is not there: not acknowledged.
             self.out.writes_failed += 1;
             return;
