@@ -34,6 +34,10 @@ pub struct ClusterView {
     /// `initialize`: `None` when absent, `Some("")` while a bootstrap runs,
     /// else the system identifier of the cluster.
     pub initialize: Option<String>,
+    /// `mod_revision` of `initialize` (0 when absent): clearing the key
+    /// compares it, so that a clear never deletes a key taken since.
+    #[serde(default)]
+    pub initialize_revision: u64,
     /// `config`, parsed; `None` when absent or invalid.
     pub config: Option<DynamicConfig>,
     pub leader: Option<LeaderKey>,

@@ -25,10 +25,15 @@ pub struct Decision {
 pub enum Action {
     /// Create `initialize` if absent (create-only transaction).
     TakeInitializeKey,
-    /// Delete `initialize` if it still holds the empty string: after a
-    /// failed bootstrap (Patroni's `cancel_initialization`; the runtime also
-    /// moves a half-made data directory aside), or when it was orphaned.
-    CancelInitialize,
+    /// Delete `initialize` if it is still the key seen: the empty string at
+    /// `revision` (its `mod_revision` in the view). After a failed bootstrap
+    /// (Patroni's `cancel_initialization`; the runtime also moves a
+    /// half-made data directory aside), or when it was orphaned. Comparing
+    /// the value alone would let two members clearing one stale key at once
+    /// delete the winner's fresh one (found by keel-sim, seed 1836).
+    CancelInitialize {
+        revision: u64,
+    },
     /// Run initdb with the configured options.
     Bootstrap,
     /// Write the system identifier into `initialize`.

@@ -38,6 +38,10 @@ pub struct State {
     pub rewind_attempted: bool,
     /// Since when `initialize` has been taken with nobody bootstrapping.
     pub orphan_initialize_since_ms: Option<u64>,
+    /// The `mod_revision` of the `initialize` key that count is for: a key
+    /// taken again (a new revision) starts the count afresh.
+    #[serde(default)]
+    pub orphan_initialize_revision: u64,
     pub shutdown: bool,
 }
 
@@ -63,6 +67,7 @@ impl State {
             failsafe_promise: None,
             rewind_attempted: false,
             orphan_initialize_since_ms: None,
+            orphan_initialize_revision: 0,
             shutdown: false,
         }
     }

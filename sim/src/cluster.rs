@@ -300,7 +300,10 @@ impl Cluster {
             FaultKind::ProcessPause { .. }
             | FaultKind::ClockJump { .. }
             | FaultKind::ClockRate { .. }
-            | FaultKind::EtcdSlow { .. } => {}
+            | FaultKind::EtcdSlow { .. }
+            | FaultKind::AgentShutdown { .. }
+            | FaultKind::DiskFull { .. }
+            | FaultKind::OneWayCut { .. } => {}
         }
     }
 
@@ -326,7 +329,10 @@ impl Cluster {
             | FaultKind::ProcessPause { .. }
             | FaultKind::ClockJump { .. }
             | FaultKind::ClockRate { .. }
-            | FaultKind::EtcdSlow { .. } => {}
+            | FaultKind::EtcdSlow { .. }
+            | FaultKind::AgentShutdown { .. }
+            | FaultKind::DiskFull { .. }
+            | FaultKind::OneWayCut { .. } => {}
         }
     }
 
@@ -564,20 +570,14 @@ impl Cluster {
         let done = |ok: bool| if ok { ActionResult::Done } else { ActionResult::Failed };
         match action {
             Action::TakeInitializeKey => self.dcs(i, |e, _| e.take_initialize()),
-            Action::CancelInitialize => self.dcs(i, |e, _| {
-                e.initialize = None;
-                Reply::Ok
-            }),
+            Action::CancelInitialize { revision } => self.dcs(i, |e, _| e.cancel_initialize(*revision)),
             Action::Bootstrap => {
                 let sysid = 7_000_000_000 + self.rng.below(1_000_000);
                 let branch = self.branch();
                 self.nodes[i].pg.initdb(sysid, branch);
                 ActionResult::Done
             }
-            Action::WriteInitializeKey { system_id } => self.dcs(i, |e, _| {
-                e.initialize = Some(system_id.to_string());
-                Reply::Ok
-            }),
+            Action::WriteInitializeKey { system_id } => self.dcs(i, |e, _| e.write_initialize(*system_id)),
             Action::WriteClusterConfig => {
                 let cfg = self.cfg.clone();
                 self.dcs(i, |e, _| {

@@ -15,6 +15,8 @@ pub struct EtcdModel {
     /// Nodes cut off from etcd.
     pub partitioned: BTreeSet<String>,
     pub initialize: Option<String>,
+    /// The revision `initialize` was last written at.
+    pub initialize_revision: u64,
     pub config: Option<DynamicConfig>,
     /// Holder and the true time its lease expires.
     pub leader: Option<(String, u64, u64)>,
@@ -43,6 +45,7 @@ impl EtcdModel {
             down: false,
             partitioned: BTreeSet::new(),
             initialize: None,
+            initialize_revision: 0,
             config: None,
             leader: None,
             members: BTreeMap::new(),
@@ -80,6 +83,7 @@ impl EtcdModel {
         ClusterView {
             revision: self.revision,
             initialize: self.initialize.clone(),
+            initialize_revision: self.initialize.as_ref().map_or(0, |_| self.initialize_revision),
             config: self.config.clone(),
             leader: self
                 .leader
@@ -104,7 +108,27 @@ impl EtcdModel {
             return Reply::CompareFailed;
         }
         self.initialize = Some(String::new());
+        self.initialize_revision = self.bump();
+        Reply::Ok
+    }
+
+    /// Deletes `initialize` if it is still empty and at `revision`.
+    pub fn cancel_initialize(&mut self, revision: u64) -> Reply {
+        if self.initialize.as_deref() != Some("") || self.initialize_revision != revision {
+            return Reply::CompareFailed;
+        }
+        self.initialize = None;
         self.bump();
+        Reply::Ok
+    }
+
+    /// Records the system identifier over an empty or absent key.
+    pub fn write_initialize(&mut self, system_id: u64) -> Reply {
+        if self.initialize.as_deref().is_some_and(|v| !v.is_empty()) {
+            return Reply::CompareFailed;
+        }
+        self.initialize = Some(system_id.to_string());
+        self.initialize_revision = self.bump();
         Reply::Ok
     }
 

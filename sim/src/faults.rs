@@ -35,6 +35,18 @@ pub enum FaultKind {
     ClockRate { node: usize, rate_ppm: i64 },
     /// etcd answers up to `delay_ms` late (madsim simulator only).
     EtcdSlow { delay_ms: u64 },
+    /// A clean shutdown of the agent (SIGTERM: `Request::Shutdown`); it is
+    /// started again at the end (madsim simulator, named scenarios only).
+    AgentShutdown { node: usize },
+    /// The node's disk is full: Postgres cannot write WAL (a primary
+    /// PANICs on its next commit) and cannot start until space is freed
+    /// at the end (madsim simulator, named scenarios only).
+    DiskFull { node: usize },
+    /// Traffic from `node` to `to` is lost, the other way gets through:
+    /// WAL streamed that way, or a standby's replies (its flush position,
+    /// its synchronous acknowledgements). madsim simulator, named
+    /// scenarios only.
+    OneWayCut { node: usize, to: usize },
 }
 
 impl FaultKind {
@@ -50,6 +62,9 @@ impl FaultKind {
             FaultKind::ClockJump { .. } => "clock-jump",
             FaultKind::ClockRate { .. } => "clock-rate",
             FaultKind::EtcdSlow { .. } => "etcd-slow",
+            FaultKind::AgentShutdown { .. } => "agent-shutdown",
+            FaultKind::DiskFull { .. } => "disk-full",
+            FaultKind::OneWayCut { .. } => "one-way-cut",
         }
     }
 }
@@ -64,7 +79,10 @@ impl FaultKind {
             | FaultKind::NodeCrash { node }
             | FaultKind::ProcessPause { node }
             | FaultKind::ClockJump { node, .. }
-            | FaultKind::ClockRate { node, .. } => Some(node),
+            | FaultKind::ClockRate { node, .. }
+            | FaultKind::AgentShutdown { node }
+            | FaultKind::DiskFull { node }
+            | FaultKind::OneWayCut { node, .. } => Some(node),
             FaultKind::EtcdOutage | FaultKind::Switchover { .. } | FaultKind::EtcdSlow { .. } => None,
         }
     }

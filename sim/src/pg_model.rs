@@ -86,6 +86,9 @@ pub struct PgModel {
     pub upstream: Option<String>,
     pub streaming: bool,
     pub sync_names: SyncNames,
+    /// No space left on the data directory's disk: no WAL can be written,
+    /// so the server neither commits nor starts.
+    pub disk_full: bool,
 }
 
 impl PgModel {
@@ -98,6 +101,7 @@ impl PgModel {
             upstream: None,
             streaming: false,
             sync_names: SyncNames::default(),
+            disk_full: false,
         }
     }
 
@@ -117,7 +121,7 @@ impl PgModel {
     }
 
     pub fn start(&mut self, primary: bool, upstream: Option<String>) -> bool {
-        if !self.has_data() {
+        if !self.has_data() || self.disk_full {
             return false;
         }
         self.process = if primary { PgProcess::RunningPrimary } else { PgProcess::RunningReplica };

@@ -21,6 +21,21 @@ pub const SCENARIOS: &[(&str, &str, Option<usize>)] = &[
     ("two-node", "a two-node cluster whose primary dies", Some(2)),
     ("etcd-quorum-and-node", "etcd loses quorum (two of its three hosts) while a database node dies", None),
     ("switchover", "an operator switchover, then a failover back", None),
+    (
+        "agent-shutdown",
+        "a clean shutdown of the primary's agent (SIGTERM): it stops Postgres and hands over; back 60 s later",
+        None,
+    ),
+    (
+        "disk-full",
+        "the primary's disk fills for 60 s: Postgres PANICs and cannot start; no write is acknowledged meanwhile",
+        None,
+    ),
+    (
+        "one-way-cut",
+        "for 60 s the primary's WAL no longer reaches pg2, and pg3's replies no longer reach the primary",
+        Some(3),
+    ),
 ];
 
 /// The schedule of scenario `name`, its faults starting at `at_ms`; `None`
@@ -51,6 +66,12 @@ pub fn schedule(name: &str, at_ms: u64) -> Option<Vec<Fault>> {
         "switchover" => vec![
             fault(0, 10, FaultKind::Switchover { candidate: None }),
             fault(60_000, 60, FaultKind::NodeCrash { node: PRIMARY }),
+        ],
+        "agent-shutdown" => vec![fault(0, 60, FaultKind::AgentShutdown { node: PRIMARY })],
+        "disk-full" => vec![fault(0, 60, FaultKind::DiskFull { node: PRIMARY })],
+        "one-way-cut" => vec![
+            fault(0, 60, FaultKind::OneWayCut { node: PRIMARY, to: 1 }),
+            fault(0, 60, FaultKind::OneWayCut { node: 2, to: PRIMARY }),
         ],
         _ => return None,
     };

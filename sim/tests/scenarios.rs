@@ -35,3 +35,38 @@ fn every_scenario_runs_clean_on_a_few_seeds() {
         }
     }
 }
+
+#[test]
+fn a_primary_whose_agent_shuts_down_cleanly_hands_over_and_rejoins() {
+    for seed in 1..=5 {
+        let out = drill("agent-shutdown", seed, 3);
+        assert!(out.violations.is_empty(), "seed {seed}: {:?}", out.violations);
+        assert_eq!(out.faults.get("agent-shutdown"), Some(&1));
+        // It released the key: a replica took over while its agent was
+        // down, and nobody failed back once it returned as a replica.
+        assert_eq!(out.failovers, 1, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_full_disk_on_the_primary_loses_no_write_and_the_cluster_recovers() {
+    for seed in 1..=5 {
+        let out = drill("disk-full", seed, 3);
+        // The checkers: no split brain, no acknowledged write lost (strict),
+        // a writable primary again once the disk has space.
+        assert!(out.violations.is_empty(), "seed {seed}: {:?}", out.violations);
+        assert_eq!(out.faults.get("disk-full"), Some(&1));
+        assert!(out.writes_failed > 0, "seed {seed}: the full disk refused no write");
+    }
+}
+
+#[test]
+fn one_way_cuts_between_nodes_are_no_reason_to_fail_over() {
+    for seed in 1..=5 {
+        let out = drill("one-way-cut", seed, 3);
+        assert!(out.violations.is_empty(), "seed {seed}: {:?}", out.violations);
+        assert_eq!(out.faults.get("one-way-cut"), Some(&2));
+        // The primary still holds its lease with etcd: nobody takes over.
+        assert_eq!(out.failovers, 0, "seed {seed}");
+    }
+}

@@ -94,6 +94,31 @@ async fn restarted_agent_adopts_the_key_that_still_names_it() {
     assert_eq!(other.renew(5).await.unwrap(), None, "pg2 cannot adopt pg1's key");
 }
 
+/// keel-sim seed 1836 on real etcd: two members clear the same stale
+/// `initialize` key; the first clears it and takes it again; the second's
+/// clear names the revision it saw, so it leaves the fresh key alone.
+#[tokio::test]
+async fn clearing_initialize_deletes_only_the_revision_seen() {
+    let etcd = EtcdServer::start();
+    let a = node(&etcd, "pg1").await;
+    let b = node(&etcd, "pg2").await;
+    assert!(a.take_initialize().await.unwrap());
+    let stale = b.read().await.unwrap().view;
+    assert_eq!(stale.initialize.as_deref(), Some(""));
+    assert!(stale.initialize_revision > 0);
+    assert!(a.cancel_initialize(stale.initialize_revision).await.unwrap());
+    assert!(a.read().await.unwrap().view.initialize.is_none());
+    assert!(a.take_initialize().await.unwrap());
+    assert!(!b.cancel_initialize(stale.initialize_revision).await.unwrap(), "a stale revision");
+    let fresh = b.read().await.unwrap().view;
+    assert_eq!(fresh.initialize.as_deref(), Some(""), "the winner's key stays");
+    assert!(fresh.initialize_revision > stale.initialize_revision);
+    // Nor does a clear delete a key that records a system identifier.
+    assert!(a.write_initialize(7_000_000_001).await.unwrap());
+    let done = b.read().await.unwrap().view;
+    assert!(!b.cancel_initialize(done.initialize_revision).await.unwrap());
+}
+
 #[tokio::test]
 async fn members_sync_history_and_initialize_read_back_as_written() {
     let etcd = EtcdServer::start();

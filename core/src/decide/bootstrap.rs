@@ -38,7 +38,8 @@ fn empty(cx: &mut Ctx, view: &ClusterView) -> Verdict {
     if cx.next.role == Role::Bootstrapping {
         if cx.outcome(|a| *a == Action::Bootstrap) == Some(ActionResult::Failed) {
             cx.next.role = Role::Uninitialized;
-            return (vec![Action::CancelInitialize], Reason::BootstrapFailed);
+            let revision = view.initialize_revision;
+            return (vec![Action::CancelInitialize { revision }], Reason::BootstrapFailed);
         }
         return (vec![Action::Bootstrap], Reason::WonBootstrapRace);
     }
@@ -61,18 +62,28 @@ fn empty(cx: &mut Ctx, view: &ClusterView) -> Verdict {
 /// never learnt that it won (its answer was lost: unknown is not lost, and
 /// not won either). After a TTL with no member initializing, clear it so
 /// that the race runs again; otherwise the cluster would wait forever.
+///
+/// The TTL counts for one key: taken again since (a new revision), it is
+/// someone's fresh bid, whose member key may not show it initializing yet;
+/// the count starts over. The clear deletes only the revision seen, so two
+/// members clearing the same stale key never delete the winner's new one
+/// (keel-sim, seed 1836: both ran initdb, the loser never joined).
 fn orphaned_initialize(cx: &mut Ctx, view: &ClusterView) -> Verdict {
     let bootstrapping = view.members.values().any(|m| m.state == MemberState::InitializingNewCluster);
     if bootstrapping {
         return (Vec::new(), Reason::LostBootstrapRace);
     }
     let now = cx.now();
-    let since = cx.prev.orphan_initialize_since_ms.unwrap_or(now);
+    let revision = view.initialize_revision;
+    let since = cx.prev.orphan_initialize_since_ms.filter(|_| cx.prev.orphan_initialize_revision == revision);
+    let since = since.unwrap_or(now);
     cx.next.orphan_initialize_since_ms = Some(since);
+    cx.next.orphan_initialize_revision = revision;
     if now - since >= cx.cfg.ttl_ms {
         cx.next.orphan_initialize_since_ms = None;
+        cx.next.orphan_initialize_revision = 0;
         let idle_ms = now - since;
-        return (vec![Action::CancelInitialize], Reason::OrphanedInitialize { idle_ms });
+        return (vec![Action::CancelInitialize { revision }], Reason::OrphanedInitialize { idle_ms });
     }
     (Vec::new(), Reason::LostBootstrapRace)
 }

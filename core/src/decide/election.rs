@@ -119,8 +119,14 @@ fn sync_fitness(cx: &Ctx, view: &ClusterView) -> Result<(), Unfit> {
     if cx.cfg.synchronous_mode == SyncMode::Off {
         return Ok(());
     }
-    let Some(key) = view.sync.as_ref() else {
-        return Err(Unfit::NotSyncStandby);
+    // No key naming a leader: no leader ever claimed it, and a leader
+    // claims it before it sets `synchronous_standby_names`, so no commit
+    // waited for a standby: the usual rules pick, as Patroni's
+    // `is_healthiest_node` does. (Refusing left a cluster whose bootstrap
+    // leader lost its lease before claiming the key leaderless forever;
+    // keel-sim, seed 2814.)
+    let Some(key) = view.sync.as_ref().filter(|k| k.leader.is_some()) else {
+        return Ok(());
     };
     // The leader the key names has every commit it acknowledged itself
     // (Patroni's `SyncState.matches(name, check_leader=True)`).
@@ -153,6 +159,7 @@ pub(super) fn failsafe_allows(cx: &Ctx, view: &ClusterView, name: &str) -> bool 
 }
 
 fn in_sync_set(cx: &Ctx, view: &ClusterView, name: &str) -> bool {
+    let key = view.sync.as_ref().filter(|k| k.leader.is_some());
     cx.cfg.synchronous_mode == SyncMode::Off
-        || view.sync.as_ref().is_some_and(|k| k.members.contains(name) || k.leader.as_deref() == Some(name))
+        || key.is_none_or(|k| k.members.contains(name) || k.leader.as_deref() == Some(name))
 }

@@ -99,6 +99,7 @@ impl<'a> Ctx<'a> {
         cx.next.config = cx.cfg.clone();
         // Kept only by the rule that keeps counting it.
         cx.next.orphan_initialize_since_ms = None;
+        cx.next.orphan_initialize_revision = 0;
         if let Some(v) = view {
             cx.observe_view(v);
         }

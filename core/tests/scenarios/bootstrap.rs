@@ -86,7 +86,7 @@ fn failed_initdb_releases_initialize_key() {
         &Obs::new(1, v.clone(), PgFacts::empty()).outcome(Action::TakeInitializeKey, ActionResult::Done, 0).0,
     );
     let d = n.step(&Obs::new(2, v, PgFacts::empty()).outcome(Action::Bootstrap, ActionResult::Failed, 1).0);
-    assert_eq!(acts(&d), vec![Action::CancelInitialize]);
+    assert_eq!(acts(&d), vec![Action::CancelInitialize { revision: 0 }]);
     assert_eq!(n.state().role, Role::Uninitialized);
 }
 

@@ -277,12 +277,18 @@ fn sync_mode_async_member_ahead_is_not_a_rival() {
     assert_eq!(acts(&d), vec![Action::AcquireLease]);
 }
 
+/// No leader ever claimed the sync key, so no commit waited for a
+/// standby: the usual rules pick (Patroni's `is_healthiest_node`), the
+/// furthest member first.
 #[test]
-fn sync_mode_without_sync_key_nobody_races() {
+fn sync_mode_without_sync_key_races_by_the_usual_rules() {
     let v = sync_mode(leaderless(), SyncMode::On);
+    let d = race("pg2", v.clone(), replica_pg(1000));
+    assert_eq!(acts(&d), vec![Action::AcquireLease]);
+    let v = at(v, "pg3", 1100);
     let d = race("pg2", v, replica_pg(1000));
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(d.reason, unfit(Unfit::NotSyncStandby));
+    assert_eq!(d.reason, behind("pg3"));
 }
 
 #[test]

@@ -41,7 +41,12 @@ fn lease_counts_no_longer_than_the_ttl_etcd_granted() {
 /// that nobody ran.
 #[test]
 fn initialize_key_taken_by_nobody_bootstrapping_is_cleared_after_a_ttl() {
-    let mut v = ClusterView { revision: 100, initialize: Some(String::new()), ..ClusterView::default() };
+    let mut v = ClusterView {
+        revision: 100,
+        initialize: Some(String::new()),
+        initialize_revision: 90,
+        ..ClusterView::default()
+    };
     v.members
         .insert("pg1".into(), Member { state: MemberState::Stopped, ..member(MemberRole::Uninitialized, 0) });
     let mut n = fresh("pg2");
@@ -50,8 +55,52 @@ fn initialize_key_taken_by_nobody_bootstrapping_is_cleared_after_a_ttl() {
     let d = n.step(&Obs::new(1_000 + TTL_MS - 1, v.clone(), PgFacts::empty()).0);
     assert_eq!(acts(&d), vec![]);
     let d = n.step(&Obs::new(1_000 + TTL_MS, v, PgFacts::empty()).0);
-    assert_eq!(acts(&d), vec![Action::CancelInitialize]);
+    assert_eq!(acts(&d), vec![Action::CancelInitialize { revision: 90 }]);
     assert!(matches!(d.reason, Reason::OrphanedInitialize { .. }));
+}
+
+/// Seed 1836 (the madsim simulator): pg1 and pg3 both found the same stale
+/// `initialize` key orphaned. pg1 cleared it and took it again at once;
+/// pg3, still counting from the stale key, cleared pg1's fresh key (the
+/// clear compared only the empty value) and took it too: both ran initdb,
+/// and the loser kept a foreign system identifier forever. A key taken
+/// again is a fresh bid: its orphan count starts over, and a clear names
+/// the revision it saw.
+#[test]
+fn initialize_key_taken_again_by_a_racer_is_not_cleared_as_the_stale_one() {
+    let stale = ClusterView {
+        revision: 100,
+        initialize: Some(String::new()),
+        initialize_revision: 90,
+        ..ClusterView::default()
+    };
+    let mut n = fresh("pg3");
+    n.step(&Obs::new(1_000, stale.clone(), PgFacts::empty()).0);
+    // Another racer cleared the stale key and took it again, its member key
+    // not yet saying it initializes.
+    let fresh_bid = ClusterView { revision: 120, initialize_revision: 118, ..stale.clone() };
+    let d = n.step(&Obs::new(1_000 + TTL_MS, fresh_bid.clone(), PgFacts::empty()).0);
+    assert_eq!(acts(&d), vec![]);
+    assert_eq!(d.reason, Reason::LostBootstrapRace);
+    // Orphaned for a whole TTL of its own, it is cleared: at its revision.
+    let d = n.step(&Obs::new(1_000 + 2 * TTL_MS, fresh_bid, PgFacts::empty()).0);
+    assert_eq!(acts(&d), vec![Action::CancelInitialize { revision: 118 }]);
+}
+
+/// The same race seen by the slower racer with the stale key still in its
+/// view: its clear names the stale revision, which no longer matches.
+#[test]
+fn clearing_an_orphaned_initialize_key_names_the_revision_seen() {
+    let stale = ClusterView {
+        revision: 100,
+        initialize: Some(String::new()),
+        initialize_revision: 90,
+        ..ClusterView::default()
+    };
+    let mut n = fresh("pg3");
+    n.step(&Obs::new(1_000, stale.clone(), PgFacts::empty()).0);
+    let d = n.step(&Obs::new(1_000 + TTL_MS, stale, PgFacts::empty()).0);
+    assert_eq!(acts(&d), vec![Action::CancelInitialize { revision: 90 }]);
 }
 
 #[test]
@@ -135,4 +184,17 @@ fn replica_already_on_the_new_leaders_timeline_is_not_diverged() {
     let d = replica("pg3").step(&Obs::new(1_000, v, p).0);
     assert_eq!(acts(&d), vec![]);
     assert!(matches!(d.reason, Reason::Following { .. }));
+}
+
+/// Seed 2814 (the madsim simulator, synchronous mode): the bootstrap
+/// leader lost its lease before it claimed the sync key; with no key,
+/// nobody would race, itself included, and the cluster stayed leaderless.
+/// No key naming a leader means no commit ever waited for a standby: the
+/// usual rules pick, as in Patroni.
+#[test]
+fn sync_mode_cluster_whose_leader_never_claimed_the_sync_key_elects_by_the_usual_rules() {
+    let v = with_config(no_leader(cluster()), |c| c.synchronous_mode = SyncMode::On);
+    assert!(v.sync.is_none());
+    let d = replica("pg2").step(&Obs::new(1000, v, replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![Action::AcquireLease]);
 }

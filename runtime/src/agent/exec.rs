@@ -8,7 +8,7 @@ use keel_core::{Action, ActionResult};
 #[cfg(feature = "io")]
 use tracing::warn;
 
-use super::{bounded, Agent, Postgres};
+use super::{bounded, Agent, Engine, Postgres};
 use crate::dcs::patroni::Acquired;
 use crate::dcs::{Kv, KvError};
 #[cfg(feature = "io")]
@@ -18,7 +18,7 @@ use crate::pg::PgCtlError;
 pub fn name(action: &Action) -> &'static str {
     match action {
         Action::TakeInitializeKey => "take-initialize-key",
-        Action::CancelInitialize => "cancel-initialize",
+        Action::CancelInitialize { .. } => "cancel-initialize",
         Action::Bootstrap => "bootstrap",
         Action::WriteInitializeKey { .. } => "write-initialize-key",
         Action::WriteClusterConfig => "write-cluster-config",
@@ -64,7 +64,7 @@ pub(super) fn pg(result: Result<(), PgCtlError>, what: &str) -> ActionResult {
     }
 }
 
-impl<K: Kv, P: Postgres> Agent<K, P> {
+impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
     pub(super) async fn apply(&mut self, action: &Action) -> (ActionResult, Option<u64>) {
         let ttl_ms = self.config().ttl_ms;
         let d = self.deadline();
@@ -86,7 +86,9 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
             }
             Action::ReleaseLease { optime_lsn } => kv(bounded(d, self.dcs.release(*optime_lsn)).await),
             Action::TakeInitializeKey => kv(bounded(d, self.dcs.take_initialize()).await),
-            Action::CancelInitialize => kv(bounded(d, self.dcs.cancel_initialize()).await),
+            Action::CancelInitialize { revision } => {
+                kv(bounded(d, self.dcs.cancel_initialize(*revision)).await)
+            }
             Action::WriteInitializeKey { system_id } => {
                 kv(bounded(d, self.dcs.write_initialize(*system_id)).await)
             }

@@ -16,12 +16,12 @@ use tokio::task::JoinSet;
 use tracing::warn;
 
 use super::setup::Setup;
-use super::{Agent, Postgres};
+use super::{Agent, Engine, Postgres};
 use crate::api::client::{self, Rest};
 use crate::api::tls;
 use crate::dcs::Kv;
 
-impl<K: Kv, P: Postgres> Agent<K, P> {
+impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
     pub(super) async fn check_failsafe(&self, members: &BTreeSet<String>) -> ActionResult {
         // The replicas answer after their next step, which may wait up to
         // retry_timeout on etcd; the lease is the real bound (the caller

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keel_core::{
     Action, ActionResult, ClusterView, DcsView, Decision, DynamicConfig, MemberStatus, Node, Observation,
-    Outcome, PgFacts, Request, Role,
+    Outcome, PgFacts, Request, Role, State,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -193,9 +193,37 @@ pub trait Postgres {
     }
 }
 
-pub struct Agent<K: Kv, P: Postgres> {
+/// What decides: keel-core's [`Node`] in production and in the
+/// simulator. A seam for the simulator's tests, which wrap the node in
+/// deliberately broken engines to prove that its checkers catch them.
+pub trait Engine {
+    fn step(&mut self, obs: &Observation) -> Decision;
+    fn state(&self) -> &State;
+}
+
+impl Engine for Node {
+    fn step(&mut self, obs: &Observation) -> Decision {
+        Node::step(self, obs)
+    }
+
+    fn state(&self) -> &State {
+        Node::state(self)
+    }
+}
+
+impl<E: Engine + ?Sized> Engine for Box<E> {
+    fn step(&mut self, obs: &Observation) -> Decision {
+        (**self).step(obs)
+    }
+
+    fn state(&self) -> &State {
+        (**self).state()
+    }
+}
+
+pub struct Agent<K: Kv, P: Postgres, E: Engine = Node> {
     cfg: Config,
-    node: Node,
+    node: E,
     dcs: Dcs<K>,
     pg: P,
     clock: Clock,
@@ -219,9 +247,22 @@ pub struct Agent<K: Kv, P: Postgres> {
 
 impl<K: Kv, P: Postgres> Agent<K, P> {
     pub fn new(cfg: Config, dcs: Dcs<K>, pg: P, requests: mpsc::Receiver<Command>) -> Agent<K, P> {
-        let bootstrap = cfg.bootstrap.dcs.to_core();
+        let node = Node::with_config(cfg.name.clone(), cfg.bootstrap.dcs.to_core());
+        Agent::with_engine(cfg, dcs, pg, requests, node)
+    }
+}
+
+impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
+    /// An agent deciding with `engine` instead of a fresh [`Node`].
+    pub fn with_engine(
+        cfg: Config,
+        dcs: Dcs<K>,
+        pg: P,
+        requests: mpsc::Receiver<Command>,
+        engine: E,
+    ) -> Agent<K, P, E> {
         Agent {
-            node: Node::with_config(cfg.name.clone(), bootstrap),
+            node: engine,
             cfg,
             dcs,
             pg,
@@ -240,19 +281,19 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
     }
 
     /// Wakes the loop at once when `wake` fires (the etcd watch).
-    pub fn wake_on(mut self, wake: mpsc::Receiver<()>) -> Agent<K, P> {
+    pub fn wake_on(mut self, wake: mpsc::Receiver<()>) -> Agent<K, P, E> {
         self.wake = Some(wake);
         self
     }
 
     /// Reads time from `clock` (the simulator's skewed clocks).
-    pub fn with_clock(mut self, clock: Clock) -> Agent<K, P> {
+    pub fn with_clock(mut self, clock: Clock) -> Agent<K, P, E> {
         self.clock = clock;
         self
     }
 
     /// Publishes the node's status to `status` after every step.
-    pub fn publish_to(mut self, status: SharedStatus) -> Agent<K, P> {
+    pub fn publish_to(mut self, status: SharedStatus) -> Agent<K, P, E> {
         self.status = Some(status);
         self
     }

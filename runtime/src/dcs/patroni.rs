@@ -107,6 +107,7 @@ impl<K: Kv> Dcs<K> {
             "initialize" => {
                 let text = std::str::from_utf8(value).map_err(|_| "not UTF-8")?;
                 view.initialize = Some(text.trim().to_owned());
+                view.initialize_revision = revision;
             }
             "config" => {
                 let settings = crate::config::dynamic_from_json(value).map_err(|e| e.to_string())?;
@@ -143,11 +144,16 @@ impl<K: Kv> Dcs<K> {
         self.kv.txn(vec![Compare::CreateRevision { key, revision: 0 }], vec![put], vec![]).await
     }
 
-    /// Deletes `initialize` if it still says a bootstrap is running.
-    pub async fn cancel_initialize(&self) -> Result<bool, KvError> {
+    /// Deletes `initialize` if it still says a bootstrap is running and is
+    /// the key seen at `revision` (its `mod_revision`), not one taken since.
+    pub async fn cancel_initialize(&self, revision: u64) -> Result<bool, KvError> {
         let key = self.keys.initialize();
-        let compare = Compare::ValueEquals { key: key.clone(), value: Vec::new() };
-        self.kv.txn(vec![compare], vec![Op::Delete { key }], vec![]).await
+        let revision = i64::try_from(revision).unwrap_or(i64::MAX);
+        let compares = vec![
+            Compare::ValueEquals { key: key.clone(), value: Vec::new() },
+            Compare::ModRevision { key: key.clone(), revision },
+        ];
+        self.kv.txn(compares, vec![Op::Delete { key }], vec![]).await
     }
 
     /// Records the system identifier, over an empty or absent key only.

@@ -20,8 +20,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_core::DynamicConfig;
-use keel_runtime::agent::{Agent, Clock};
+use keel_core::{DynamicConfig, Request};
+use keel_runtime::agent::command::Command;
+use keel_runtime::agent::{Agent, Clock, Engine};
 use keel_runtime::api::NodeStatus;
 use keel_runtime::config::Config;
 use keel_runtime::dcs::{Dcs, Keys, Op};
@@ -50,7 +51,7 @@ pub struct AgentSimConfig {
 }
 
 /// What a run does beyond its seed's configuration (`run_with`).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Record the event trace (`crate::trace`) into `Outcome::trace`.
     pub record: bool,
@@ -61,6 +62,9 @@ pub struct RunOptions {
     /// A test-only checker: more promotions than this in the run is a
     /// violation (a run made to fail on purpose, to test the shrinker).
     pub max_failovers: Option<u64>,
+    /// Every node decides by this engine's steps (`None`: keel-core's);
+    /// the simulator's tests run deliberately broken ones.
+    pub engine: Option<EngineFactory>,
 }
 
 /// The timing and replication settings of one seed's cluster.
@@ -139,6 +143,10 @@ fn node_ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1 + i as u8))
 }
 
+/// Makes a node's engine from its name and bootstrap settings, in place of
+/// keel-core's `Node` (the simulator's tests run deliberately broken ones).
+pub type EngineFactory = Arc<dyn Fn(&str, DynamicConfig) -> Box<dyn Engine + Send> + Send + Sync>;
+
 /// Runs one seed to the end and reports what the checkers found.
 ///
 /// Each seed runs on a thread of its own, as madsim's test harness does:
@@ -149,7 +157,12 @@ pub fn run(sim: &AgentSimConfig) -> Outcome {
     run_with(sim, &RunOptions::default())
 }
 
-/// [`run`] with options: a trace, an explicit fault list.
+/// [`run`] with every node deciding by `engine`'s (`None`: keel-core's).
+pub fn run_engine(sim: &AgentSimConfig, engine: Option<EngineFactory>) -> Outcome {
+    run_with(sim, &RunOptions { engine, ..RunOptions::default() })
+}
+
+/// [`run`] with options: a trace, an explicit fault list, an engine.
 pub fn run_with(sim: &AgentSimConfig, opts: &RunOptions) -> Outcome {
     let sim = sim.clone();
     let opts = opts.clone();
@@ -217,11 +230,12 @@ pub async fn drive_with(sim: AgentSimConfig, opts: RunOptions) -> Outcome {
         let clock = Clock::skewed(s.clocks[i].0, s.clocks[i].1);
         clocks.push(clock.clone());
         let world = world.clone();
+        let engine = opts.engine.clone();
         let node = handle
             .create_node()
             .name(cfg.name.clone())
             .ip(node_ip(i))
-            .init(move || node_main(i, world.clone(), clock.clone(), cfg.clone()))
+            .init(move || node_main(i, world.clone(), clock.clone(), cfg.clone(), engine.clone()))
             .build();
         nodes.push(node);
     }
@@ -281,6 +295,11 @@ pub async fn drive_with(sim: AgentSimConfig, opts: RunOptions) -> Outcome {
                 if let Some(node) = faults[i].kind.node_mut().filter(|n| **n == crate::scenarios::PRIMARY) {
                     *node = leader;
                 }
+                if let FaultKind::OneWayCut { to, .. } = &mut faults[i].kind {
+                    if *to == crate::scenarios::PRIMARY {
+                        *to = leader;
+                    }
+                }
                 fx.start(&faults[i]);
             }
             Step::End(i) => fx.end(&faults[i]),
@@ -319,7 +338,7 @@ enum Step {
 
 /// One database node: the agent with its etcd client, watch and Postgres.
 /// Runs again from the start when the node restarts after a crash.
-async fn node_main(i: usize, world: Shared, clock: Clock, cfg: Config) {
+async fn node_main(i: usize, world: Shared, clock: Clock, cfg: Config, engine: Option<EngineFactory>) {
     // Agents start at different moments (and again after a crash).
     tokio::time::sleep(Duration::from_millis(madsim::rand::random::<u64>() % 3_000)).await;
     let status = NodeStatus::new(&cfg.name, &cfg.scope, BTreeMap::new()).shared();
@@ -338,9 +357,25 @@ async fn node_main(i: usize, world: Shared, clock: Clock, cfg: Config) {
     let conn_url = format!("postgres://{}:5432/postgres", node_ip(i));
     let api_url = format!("http://{}:8008/patroni", node_ip(i));
     let dcs = Dcs::new(kv, keys, &cfg.name, &conn_url, &api_url);
-    let (_requests, rx) = mpsc::channel(8);
+    let (requests, rx) = mpsc::channel(8);
+    lock(&world).commands[i] = Some(requests);
     let pg = postgres::SimPostgres::new(i, world.clone());
-    Agent::new(cfg, dcs, pg, rx).with_clock(clock).wake_on(wake_rx).publish_to(status).run().await;
+    match engine {
+        None => {
+            Agent::new(cfg, dcs, pg, rx).with_clock(clock).wake_on(wake_rx).publish_to(status).run().await
+        }
+        Some(make) => {
+            let engine = make(&cfg.name, cfg.bootstrap.dcs.to_core());
+            let agent = Agent::with_engine(cfg, dcs, pg, rx, engine);
+            agent.with_clock(clock).wake_on(wake_rx).publish_to(status).run().await;
+        }
+    }
+    // Shut down cleanly (a crash never gets here).
+    let mut w = lock(&world);
+    w.agent_up[i] = false;
+    w.status[i] = None;
+    w.commands[i] = None;
+    w.event(&format!("pg{} agent exits", i + 1));
 }
 
 /// Carries out the fault schedule on the simulation.
@@ -410,6 +445,16 @@ impl Faults {
             FaultKind::ClockJump { node, ms, wall_ms } => self.clocks[*node].jump(*ms, *wall_ms),
             FaultKind::ClockRate { node, rate_ppm } => self.clocks[*node].set_rate_ppm(*rate_ppm),
             FaultKind::EtcdSlow { delay_ms } => w.etcd_delay_ms = *delay_ms,
+            FaultKind::DiskFull { node } => w.pg[*node].disk_full = true,
+            FaultKind::OneWayCut { node, to } => {
+                w.cut.insert((*node, *to));
+            }
+            FaultKind::AgentShutdown { node } => {
+                // SIGTERM: what the binary's signal handler sends.
+                if let Some(tx) = &w.commands[*node] {
+                    let _ = tx.try_send(Command::tell(Request::Shutdown));
+                }
+            }
         }
     }
 
@@ -432,10 +477,16 @@ impl Faults {
                 let now = w.now_ms();
                 w.kv.refresh_leases(now);
             }
-            FaultKind::NodeCrash { node } => self.handle.restart(self.nodes[*node].id()),
+            FaultKind::NodeCrash { node } | FaultKind::AgentShutdown { node } => {
+                self.handle.restart(self.nodes[*node].id())
+            }
             FaultKind::ProcessPause { node } => self.handle.resume(self.nodes[*node].id()),
             FaultKind::ClockRate { node, .. } => self.clocks[*node].set_rate_ppm(self.rates[*node]),
             FaultKind::EtcdSlow { .. } => w.etcd_delay_ms = 0,
+            FaultKind::DiskFull { node } => w.pg[*node].disk_full = false,
+            FaultKind::OneWayCut { node, to } => {
+                w.cut.remove(&(*node, *to));
+            }
             FaultKind::PostgresCrash { .. } | FaultKind::Switchover { .. } | FaultKind::ClockJump { .. } => {}
         }
     }

@@ -131,6 +131,8 @@ impl Postgres for SimPostgres {
                 w.pg[i].streaming = false;
                 ActionResult::Done
             }
+            // Crash recovery ends with a checkpoint: it needs disk.
+            Action::RecoverCrash if w.pg[i].disk_full => ActionResult::Failed,
             Action::RecoverCrash => {
                 w.pg[i].clean = true;
                 ActionResult::Done

@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use keel_core::{DynamicConfig, PgProcess, StandbySyncState};
+use keel_runtime::agent::command::Command;
 use keel_runtime::api::SharedStatus;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::cluster::Outcome;
@@ -30,6 +32,10 @@ pub struct World {
     pub status: Vec<Option<SharedStatus>>,
     /// Nodes cut off from the other nodes (replication, failsafe).
     pub isolated: BTreeSet<usize>,
+    /// Each running agent's command channel (what SIGTERM uses).
+    pub commands: Vec<Option<mpsc::Sender<Command>>>,
+    /// One-way cuts between nodes: traffic from `.0` to `.1` is lost.
+    pub cut: BTreeSet<(usize, usize)>,
     pub kv: KvModel,
     /// etcd answers nobody (outage, lost quorum).
     pub etcd_down: bool,
@@ -68,6 +74,8 @@ impl World {
             pg: vec![PgModel::empty(); n],
             agent_up: vec![false; n],
             status: vec![None; n],
+            commands: vec![None; n],
+            cut: BTreeSet::new(),
             replies: vec![BTreeMap::new(); n],
             names,
             isolated: BTreeSet::new(),
@@ -134,6 +142,11 @@ impl World {
         a == b || (!self.isolated.contains(&a) && !self.isolated.contains(&b))
     }
 
+    /// Traffic from `a` gets to `b` (no isolation, no one-way cut).
+    pub fn reaches(&self, a: usize, b: usize) -> bool {
+        self.connected(a, b) && !self.cut.contains(&(a, b))
+    }
+
     pub fn branch(&mut self) -> u64 {
         self.next_branch += 1;
         self.next_branch
@@ -177,20 +190,24 @@ impl World {
     pub fn replicate(&mut self) {
         let now = self.now_ms();
         for i in 0..self.names.len() {
-            if self.pg[i].process != PgProcess::RunningReplica {
+            // A full disk takes no more WAL either.
+            if self.pg[i].process != PgProcess::RunningReplica || self.pg[i].disk_full {
+                self.pg[i].streaming &= !self.pg[i].disk_full;
                 continue;
             }
             let upstream = self.pg[i].upstream.as_deref().and_then(|u| self.index(u));
             let source = upstream.filter(|u| {
                 self.pg[*u].is_running()
-                    && self.connected(i, *u)
+                    && self.reaches(*u, i)
                     && self.pg[i].wal.is_prefix_of(&self.pg[*u].wal)
             });
             match source {
                 Some(u) => {
                     let wal = self.pg[u].wal.clone();
                     let name = self.names[i].clone();
-                    self.replies[u].insert(name, now);
+                    if self.reaches(i, u) {
+                        self.replies[u].insert(name, now);
+                    }
                     self.pg[i].wal = wal;
                     self.pg[i].streaming = true;
                 }
@@ -209,7 +226,7 @@ impl World {
                     && pg.process == PgProcess::RunningReplica
                     && pg.streaming
                     && pg.upstream.as_deref() == Some(name)
-                    && self.connected(*i, p)
+                    && self.reaches(p, *i)
                     && pg.wal.is_prefix_of(&self.pg[p].wal)
             })
             .collect()
@@ -265,10 +282,20 @@ impl World {
             self.out.writes_failed += 1;
             return;
         };
+        if self.pg[p].disk_full {
+            // The commit's WAL cannot be written: Postgres PANICs.
+            self.pg[p].crash();
+            self.out.writes_failed += 1;
+            let text = format!("{} PANIC: no space left for WAL", self.names[p]);
+            self.event(&text);
+            return;
+        }
         let names = self.pg[p].sync_names.clone();
         let standbys: Vec<usize> =
             self.streaming_from(p).into_iter().filter(|i| names.members.contains(&self.names[*i])).collect();
-        if !names.members.is_empty() && (standbys.len() as u32) < names.num.max(1) {
+        // Those whose acknowledgement gets back.
+        let acking = standbys.iter().filter(|i| self.reaches(**i, p)).count();
+        if !names.members.is_empty() && (acking as u32) < names.num.max(1) {
             // Commit waits for a standby that is not there: not acknowledged.
             self.out.writes_failed += 1;
             return;
@@ -278,8 +305,42 @@ impl World {
         for s in standbys {
             self.pg[s].wal = wal.clone();
         }
+        self.check_sync_key_has(p, branch, lsn);
         self.acked.push((branch, lsn));
         self.out.writes_acked += 1;
+    }
+
+    /// Safety in `synchronous_mode_strict` (rule 3): a write `p`
+    /// acknowledges is on every standby its sync key names, since any of
+    /// them may be promoted next. Caught when acknowledged, before a
+    /// failover turns it into a lost write.
+    fn check_sync_key_has(&mut self, p: usize, branch: u64, lsn: u64) {
+        if !self.cfg.synchronous_mode_strict {
+            return;
+        }
+        let key = self.leader_key.replace("/leader", "/sync");
+        let Some(sync) =
+            self.kv.get(&key).and_then(|kv| keel_runtime::dcs::codec::parse_sync(&kv.value, 0).ok())
+        else {
+            return;
+        };
+        if sync.leader.as_deref() != Some(self.names[p].as_str()) {
+            return;
+        }
+        let missing: Vec<&str> = sync
+            .members
+            .iter()
+            .filter(|m| self.index(m).is_some_and(|i| !self.pg[i].wal.contains(branch, lsn)))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            let what = format!(
+                "{} acknowledged a write that its sync key's {} lacks (synchronous_mode_strict)",
+                self.names[p],
+                missing.join(", ")
+            );
+            self.violation(what);
+        }
     }
 
     /// Liveness: a writable primary that answers `/primary`.
