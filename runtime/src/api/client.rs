@@ -239,50 +239,13 @@ mod tests {
         assert!(matches!(err, HttpError::NotSent(_)), "{err:?}");
     }
 
-    /// A throwaway CA and a certificate for 127.0.0.1 (openssl CLI, as the
-    /// agent's HTTPS tests make them).
-    fn make_certs(dir: &std::path::Path) {
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        };
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        run(&[
-            &["req", "-x509"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=ca"],
-        ]
-        .concat());
-        std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")
-            .unwrap();
-        run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=keel"]]
-            .concat());
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ]);
-    }
-
     #[tokio::test]
     async fn https_members_are_verified_with_the_ca() {
         use crate::config::RestApi;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let dir = std::env::temp_dir().join(format!("keelctl-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        make_certs(&dir);
+        crate::api::tests::make_certs(&dir);
         let restapi = RestApi {
             certfile: Some(dir.join("server.pem")),
             keyfile: Some(dir.join("server.key")),

@@ -725,8 +725,9 @@ async fn post_raw(
         .await
 }
 
-/// A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI).
-fn make_certs(dir: &std::path::Path) {
+/// A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI),
+/// also usable as a client certificate.
+pub(super) fn make_certs(dir: &std::path::Path) {
     let run = |args: &[&str]| {
         let out =
             std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
