@@ -74,16 +74,7 @@ impl Store {
     }
 
     fn holds(&self, c: &Compare) -> bool {
-        match c {
-            Compare::ValueEquals { key, value } => self.keys.get(key).is_some_and(|kv| kv.value == *value),
-            Compare::CreateRevision { key, revision } => {
-                self.keys.get(key).map_or(0, |kv| kv.create_revision) == *revision
-            }
-            Compare::ModRevision { key, revision } => {
-                self.keys.get(key).map_or(0, |kv| kv.mod_revision) == *revision
-            }
-            Compare::Lease { key, lease } => self.keys.get(key).is_some_and(|kv| kv.lease == *lease),
-        }
+        c.holds_for(self.keys.get(c.key()))
     }
 
     fn apply(&mut self, ops: Vec<Op>) -> Result<(), KvError> {

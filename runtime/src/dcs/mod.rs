@@ -48,6 +48,31 @@ pub enum Compare {
     Lease { key: String, lease: i64 },
 }
 
+impl Compare {
+    /// The key the condition is about.
+    pub fn key(&self) -> &str {
+        match self {
+            Compare::ValueEquals { key, .. }
+            | Compare::CreateRevision { key, .. }
+            | Compare::ModRevision { key, .. }
+            | Compare::Lease { key, .. } => key,
+        }
+    }
+
+    /// Whether the condition holds for the key as it is now (`None`:
+    /// absent, whose revisions read 0), as etcd judges it.
+    pub fn holds_for(&self, current: Option<&KeyValue>) -> bool {
+        match self {
+            Compare::ValueEquals { value, .. } => current.is_some_and(|kv| kv.value == *value),
+            Compare::CreateRevision { revision, .. } => {
+                current.map_or(0, |kv| kv.create_revision) == *revision
+            }
+            Compare::ModRevision { revision, .. } => current.map_or(0, |kv| kv.mod_revision) == *revision,
+            Compare::Lease { lease, .. } => current.is_some_and(|kv| kv.lease == *lease),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     Put { key: String, value: Vec<u8>, lease: i64 },
