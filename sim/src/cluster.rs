@@ -52,6 +52,11 @@ pub struct Outcome {
     /// Acknowledged writes missing on the final leader, where the mode
     /// allows it (asynchronous, or synchronous but not strict).
     pub writes_lost_allowed: u64,
+    /// pg_rewind runs that failed (the source recycled the WAL back to the
+    /// fork, or the target has neither wal_log_hints nor checksums), and
+    /// how many of those nodes a base backup then repaired.
+    pub rewinds_failed: u64,
+    pub reinitialized_after_failed_rewind: u64,
     pub violations: Vec<String>,
     /// FNV-1a over every decision and fault: same seed, same hash.
     pub trace_hash: u64,

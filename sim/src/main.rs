@@ -213,6 +213,10 @@ fn main() -> ExitCode {
         "writes: {} acknowledged, {} refused or blocked, {} acknowledged but lost where the mode allows it",
         total.writes_acked, total.writes_failed, total.writes_lost_allowed
     );
+    println!(
+        "pg_rewind: {} failed (WAL recycled past the fork, or not rewindable), {} of those nodes reinitialized",
+        total.rewinds_failed, total.reinitialized_after_failed_rewind
+    );
     for (s, violations) in &bad {
         println!("seed {s} FAILED:");
         for v in violations.iter().take(5) {
@@ -295,6 +299,8 @@ fn add(total: &mut Outcome, o: &Outcome) {
     total.writes_acked += o.writes_acked;
     total.writes_failed += o.writes_failed;
     total.writes_lost_allowed += o.writes_lost_allowed;
+    total.rewinds_failed += o.rewinds_failed;
+    total.reinitialized_after_failed_rewind += o.reinitialized_after_failed_rewind;
     for (k, v) in &o.faults {
         *total.faults.entry(k).or_default() += v;
     }

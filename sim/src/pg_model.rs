@@ -64,6 +64,22 @@ impl Wal {
         true
     }
 
+    /// The last LSN this WAL shares with `other`: where their histories
+    /// fork (the end of the shorter one when one is a prefix of the other).
+    pub fn fork_lsn(&self, other: &Wal) -> u64 {
+        let mut common = 0;
+        for (mine, theirs) in self.segments.iter().zip(&other.segments) {
+            if mine.branch != theirs.branch || mine.start_lsn != theirs.start_lsn {
+                return common;
+            }
+            common = mine.end_lsn.min(theirs.end_lsn);
+            if mine.end_lsn != theirs.end_lsn {
+                return common;
+            }
+        }
+        common
+    }
+
     /// The timeline history file Postgres would hold, annotated as keel does.
     pub fn history(&self) -> Vec<TimelineSwitch> {
         self.segments
@@ -89,6 +105,23 @@ pub struct PgModel {
     /// No space left on the data directory's disk: no WAL can be written,
     /// so the server neither commits nor starts.
     pub disk_full: bool,
+    /// `wal_log_hints` in this node's postgresql.conf.
+    pub wal_log_hints: bool,
+    /// The data directory was initialised with `--data-checksums` (a base
+    /// backup or rewind copies the source's control file, and this with it).
+    pub data_checksums: bool,
+    /// How much WAL (in the model's LSN units) a primary keeps behind its
+    /// current position (`wal_keep_size`); older WAL is recycled.
+    pub wal_keep: u64,
+}
+
+/// Why pg_rewind refused to run or failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RewindError {
+    /// Neither `wal_log_hints` nor data checksums: pg_rewind refuses.
+    NotRewindable,
+    /// The source recycled the WAL back to the fork point.
+    WalGone { fork_lsn: u64, oldest_kept: u64 },
 }
 
 impl PgModel {
@@ -102,6 +135,9 @@ impl PgModel {
             streaming: false,
             sync_names: SyncNames::default(),
             disk_full: false,
+            wal_log_hints: true,
+            data_checksums: false,
+            wal_keep: u64::MAX,
         }
     }
 
@@ -176,10 +212,32 @@ impl PgModel {
     pub fn copy_from(&mut self, source: &PgModel) {
         self.system_id = source.system_id;
         self.wal = source.wal.clone();
+        self.data_checksums = source.data_checksums;
         self.clean = true;
         self.process = PgProcess::Stopped;
         self.upstream = None;
         self.streaming = false;
+    }
+
+    /// The oldest WAL position this server still holds.
+    pub fn oldest_kept(&self) -> u64 {
+        self.wal.lsn().saturating_sub(self.wal_keep)
+    }
+
+    /// pg_rewind from `source`: needs `wal_log_hints` or data checksums on
+    /// this (the target) server, and the source's WAL back to the fork
+    /// point; then the data directory is the source's, stopped and clean.
+    pub fn rewind_from(&mut self, source: &PgModel) -> Result<(), RewindError> {
+        if !self.wal_log_hints && !self.data_checksums {
+            return Err(RewindError::NotRewindable);
+        }
+        let fork_lsn = self.wal.fork_lsn(&source.wal);
+        let oldest_kept = source.oldest_kept();
+        if fork_lsn < oldest_kept {
+            return Err(RewindError::WalGone { fork_lsn, oldest_kept });
+        }
+        self.copy_from(source);
+        Ok(())
     }
 
     pub fn facts(&self, replication: Vec<Standby>) -> PgFacts {
@@ -196,8 +254,8 @@ impl PgModel {
         p.data = DataDir::Initialised(ControlData {
             system_id,
             state,
-            wal_log_hints: true,
-            data_checksums: false,
+            wal_log_hints: self.wal_log_hints,
+            data_checksums: self.data_checksums,
         });
         p.process = self.process;
         p.timeline = self.wal.timeline();
@@ -236,6 +294,33 @@ mod tests {
         primary.write();
         assert!(replica.wal.is_prefix_of(&primary.wal));
         assert_eq!(primary.wal.history().len(), 1);
+    }
+
+    #[test]
+    fn rewind_needs_hints_or_checksums_and_the_wal_back_to_the_fork() {
+        let mut old = PgModel::empty();
+        old.initdb(1, 1);
+        old.start(false, None);
+        for _ in 0..10 {
+            old.write();
+        }
+        let mut new = old.clone();
+        new.promote("b", 2);
+        old.process = PgProcess::RunningPrimary;
+        old.write();
+        for _ in 0..100 {
+            new.write();
+        }
+        assert_eq!(old.wal.fork_lsn(&new.wal), 10);
+        let mut target = old.clone();
+        target.wal_log_hints = false;
+        assert_eq!(target.rewind_from(&new), Err(RewindError::NotRewindable));
+        target.data_checksums = true;
+        new.wal_keep = 50;
+        assert_eq!(target.rewind_from(&new), Err(RewindError::WalGone { fork_lsn: 10, oldest_kept: 60 }));
+        new.wal_keep = 100;
+        assert_eq!(target.rewind_from(&new), Ok(()));
+        assert!(target.wal.is_prefix_of(&new.wal));
     }
 
     #[test]

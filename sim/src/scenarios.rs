@@ -36,7 +36,17 @@ pub const SCENARIOS: &[(&str, &str, Option<usize>)] = &[
         "for 60 s the primary's WAL no longer reaches pg2, and pg3's replies no longer reach the primary",
         Some(3),
     ),
+    (
+        REWIND_WAL_GONE,
+        "the primary is cut off for 60 s in an async cluster keeping little WAL: its pg_rewind fails, a base backup repairs it",
+        None,
+    ),
 ];
+
+/// The drill whose cluster runs asynchronous, with pg_rewind on and
+/// `wal_keep_size` small: the returning primary's rewind finds its fork
+/// point's WAL recycled on the new primary.
+pub const REWIND_WAL_GONE: &str = "rewind-wal-gone";
 
 /// The schedule of scenario `name`, its faults starting at `at_ms`; `None`
 /// for an unknown name.
@@ -49,7 +59,7 @@ pub fn schedule(name: &str, at_ms: u64) -> Option<Vec<Fault>> {
     let faults = match name {
         "postgres-kill" => vec![fault(0, 1, FaultKind::PostgresCrash { node: PRIMARY })],
         "primary-crash" | "two-node" => vec![fault(0, 60, FaultKind::NodeCrash { node: PRIMARY })],
-        "partition-primary" => vec![
+        "partition-primary" | REWIND_WAL_GONE => vec![
             fault(0, 60, FaultKind::EtcdPartition { node: PRIMARY }),
             fault(0, 60, FaultKind::NodeIsolation { node: PRIMARY }),
         ],

@@ -70,3 +70,17 @@ fn one_way_cuts_between_nodes_are_no_reason_to_fail_over() {
         assert_eq!(out.failovers, 0, "seed {seed}");
     }
 }
+
+#[test]
+fn a_rewind_that_finds_its_wal_recycled_falls_back_to_a_base_backup() {
+    for seed in 1..=5 {
+        let out = drill(keel_sim::scenarios::REWIND_WAL_GONE, seed, 3);
+        assert!(out.violations.is_empty(), "seed {seed}: {:?}", out.violations);
+        println!(
+            "seed {seed}: {} rewinds failed, {} of those nodes reinitialized",
+            out.rewinds_failed, out.reinitialized_after_failed_rewind
+        );
+        assert!(out.rewinds_failed >= 1, "seed {seed}: no rewind failed");
+        assert_eq!(out.reinitialized_after_failed_rewind, out.rewinds_failed, "seed {seed}");
+    }
+}

@@ -75,6 +75,33 @@ struct Setup {
     /// Per node: clock rate (ppm) and wall clock offset (ms).
     clocks: Vec<(i64, i64)>,
     schedule: Vec<Fault>,
+    pg: PgSettings,
+}
+
+/// The seed's Postgres settings that pg_rewind depends on.
+#[derive(Debug)]
+struct PgSettings {
+    /// Per node: `wal_log_hints` (on in keel's config, as in Patroni's;
+    /// off now and then, as an operator's override would have it).
+    wal_log_hints: Vec<bool>,
+    /// `initdb --data-checksums`.
+    data_checksums: bool,
+    /// `wal_keep_size` in the model's LSN units (a client write each).
+    wal_keep: u64,
+}
+
+impl PgSettings {
+    /// Drawn from a stream of its own: the seed's other draws stay as they were.
+    fn draw(seed: u64, nodes: usize) -> PgSettings {
+        let mut rng = SimRng::new(seed ^ 0x0905_76e5);
+        PgSettings {
+            wal_log_hints: (0..nodes).map(|_| !rng.chance(5)).collect(),
+            data_checksums: rng.chance(30),
+            // Mostly room for hours of the client's writes; sometimes only
+            // for 5 to 100 s of them, which a long partition outlasts.
+            wal_keep: if rng.chance(60) { 100_000 } else { 100 + rng.below(1_900) },
+        }
+    }
 }
 
 fn setup(sim: &AgentSimConfig, faults: Option<&[Fault]>) -> Setup {
@@ -90,6 +117,9 @@ fn setup(sim: &AgentSimConfig, faults: Option<&[Fault]>) -> Setup {
         _ => (true, true, "sync-strict"),
     };
     let use_pg_rewind = rng.chance(70);
+    let rewind_drill = sim.scenario.as_deref() == Some(crate::scenarios::REWIND_WAL_GONE);
+    let (sync, strict, sync_mode, use_pg_rewind) =
+        if rewind_drill { (false, false, "async", true) } else { (sync, strict, sync_mode, use_pg_rewind) };
     let failsafe = rng.chance(20);
     let yaml: Vec<String> = (0..sim.nodes)
         .map(|i| {
@@ -136,7 +166,12 @@ fn setup(sim: &AgentSimConfig, faults: Option<&[Fault]>) -> Setup {
     } else {
         Vec::new()
     };
-    Setup { yaml, dynamic, sync_mode, clocks, schedule }
+    let mut pg = PgSettings::draw(sim.seed, sim.nodes);
+    if rewind_drill {
+        pg.wal_log_hints = vec![true; sim.nodes];
+        pg.wal_keep = 200;
+    }
+    Setup { yaml, dynamic, sync_mode, clocks, schedule, pg }
 }
 
 fn node_ip(i: usize) -> IpAddr {
@@ -204,10 +239,18 @@ pub async fn drive_with(sim: AgentSimConfig, opts: RunOptions) -> Outcome {
     };
     let world: Shared =
         Arc::new(Mutex::new(World::new(names, leader_key, s.dynamic.clone(), out, sim.verbose)));
-    lock(&world).lossy = sim.faults;
+    {
+        let mut w = lock(&world);
+        w.lossy = sim.faults;
+        for (pg, hints) in w.pg.iter_mut().zip(&s.pg.wal_log_hints) {
+            pg.wal_log_hints = *hints;
+            pg.data_checksums = s.pg.data_checksums;
+            pg.wal_keep = s.pg.wal_keep;
+        }
+    }
     let cluster = format!(
-        "ttl {} ms, loop_wait {} ms, retry_timeout {} ms, {}, clocks {:?}",
-        s.dynamic.ttl_ms, s.dynamic.loop_wait_ms, s.dynamic.retry_timeout_ms, s.sync_mode, s.clocks
+        "ttl {} ms, loop_wait {} ms, retry_timeout {} ms, {}, clocks {:?}, {:?}",
+        s.dynamic.ttl_ms, s.dynamic.loop_wait_ms, s.dynamic.retry_timeout_ms, s.sync_mode, s.clocks, s.pg
     );
     if opts.record {
         lock(&world).start_trace(sim.seed, sim.duration_ms, cluster.clone());

@@ -38,7 +38,20 @@ impl SimPostgres {
             return ActionResult::Failed;
         }
         let copy = w.pg[s].clone();
-        w.pg[i].copy_from(&copy);
+        if rewind {
+            if let Err(why) = w.pg[i].rewind_from(&copy) {
+                w.out.rewinds_failed += 1;
+                w.rewind_failed[i] = true;
+                let text = format!("{} rewind from {source} failed: {why:?}", w.names[i]);
+                w.event(&text);
+                return ActionResult::Failed;
+            }
+        } else {
+            w.pg[i].copy_from(&copy);
+            if std::mem::take(&mut w.rewind_failed[i]) {
+                w.out.reinitialized_after_failed_rewind += 1;
+            }
+        }
         let what = if rewind { "rewind" } else { "base backup" };
         let text = format!("{} {what} from {source}", w.names[i]);
         w.event(&text);

@@ -48,6 +48,8 @@ pub struct World {
     pub cfg: DynamicConfig,
     /// Per primary: when each standby streaming from it last replied.
     pub replies: Vec<BTreeMap<String, u64>>,
+    /// Per node: its last pg_rewind failed and no base backup followed yet.
+    pub rewind_failed: Vec<bool>,
     next_branch: u64,
     /// Acknowledged client writes: (WAL branch, lsn).
     pub acked: Vec<(u64, u64)>,
@@ -77,6 +79,7 @@ impl World {
             commands: vec![None; n],
             cut: BTreeSet::new(),
             replies: vec![BTreeMap::new(); n],
+            rewind_failed: vec![false; n],
             names,
             isolated: BTreeSet::new(),
             kv: KvModel::new(),
