@@ -241,7 +241,10 @@ pub async fn drive_with(sim: AgentSimConfig, opts: RunOptions) -> Outcome {
         Arc::new(Mutex::new(World::new(names, leader_key, s.dynamic.clone(), out, sim.verbose)));
     {
         let mut w = lock(&world);
-        w.lossy = sim.faults;
+        // A named drill runs its own faults only: a lost etcd answer in the
+        // background makes a leader whose ttl has no slack demote, a
+        // failover the drill did not ask for.
+        w.lossy = sim.faults && sim.scenario.is_none();
         for (pg, hints) in w.pg.iter_mut().zip(&s.pg.wal_log_hints) {
             pg.wal_log_hints = *hints;
             pg.data_checksums = s.pg.data_checksums;
@@ -297,6 +300,20 @@ pub async fn drive_with(sim: AgentSimConfig, opts: RunOptions) -> Outcome {
             loop {
                 tokio::time::sleep(CLIENT_EVERY).await;
                 lock(&world).client_tick();
+            }
+        });
+    }
+
+    // HAProxy checks each server every `inter`, each at a phase of its own.
+    let mut phases = SimRng::new(sim.seed ^ 0x4a_9e0c);
+    for i in 0..sim.nodes {
+        let world = world.clone();
+        let phase = Duration::from_millis(phases.below(world::HAPROXY_INTER_MS));
+        tokio::spawn(async move {
+            tokio::time::sleep(phase).await;
+            loop {
+                lock(&world).haproxy_check(i);
+                tokio::time::sleep(Duration::from_millis(world::HAPROXY_INTER_MS)).await;
             }
         });
     }

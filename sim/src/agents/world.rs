@@ -61,7 +61,26 @@ pub struct World {
     last_leader: Option<String>,
     /// The event trace, when recording (`record.rs`).
     pub trace: Option<crate::trace::Recorder>,
+    /// HAProxy's view of each node as a server of its primary backend.
+    pub haproxy: Vec<HaServer>,
+    /// The server the client's connection through HAProxy is open to.
+    pub session: Option<usize>,
 }
+
+/// HAProxy's check state of one server (the guide's `inter 3s fall 3
+/// rise 2`). Servers start DOWN: none is routed to before it passed two
+/// checks.
+#[derive(Clone, Debug, Default)]
+pub struct HaServer {
+    pub up: bool,
+    successes: u32,
+    failures: u32,
+}
+
+/// The guide's HAProxy check timing.
+pub const HAPROXY_INTER_MS: u64 = 3_000;
+const HAPROXY_RISE: u32 = 2;
+const HAPROXY_FALL: u32 = 3;
 
 impl World {
     pub fn new(
@@ -96,6 +115,8 @@ impl World {
             verbose,
             last_leader: None,
             trace: None,
+            haproxy: vec![HaServer::default(); n],
+            session: None,
         }
     }
 
@@ -263,31 +284,81 @@ impl World {
             .collect()
     }
 
-    /// The node HAProxy routes writes to: it answers `/primary` (its
-    /// status says running primary with its lease ahead). The first by
-    /// name when several do: a split brain the checkers already report.
-    pub fn routed_primary(&self) -> Option<usize> {
+    /// Whether `i` answers `/primary` right now: its agent runs and its
+    /// status says running primary with its lease ahead (what HAProxy's
+    /// health check asks, and what liveness needs).
+    fn answers_primary(&self, i: usize) -> bool {
         let now = Instant::now();
-        (0..self.names.len()).find(|i| {
-            self.agent_up[*i]
-                && self.writable(*i)
-                && self.status[*i].as_ref().is_some_and(|s| {
-                    let s = s.read().unwrap_or_else(PoisonError::into_inner);
-                    s.running_primary && s.lease_deadline.is_some_and(|d| d > now)
-                })
-        })
+        self.agent_up[i]
+            && self.status[i].as_ref().is_some_and(|s| {
+                let s = s.read().unwrap_or_else(PoisonError::into_inner);
+                s.running_primary && s.lease_deadline.is_some_and(|d| d > now)
+            })
     }
 
-    /// One client write through the routed primary, acknowledged once its
-    /// synchronous standbys have it.
+    /// A writable primary that answers `/primary`, asked directly (the
+    /// liveness checker's view, not HAProxy's).
+    pub fn answering_primary(&self) -> Option<usize> {
+        (0..self.names.len()).find(|i| self.writable(*i) && self.answers_primary(*i))
+    }
+
+    /// One HAProxy health check of server `i` (`option httpchk OPTIONS
+    /// /primary`, `rise 2 fall 3`): UP after two successes in a row, DOWN
+    /// after three failures, and a server marked down has its sessions cut
+    /// (`on-marked-down shutdown-sessions`).
+    pub fn haproxy_check(&mut self, i: usize) {
+        let ok = self.answers_primary(i);
+        let server = &mut self.haproxy[i];
+        let was_up = server.up;
+        if ok {
+            server.failures = 0;
+            server.successes += 1;
+            server.up |= server.successes >= HAPROXY_RISE;
+        } else {
+            server.successes = 0;
+            server.failures += 1;
+            server.up &= server.failures < HAPROXY_FALL;
+        }
+        if server.up != was_up {
+            let state = if server.up { "UP" } else { "DOWN" };
+            if !server.up && self.session == Some(i) {
+                self.session = None;
+            }
+            let text = format!("haproxy: {} is {state}", self.names[i]);
+            self.event(&text);
+        }
+    }
+
+    /// The server HAProxy sends the client's next write to: the one its
+    /// session is open to while that is UP, else the first UP by name.
+    pub fn routed_primary(&self) -> Option<usize> {
+        self.session
+            .filter(|s| self.haproxy[*s].up)
+            .or_else(|| (0..self.names.len()).find(|i| self.haproxy[*i].up))
+    }
+
+    /// One client write through HAProxy, acknowledged once its
+    /// synchronous standbys have it. Postgres decides whether it takes it:
+    /// a server that is not a running primary refuses (a stopped one
+    /// closes the session too).
     pub fn client_write(&mut self) {
         let Some(p) = self.routed_primary() else {
+            self.session = None;
             self.out.writes_failed += 1;
             return;
         };
+        self.session = Some(p);
+        if !self.pg[p].is_running() {
+            self.session = None;
+        }
+        if !self.writable(p) {
+            self.out.writes_failed += 1;
+            return;
+        }
         if self.pg[p].disk_full {
             // The commit's WAL cannot be written: Postgres PANICs.
             self.pg[p].crash();
+            self.session = None;
             self.out.writes_failed += 1;
             let text = format!("{} PANIC: no space left for WAL", self.names[p]);
             self.event(&text);
@@ -348,7 +419,7 @@ impl World {
 
     /// Liveness: a writable primary that answers `/primary`.
     pub fn check_liveness(&mut self, healed_at_ms: u64, bound_ms: u64) {
-        if let Some(p) = self.routed_primary() {
+        if let Some(p) = self.answering_primary() {
             self.check_streaming(p);
             return;
         }
