@@ -40,12 +40,11 @@ pub enum FaultKind {
     AgentShutdown { node: usize },
     /// The node's disk is full: Postgres cannot write WAL (a primary
     /// PANICs on its next commit) and cannot start until space is freed
-    /// at the end (madsim simulator, named scenarios only).
+    /// at the end (madsim simulator).
     DiskFull { node: usize },
     /// Traffic from `node` to `to` is lost, the other way gets through:
     /// WAL streamed that way, or a standby's replies (its flush position,
-    /// its synchronous acknowledgements). madsim simulator, named
-    /// scenarios only.
+    /// its synchronous acknowledgements). madsim simulator.
     OneWayCut { node: usize, to: usize },
 }
 
@@ -134,7 +133,8 @@ pub fn schedule(rng: &mut SimRng, nodes: usize, warmup_ms: u64, heal_by_ms: u64)
 
 /// The madsim simulator's schedule: the faults of [`schedule`], plus
 /// process pauses (shorter than `pause_max_ms`), clock jumps and rate
-/// changes (within `drift_ppm`), and a slow etcd.
+/// changes (within `drift_ppm`), a slow etcd, full disks and one-way cuts
+/// between nodes.
 pub fn schedule_agents(
     rng: &mut SimRng,
     nodes: usize,
@@ -148,7 +148,7 @@ pub fn schedule_agents(
     while at < heal_by_ms {
         let node = rng.below(nodes as u64) as usize;
         let mut end = at + 1_000 + rng.below(39_000);
-        let kind = match rng.below(16) {
+        let kind = match rng.below(18) {
             0..=2 => FaultKind::EtcdPartition { node },
             3 => FaultKind::NodeIsolation { node },
             4 => FaultKind::EtcdOutage,
@@ -170,7 +170,12 @@ pub fn schedule_agents(
                 node,
                 rate_ppm: rng.below(2 * drift_ppm + 1) as i64 - drift_ppm as i64,
             },
-            _ => FaultKind::EtcdSlow { delay_ms: 50 + rng.below(2_000) },
+            14..=15 => FaultKind::EtcdSlow { delay_ms: 50 + rng.below(2_000) },
+            16 => FaultKind::DiskFull { node },
+            _ if nodes > 1 => {
+                FaultKind::OneWayCut { node, to: (node + 1 + rng.below(nodes as u64 - 1) as usize) % nodes }
+            }
+            _ => FaultKind::NodeIsolation { node },
         };
         faults.push(Fault { start_ms: at, end_ms: end.min(heal_by_ms), kind });
         at += 10_000 + rng.below(50_000);
