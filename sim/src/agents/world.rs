@@ -370,7 +370,10 @@ impl World {
         // Those whose acknowledgement gets back.
         let acking = standbys.iter().filter(|i| self.reaches(**i, p)).count();
         if !names.members.is_empty() && (acking as u32) < names.num.max(1) {
-            // Commit waits for a standby that is not there: not acknowledged.
+            // The commit record is in the primary's WAL already; the
+            // commit waits for a standby that is not there: not
+            // acknowledged.
+            self.pg[p].write();
             self.out.writes_failed += 1;
             return;
         }
