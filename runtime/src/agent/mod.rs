@@ -282,7 +282,11 @@ impl<K: Kv, P: Postgres> Agent<K, P> {
             }
             self.publish_server_info().await;
             self.refresh_member(&obs, &decision).await;
-            if obs.pg.is_running_primary() && self.node.state().role == Role::Leader {
+            // Right after a promotion too: the replicas cannot stream to the
+            // new primary (nor confirm its commits) until their slots exist.
+            let promoted =
+                self.outcomes.iter().any(|o| o.action == Action::Promote && o.result == ActionResult::Done);
+            if (obs.pg.is_running_primary() || promoted) && self.node.state().role == Role::Leader {
                 self.keep_slots().await;
             }
             if self.node.state().role == Role::Stopped && decision.actions.is_empty() {
