@@ -27,6 +27,27 @@ pub(crate) fn placeholder(cfg: &crate::dcs::DynamicConfig) -> SyncNames {
     }
 }
 
+/// `synchronous_standby_names` for a node about to promote in synchronous
+/// mode: every other running member that may be synchronous, of which
+/// `synchronous_node_count` must confirm each commit (`FIRST`, or `ANY` in
+/// quorum mode); strict mode's placeholder when there is none. Commits then
+/// wait for a standby of this cluster from the first one on, and the
+/// leader's sync steps narrow the names to the healthy standbys. The sync
+/// key, claimed naming nobody, promises nothing Postgres does not keep.
+pub(super) fn at_promotion(cx: &Ctx, view: &ClusterView) -> SyncNames {
+    let members: BTreeSet<String> = view
+        .members
+        .iter()
+        .filter(|(name, m)| name.as_str() != cx.me() && m.is_running() && !m.tags.nosync)
+        .map(|(name, _)| name.clone())
+        .collect();
+    if members.is_empty() {
+        return if cx.cfg.synchronous_mode_strict { placeholder(&cx.cfg) } else { SyncNames::default() };
+    }
+    let num = (cx.cfg.synchronous_node_count as usize).clamp(1, members.len()) as u32;
+    SyncNames { members, num, quorum: cx.cfg.synchronous_mode == SyncMode::Quorum }
+}
+
 pub(super) fn decide(cx: &Ctx, view: &ClusterView) -> Option<Verdict> {
     let pg_names = &cx.obs.pg.sync_standby_names;
     if !cx.cfg.sync_enabled() {

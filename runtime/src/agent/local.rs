@@ -203,6 +203,12 @@ impl LocalPostgres {
 
     fn configure(&mut self, upstream_member: Option<&str>, standby: bool) -> Result<(), PgCtlError> {
         self.setup.server.upstream = upstream_member.and_then(|m| self.reach(m, &self.auth.replication));
+        if standby {
+            // A replica waits for nobody: names kept from a term as primary
+            // would hold its first commits once promoted (keel-core sets
+            // this cluster's standbys before it promotes).
+            self.setup.server.sync_standby_names = Default::default();
+        }
         self.setup.ctl.write_config(&self.setup.server)?;
         self.setup.ctl.set_standby(standby)
     }
