@@ -107,6 +107,14 @@ impl Postgres for LocalPostgres {
         self.setup.ctl.is_running()
     }
 
+    fn watches_exit(&self) -> bool {
+        self.setup.ctl.watches_exit()
+    }
+
+    async fn exited(&self) {
+        self.setup.ctl.exited().await;
+    }
+
     async fn server_info(&mut self) -> Option<ServerInfo> {
         self.query_server_info().await
     }
