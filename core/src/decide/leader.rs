@@ -38,10 +38,9 @@ fn promote(cx: &mut Ctx, view: &ClusterView) -> Verdict {
         return (actions, Reason::ClaimingSyncKey);
     }
     if cx.cfg.sync_enabled() {
-        // Commits wait for this cluster's standbys from the first write on,
-        // never for names the server kept from an earlier term: a standby
+        // Never the names the server kept from an earlier term: a standby
         // that is gone would hold every commit until the leader's next sync
-        // change, and then until the new standby's next reply.
+        // change, and then until the new standby's next reply (1 s).
         let names = sync::at_promotion(cx, view);
         if cx.obs.pg.sync_standby_names != names {
             actions.push(Action::SetSyncStandbyNames(names));

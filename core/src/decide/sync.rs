@@ -28,13 +28,18 @@ pub(crate) fn placeholder(cfg: &crate::dcs::DynamicConfig) -> SyncNames {
 }
 
 /// `synchronous_standby_names` for a node about to promote in synchronous
-/// mode: every other running member that may be synchronous, of which
+/// mode: what the leader's sync step decides while no standby streams to
+/// it yet. Not strict: none, as Patroni does (the sync key, claimed naming
+/// nobody, lets no replica win until one is confirmed). Strict: every other
+/// running member that may be synchronous, of which
 /// `synchronous_node_count` must confirm each commit (`FIRST`, or `ANY` in
-/// quorum mode); strict mode's placeholder when there is none. Commits then
-/// wait for a standby of this cluster from the first one on, and the
-/// leader's sync steps narrow the names to the healthy standbys. The sync
-/// key, claimed naming nobody, promises nothing Postgres does not keep.
+/// quorum mode), or the placeholder when there is none: commits wait from
+/// the first one on, and go on as soon as a standby of this cluster
+/// streams. Never the names kept from an earlier term.
 pub(super) fn at_promotion(cx: &Ctx, view: &ClusterView) -> SyncNames {
+    if !cx.cfg.synchronous_mode_strict {
+        return SyncNames::default();
+    }
     let members: BTreeSet<String> = view
         .members
         .iter()
@@ -42,7 +47,7 @@ pub(super) fn at_promotion(cx: &Ctx, view: &ClusterView) -> SyncNames {
         .map(|(name, _)| name.clone())
         .collect();
     if members.is_empty() {
-        return if cx.cfg.synchronous_mode_strict { placeholder(&cx.cfg) } else { SyncNames::default() };
+        return placeholder(&cx.cfg);
     }
     let num = (cx.cfg.synchronous_node_count as usize).clamp(1, members.len()) as u32;
     SyncNames { members, num, quorum: cx.cfg.synchronous_mode == SyncMode::Quorum }

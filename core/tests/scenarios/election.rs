@@ -360,7 +360,7 @@ fn race_winner_in_sync_mode_writes_sync_key_for_itself_before_promoting() {
     v.sync.as_mut().unwrap().revision = 101;
     v.revision = 101;
     let d = n.step(&Obs::new(1200, v, replica_pg(1000)).outcome(claim, ActionResult::Done, 1100).0);
-    assert_eq!(acts(&d), vec![Action::SetSyncStandbyNames(names(&["pg3"], 1)), Action::Promote]);
+    assert_eq!(acts(&d), vec![Action::Promote]);
     assert_eq!(d.reason, Reason::Promoting);
 }
 

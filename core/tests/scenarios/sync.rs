@@ -130,7 +130,7 @@ fn new_leader_writes_sync_key_naming_nobody_before_promoting() {
         Some(SyncKey { leader: Some("pg2".into()), members: BTreeSet::new(), quorum: None, revision: 101 });
     let o = Obs::new(2000, v, replica_pg(1000)).outcome(write_key(&[], None), ActionResult::Done, 1000);
     let d = n.step(&o.0);
-    assert_eq!(acts(&d), vec![set_names(names(&["pg3"], 1)), Action::Promote]);
+    assert_eq!(acts(&d), vec![Action::Promote]);
     assert_eq!(d.reason, Reason::Promoting);
 }
 
@@ -155,9 +155,11 @@ fn strict_new_leader_blocks_commits_before_its_first_write() {
 /// Found by keel-bench: a node that had been primary kept its old
 /// `synchronous_standby_names` as a replica; promoted, its first commits
 /// waited for a standby that was gone, then for the new standby's next
-/// reply once the leader changed the names (1 s). The names are the
-/// cluster's standbys before Postgres promotes, in every synchronous mode,
-/// and never fewer than strict mode needs.
+/// reply once the leader changed the names (1 s). Before Postgres
+/// promotes, the names are what the leader's sync step decides with no
+/// standby streaming yet: none when not strict (Patroni's way; the key,
+/// naming nobody, lets no replica win meanwhile), this cluster's standbys
+/// in strict mode, never fewer than one.
 #[test]
 fn promotion_replaces_names_kept_from_an_earlier_term() {
     // pg1, the old primary, is dead; pg2 was primary once and kept pg1.
@@ -166,19 +168,18 @@ fn promotion_replaces_names_kept_from_an_earlier_term() {
     let mut pg = replica_pg(1000);
     pg.sync_standby_names = names(&["pg1"], 1);
     let d = step(&mut leader("pg2", DEADLINE_MS), 1000, &v, pg.clone());
+    assert_eq!(acts(&d), vec![set_names(SyncNames::default()), Action::Promote]);
+    // Strict: commits wait for pg3, the standby there is.
+    let mut v = strict(v);
+    let d = step(&mut leader("pg2", DEADLINE_MS), 1000, &v, pg.clone());
     assert_eq!(acts(&d), vec![set_names(names(&["pg3"], 1)), Action::Promote]);
     // Names that are already right stay.
     pg.sync_standby_names = names(&["pg3"], 1);
     let d = step(&mut leader("pg2", DEADLINE_MS), 1000, &v, pg.clone());
     assert_eq!(acts(&d), vec![Action::Promote]);
-    // A nosync or stopped member is never waited for; non-strict mode with
-    // nobody left runs asynchronously, as the leader's sync step would.
+    // A nosync member is never waited for: with nobody left, the
+    // placeholder, never ''.
     v.members.get_mut("pg3").unwrap().tags.nosync = true;
-    pg.sync_standby_names = names(&["pg1"], 1);
-    let d = step(&mut leader("pg2", DEADLINE_MS), 1000, &v, pg.clone());
-    assert_eq!(acts(&d), vec![set_names(SyncNames::default()), Action::Promote]);
-    // Strict mode with nobody left: the placeholder, never ''.
-    let v = strict(v);
     let d = step(&mut leader("pg2", DEADLINE_MS), 1000, &v, pg);
     match acts(&d).as_slice() {
         [Action::SetSyncStandbyNames(n), Action::Promote] => {
@@ -189,8 +190,9 @@ fn promotion_replaces_names_kept_from_an_earlier_term() {
 }
 
 #[test]
-fn quorum_promotion_waits_for_any_of_the_others() {
-    let mut v = with_quorum_key(quorum(with_leader(cluster(), "pg2")), &[], 0);
+fn strict_quorum_promotion_waits_for_any_of_the_others() {
+    let v = with_config(quorum(with_leader(cluster(), "pg2")), |c| c.synchronous_mode_strict = true);
+    let mut v = with_quorum_key(v, &[], 0);
     v.sync.as_mut().unwrap().leader = Some("pg2".into());
     let mut pg = replica_pg(1000);
     pg.sync_standby_names = quorum_names(&["pg2", "pg3"], 1);
