@@ -5,7 +5,7 @@
 //! the primary port and read through the replica port, and keep working
 //! across a switchover and a node death.
 //!
-//! Needs the agent binary (`cargo build -p keel-runtime --bin keel`) and
+//! Needs the agent and keelctl (`cargo build -p keel-runtime --bins`) and
 //! `/usr/sbin/haproxy` (`KEEL_HAPROXY` to use another), then
 //! `cargo test -p keel-tests --test haproxy -- --nocapture`.
 
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use keel_tests::cluster::writer::connect;
 use keel_tests::cluster::{ClusterOptions, KeelCluster, WriteLog};
+use keel_tests::ctl::keelctl;
 use keel_tests::haproxy::{CheckTiming, Haproxy, PRIMARY, REPLICAS};
 use tokio_postgres::Client;
 
@@ -153,12 +154,17 @@ async fn writes_through_haproxy_follow_a_switchover_and_a_node_death_and_old_ses
     let (held, held_node) = session(&cluster, haproxy.primary_port).await;
     assert_eq!(held_node, old);
 
-    // Switchover: the failover key in etcd, as Patroni's fallback writes it.
-    let switch = cluster.request_switchover(&old, None).await;
+    // Switchover: `keelctl switchover`, as an operator asks for it (issue
+    // 5). It answers once done; the old session's cut is measured meanwhile.
+    let switch = Instant::now();
+    let config = cluster.node(&old).config_path.to_string_lossy().into_owned();
+    let argv = ["-c", &config, "switchover", "--leader", &old, "--force"].map(str::to_owned);
+    let asked = tokio::spawn(async move { keelctl(&argv.each_ref().map(String::as_str), "").await });
     let view =
         cluster.wait_for(FAILOVER, "a new leader", |v| v.leader_name().is_some_and(|l| l != old)).await;
     let new = view.leader_name().expect("checked").to_owned();
     let cut = wait_cut(&held, HAPROXY_SETTLE).await;
+    println!("keelctl switchover: {}", asked.await.expect("keelctl ran").ok().trim());
     let first = writer
         .wait_for_ack(HAPROXY_SETTLE, "a write through HAProxy on the new primary", |a| {
             a.sent_at >= switch && a.node == new

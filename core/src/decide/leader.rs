@@ -37,9 +37,14 @@ fn promote(cx: &mut Ctx, view: &ClusterView) -> Verdict {
         });
         return (actions, Reason::ClaimingSyncKey);
     }
-    if cx.cfg.synchronous_mode_strict && cx.obs.pg.sync_standby_names.members.is_empty() {
-        // Strict mode: commits wait for a standby from the first write on.
-        actions.push(Action::SetSyncStandbyNames(sync::placeholder(&cx.cfg)));
+    if cx.cfg.sync_enabled() {
+        // Never the names the server kept from an earlier term: a standby
+        // that is gone would hold every commit until the leader's next sync
+        // change, and then until the new standby's next reply (1 s).
+        let names = sync::at_promotion(cx, view);
+        if cx.obs.pg.sync_standby_names != names {
+            actions.push(Action::SetSyncStandbyNames(names));
+        }
     }
     actions.push(Action::Promote);
     if let Some(f) = &view.failover {

@@ -27,6 +27,32 @@ pub(crate) fn placeholder(cfg: &crate::dcs::DynamicConfig) -> SyncNames {
     }
 }
 
+/// `synchronous_standby_names` for a node about to promote in synchronous
+/// mode: what the leader's sync step decides while no standby streams to
+/// it yet. Not strict: none, as Patroni does (the sync key, claimed naming
+/// nobody, lets no replica win until one is confirmed). Strict: every other
+/// running member that may be synchronous, of which
+/// `synchronous_node_count` must confirm each commit (`FIRST`, or `ANY` in
+/// quorum mode), or the placeholder when there is none: commits wait from
+/// the first one on, and go on as soon as a standby of this cluster
+/// streams. Never the names kept from an earlier term.
+pub(super) fn at_promotion(cx: &Ctx, view: &ClusterView) -> SyncNames {
+    if !cx.cfg.synchronous_mode_strict {
+        return SyncNames::default();
+    }
+    let members: BTreeSet<String> = view
+        .members
+        .iter()
+        .filter(|(name, m)| name.as_str() != cx.me() && m.is_running() && !m.tags.nosync)
+        .map(|(name, _)| name.clone())
+        .collect();
+    if members.is_empty() {
+        return placeholder(&cx.cfg);
+    }
+    let num = (cx.cfg.synchronous_node_count as usize).clamp(1, members.len()) as u32;
+    SyncNames { members, num, quorum: cx.cfg.synchronous_mode == SyncMode::Quorum }
+}
+
 pub(super) fn decide(cx: &Ctx, view: &ClusterView) -> Option<Verdict> {
     let pg_names = &cx.obs.pg.sync_standby_names;
     if !cx.cfg.sync_enabled() {

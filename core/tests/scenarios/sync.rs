@@ -138,6 +138,11 @@ fn new_leader_writes_sync_key_naming_nobody_before_promoting() {
 fn strict_new_leader_blocks_commits_before_its_first_write() {
     let mut v = with_sync(strict(with_leader(cluster(), "pg2")), "pg2", &[]);
     v.members.remove("pg1");
+    // pg3 is there: commits wait for it.
+    let d = step(&mut leader("pg2", DEADLINE_MS), 1000, &v, replica_pg(1000));
+    assert_eq!(acts(&d), vec![set_names(names(&["pg3"], 1)), Action::Promote]);
+    // Nobody else: commits wait for nobody's confirmation, i.e. they wait.
+    v.members.remove("pg3");
     let d = step(&mut leader("pg2", DEADLINE_MS), 1000, &v, replica_pg(1000));
     match acts(&d).as_slice() {
         [Action::SetSyncStandbyNames(n), Action::Promote] => {
@@ -145,6 +150,54 @@ fn strict_new_leader_blocks_commits_before_its_first_write() {
         }
         other => panic!("expected the placeholder, then promote: {other:?}"),
     }
+}
+
+/// Found by keel-bench: a node that had been primary kept its old
+/// `synchronous_standby_names` as a replica; promoted, its first commits
+/// waited for a standby that was gone, then for the new standby's next
+/// reply once the leader changed the names (1 s). Before Postgres
+/// promotes, the names are what the leader's sync step decides with no
+/// standby streaming yet: none when not strict (Patroni's way; the key,
+/// naming nobody, lets no replica win meanwhile), this cluster's standbys
+/// in strict mode, never fewer than one.
+#[test]
+fn promotion_replaces_names_kept_from_an_earlier_term() {
+    // pg1, the old primary, is dead; pg2 was primary once and kept pg1.
+    let mut v = with_sync(sync_on(with_leader(cluster(), "pg2")), "pg2", &[]);
+    v.members.remove("pg1");
+    let mut pg = replica_pg(1000);
+    pg.sync_standby_names = names(&["pg1"], 1);
+    let d = step(&mut leader("pg2", DEADLINE_MS), 1000, &v, pg.clone());
+    assert_eq!(acts(&d), vec![set_names(SyncNames::default()), Action::Promote]);
+    // Strict: commits wait for pg3, the standby there is.
+    let mut v = strict(v);
+    let d = step(&mut leader("pg2", DEADLINE_MS), 1000, &v, pg.clone());
+    assert_eq!(acts(&d), vec![set_names(names(&["pg3"], 1)), Action::Promote]);
+    // Names that are already right stay.
+    pg.sync_standby_names = names(&["pg3"], 1);
+    let d = step(&mut leader("pg2", DEADLINE_MS), 1000, &v, pg.clone());
+    assert_eq!(acts(&d), vec![Action::Promote]);
+    // A nosync member is never waited for: with nobody left, the
+    // placeholder, never ''.
+    v.members.get_mut("pg3").unwrap().tags.nosync = true;
+    let d = step(&mut leader("pg2", DEADLINE_MS), 1000, &v, pg);
+    match acts(&d).as_slice() {
+        [Action::SetSyncStandbyNames(n), Action::Promote] => {
+            assert!(is_placeholder(n), "not a placeholder: {n:?}")
+        }
+        other => panic!("expected the placeholder, then promote: {other:?}"),
+    }
+}
+
+#[test]
+fn strict_quorum_promotion_waits_for_any_of_the_others() {
+    let v = with_config(quorum(with_leader(cluster(), "pg2")), |c| c.synchronous_mode_strict = true);
+    let mut v = with_quorum_key(v, &[], 0);
+    v.sync.as_mut().unwrap().leader = Some("pg2".into());
+    let mut pg = replica_pg(1000);
+    pg.sync_standby_names = quorum_names(&["pg2", "pg3"], 1);
+    let d = step(&mut leader("pg2", DEADLINE_MS), 1000, &v, pg);
+    assert_eq!(acts(&d), vec![set_names(quorum_names(&["pg1", "pg3"], 1)), Action::Promote]);
 }
 
 #[test]

@@ -107,6 +107,14 @@ impl Postgres for LocalPostgres {
         self.setup.ctl.is_running()
     }
 
+    fn watches_exit(&self) -> bool {
+        self.setup.ctl.watches_exit()
+    }
+
+    async fn exited(&self) {
+        self.setup.ctl.exited().await;
+    }
+
     async fn server_info(&mut self) -> Option<ServerInfo> {
         self.query_server_info().await
     }
@@ -203,6 +211,12 @@ impl LocalPostgres {
 
     fn configure(&mut self, upstream_member: Option<&str>, standby: bool) -> Result<(), PgCtlError> {
         self.setup.server.upstream = upstream_member.and_then(|m| self.reach(m, &self.auth.replication));
+        if standby {
+            // A replica waits for nobody: names kept from a term as primary
+            // would hold its first commits once promoted (keel-core sets
+            // this cluster's standbys before it promotes).
+            self.setup.server.sync_standby_names = Default::default();
+        }
         self.setup.ctl.write_config(&self.setup.server)?;
         self.setup.ctl.set_standby(standby)
     }

@@ -4,8 +4,8 @@
 //!
 //! Every I/O call has a deadline: `retry_timeout`, and never beyond the
 //! point where a leader must have demoted (rule 1). The loop wakes on its
-//! timer, on an operator request, and within 100 ms of the postmaster
-//! exiting.
+//! timer, on an operator request, and on the postmaster's exit (at once
+//! when it is the agent's child, else within 100 ms).
 
 pub mod command;
 mod exec;
@@ -182,6 +182,15 @@ pub trait Postgres {
     /// Facts when observing timed out: whether a postmaster runs.
     fn running_only(&self) -> PgFacts;
     fn is_running(&self) -> bool;
+    /// Whether [`Postgres::exited`] reports the running postmaster's exit;
+    /// otherwise the agent's sleep looks at `is_running` every 100 ms.
+    fn watches_exit(&self) -> bool {
+        false
+    }
+    /// Returns when the postmaster exits (while `watches_exit`).
+    async fn exited(&self) {
+        std::future::pending().await
+    }
     /// Carries out one Postgres action; `view` gives the members' addresses.
     async fn apply(&mut self, action: &Action, view: Option<&ClusterView>) -> ActionResult;
     /// On the leader: a replication slot per member.
@@ -323,7 +332,11 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
             }
             self.publish_server_info().await;
             self.refresh_member(&obs, &decision).await;
-            if obs.pg.is_running_primary() && self.node.state().role == Role::Leader {
+            // Right after a promotion too: the replicas cannot stream to the
+            // new primary (nor confirm its commits) until their slots exist.
+            let promoted =
+                self.outcomes.iter().any(|o| o.action == Action::Promote && o.result == ActionResult::Done);
+            if (obs.pg.is_running_primary() || promoted) && self.node.state().role == Role::Leader {
                 self.keep_slots().await;
             }
             if self.node.state().role == Role::Stopped && decision.actions.is_empty() {
@@ -570,12 +583,14 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
     async fn sleep(&mut self, observed_at: Instant, wake_after_ms: u64) {
         let until = observed_at + self.clock.to_runtime(Duration::from_millis(wake_after_ms));
         let was_running = self.pg.is_running();
+        // Woken by the exit itself when it can be; else polled.
+        let exit_watched = was_running && self.pg.watches_exit();
         loop {
             let now = Instant::now();
             if now >= until || self.pg.is_running() != was_running {
                 return;
             }
-            let tick = (until - now).min(Duration::from_millis(100));
+            let tick = if exit_watched { until - now } else { (until - now).min(Duration::from_millis(100)) };
             let watched = async {
                 match self.wake.as_mut() {
                     Some(rx) => rx.recv().await.is_some(),
@@ -587,6 +602,7 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
             // could not replay.
             tokio::select! {
                 biased;
+                () = self.pg.exited(), if exit_watched => return,
                 changed = watched => {
                     if changed {
                         return;

@@ -129,7 +129,7 @@ async fn run(args: Args) -> ExitCode {
     };
     let keys = Keys::new(&cfg.namespace, &cfg.scope);
     let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(1);
-    let _watch = kv.spawn_watch(keys.prefix().to_owned(), vec![keys.leader(), keys.failover()], wake_tx);
+    let _watch = kv.spawn_watch(vec![keys.leader(), keys.failover()], wake_tx);
     let store = KvStore::new(kv.clone(), keys.clone());
     let dcs = Dcs::new(kv, keys, &cfg.name, &setup.conn_url, &setup.api_url);
     let (tx, rx) = tokio::sync::mpsc::channel(8);

@@ -85,36 +85,37 @@ impl EtcdKv {
 }
 
 impl EtcdKv {
-    /// Signals `wake` whenever a key under `prefix` whose name ends in one
-    /// of `suffixes` changes (the leader and failover keys: a lost leader
-    /// must not wait for the next tick). Re-watches after any error; ends
-    /// when the receiver is dropped.
+    /// Sends on `wake` whenever one of `keys` changes (the leader and
+    /// failover keys), re-watching after errors, until `wake` closes. Only
+    /// these keys are watched, not the scope: every agent's member and
+    /// status writes would otherwise reach every agent's watch.
     pub fn spawn_watch(
         &self,
-        prefix: String,
-        suffixes: Vec<String>,
+        keys: Vec<String>,
         wake: tokio::sync::mpsc::Sender<()>,
     ) -> tokio::task::JoinHandle<()> {
         let mut client = self.client.clone();
         tokio::spawn(async move {
+            let Some((first, others)) = keys.split_first() else { return };
             while !wake.is_closed() {
-                let opts = etcd_client::WatchOptions::new().with_prefix();
-                let mut stream = match client.watch(prefix.clone(), Some(opts)).await {
+                let mut stream = match client.watch(first.clone(), None).await {
                     Ok(stream) => stream,
                     Err(_) => {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         continue;
                     }
                 };
-                while let Ok(Some(resp)) = stream.message().await {
-                    let relevant = resp.events().iter().any(|e| {
-                        e.kv().is_some_and(|kv| {
-                            let key = String::from_utf8_lossy(kv.key());
-                            suffixes.iter().any(|s| key.ends_with(s.as_str()))
-                        })
-                    });
+                let mut watching = true;
+                for key in others {
+                    watching &= stream.watch(key.clone(), None).await.is_ok();
+                }
+                while watching {
+                    let Ok(Some(resp)) = stream.message().await else {
+                        watching = false;
+                        continue;
+                    };
                     // A full channel already holds a wake-up: nothing lost.
-                    if relevant && wake.try_send(()).is_err() && wake.is_closed() {
+                    if !resp.events().is_empty() && wake.try_send(()).is_err() && wake.is_closed() {
                         return;
                     }
                 }

@@ -62,6 +62,16 @@ pub struct PgCtl {
     /// without one: it then outlives a killed agent, breaking rule 7
     /// unless a watchdog covers it.
     pub setpriv: Option<PathBuf>,
+    /// The postmaster this process started (shared by clones).
+    child: Arc<Child>,
+}
+
+/// The postmaster [`PgCtl::start`] forked, while it runs, and a wake-up
+/// when it exits, from the thread that waits for it.
+#[derive(Debug, Default)]
+struct Child {
+    pid: Mutex<Option<u32>>,
+    exited: tokio::sync::Notify,
 }
 
 /// What is in the data directory, without running anything.
@@ -243,7 +253,22 @@ impl PgCtl {
             command_timeout: Duration::from_secs(10),
             server_log: None,
             setpriv: Some(PathBuf::from("setpriv")),
+            child: Arc::default(),
         }
+    }
+
+    /// Whether the running postmaster is the one this process started, so
+    /// that [`PgCtl::exited`] reports its exit (one started before the
+    /// agent is not its child: only polling sees it go).
+    pub fn watches_exit(&self) -> bool {
+        let child = *self.child.pid.lock().unwrap_or_else(|p| p.into_inner());
+        child.is_some_and(|pid| self.postmaster_pid() == Some(i64::from(pid)))
+    }
+
+    /// Returns when a postmaster this process started exits; at once if
+    /// one exited since the last call returned.
+    pub async fn exited(&self) {
+        self.child.exited.notified().await;
     }
 
     /// `initdb -D <data_dir> <options>` (`--encoding=UTF8`,
@@ -304,7 +329,8 @@ impl PgCtl {
             return Err(PgCtlError::Refused(format!("Postgres already runs (pid {pid})")));
         }
         let (cmd, log_offset) = self.postmaster_command()?;
-        let (pid, exited) = spawn_postmaster(cmd, &self.data_dir, self.setpriv.is_some()).await?;
+        let (pid, exited) =
+            spawn_postmaster(cmd, &self.data_dir, self.setpriv.is_some(), Arc::clone(&self.child)).await?;
         let command = "postgres (start)".to_owned();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -650,6 +676,7 @@ async fn spawn_postmaster(
     mut cmd: std::process::Command,
     data_dir: &Path,
     via_setpriv: bool,
+    watch: Arc<Child>,
 ) -> Result<(u32, Arc<Mutex<Option<String>>>), PgCtlError> {
     let spawn_error = |error: String| PgCtlError::Spawn { command: "postgres (start)".to_owned(), error };
     let exited: Arc<Mutex<Option<String>>> = Arc::default();
@@ -661,6 +688,7 @@ async fn spawn_postmaster(
         .spawn(move || match cmd.spawn() {
             Err(e) => drop(spawned_tx.send(Err(e))),
             Ok(mut child) => {
+                *watch.pid.lock().unwrap_or_else(|p| p.into_inner()) = Some(child.id());
                 let _ = spawned_tx.send(Ok(child.id()));
                 let status = match child.wait() {
                     Ok(status) => status.to_string(),
@@ -668,6 +696,8 @@ async fn spawn_postmaster(
                 };
                 tracing::info!(data_dir = %data_dir.display(), %status, "postmaster exited");
                 *exit_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                *watch.pid.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                watch.exited.notify_one();
             }
         })
         .map_err(|e| spawn_error(e.to_string()))?;

@@ -2,7 +2,7 @@
 //! keel agents and HAProxy on loopback; node death, Postgres crash,
 //! switchover and idle footprint, each run verified healthy first.
 //!
-//!     cargo build --release -p keel-runtime --bin keel
+//!     cargo build --release -p keel-runtime --bins
 //!     cargo run --release -p keel-tests --bin keel-bench -- \
 //!         --profile fast --profile guide --runs 5 --out docs/bench-results.json
 //!
@@ -32,10 +32,14 @@ struct Args {
     /// One run of the fast profile, 10 s footprint window.
     #[arg(long)]
     short: bool,
-    /// Switch over with this keelctl (`keelctl switchover --leader … --force`)
-    /// instead of writing the failover key in etcd.
+    /// The keelctl that asks for each switchover (`keelctl switchover
+    /// --leader … --force`); by default the one beside the agent.
     #[arg(long, value_name = "PATH")]
     keelctl: Option<PathBuf>,
+    /// Switch over by writing the failover key in etcd (Patroni's fallback)
+    /// instead of running keelctl.
+    #[arg(long, conflicts_with = "keelctl")]
+    failover_key: bool,
     /// Where to write the raw per-run numbers (JSON).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -72,6 +76,14 @@ async fn run(args: Args) -> Result<(), String> {
             keel.display()
         ));
     }
+    let keelctl =
+        (!args.failover_key).then(|| args.keelctl.clone().unwrap_or_else(keel_tests::ctl::keelctl_bin));
+    if let Some(keelctl) = keelctl.as_ref().filter(|k| !k.exists()) {
+        return Err(format!(
+            "no keelctl at {}: build it (`cargo build [--release] -p keel-runtime --bins`), pass --keelctl PATH, or --failover-key",
+            keelctl.display()
+        ));
+    }
     let (profiles, runs, window) = if args.short {
         (vec![Profile::FAST], 1, Duration::from_secs(10))
     } else {
@@ -90,7 +102,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut failed = Vec::new();
     for profile in profiles {
         eprintln!("keel-bench: profile {} ({runs} runs)", profile.name);
-        let plan = Plan { profile, runs, footprint_window: window, keelctl: args.keelctl.clone() };
+        let plan = Plan { profile, runs, footprint_window: window, keelctl: keelctl.clone() };
         let loadavg_before = report::loadavg();
         let mut done: Vec<Run> = Vec::new();
         let entry = |done: &[Run], error: Option<&str>| {
