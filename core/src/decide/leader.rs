@@ -29,7 +29,12 @@ pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
 /// (and nobody else yet) before Postgres promotes (rule 3).
 fn promote(cx: &mut Ctx, view: &ClusterView) -> Verdict {
     let mut actions = Vec::new();
-    if cx.cfg.sync_enabled() && view.sync.as_ref().and_then(|s| s.leader.as_deref()) != Some(cx.me()) {
+    // Also when the key already names this node with standbys (a leader
+    // that demoted and takes the lock again): they may lack what the new
+    // term acknowledges before the sync step confirms anyone.
+    let claimed =
+        view.sync.as_ref().is_some_and(|s| s.leader.as_deref() == Some(cx.me()) && s.members.is_empty());
+    if cx.cfg.sync_enabled() && !claimed {
         actions.push(Action::WriteSyncKey {
             members: Default::default(),
             quorum: (cx.cfg.synchronous_mode == SyncMode::Quorum).then_some(0),

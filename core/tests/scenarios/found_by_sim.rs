@@ -198,3 +198,25 @@ fn sync_mode_cluster_whose_leader_never_claimed_the_sync_key_elects_by_the_usual
     let d = replica("pg2").step(&Obs::new(1000, v, replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![Action::AcquireLease]);
 }
+
+/// Seed 78 (madsim simulator, strict mode): a leader that had demoted took
+/// the lock again while the sync key still named it with pg3 as standby;
+/// it promoted with every running member in `synchronous_standby_names`,
+/// so pg2 alone acknowledged commits that pg3, the one the key made
+/// eligible, lacked. It must first claim the key naming nobody.
+#[test]
+fn former_leader_retaking_the_lock_claims_the_sync_key_naming_nobody_before_promoting() {
+    let mut n = replica("pg1");
+    let mut v = with_config(with_sync(no_leader(cluster()), "pg1", &["pg3"]), |c| {
+        c.synchronous_mode = SyncMode::On;
+        c.synchronous_mode_strict = true;
+    });
+    let d = n.step(&Obs::new(1000, v.clone(), replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![Action::AcquireLease]);
+    v = with_leader(v, "pg1");
+    let o = Obs::new(1100, v, replica_pg(1000)).outcome(Action::AcquireLease, ActionResult::Done, 1000);
+    let d = n.step(&o.0);
+    let claim = Action::WriteSyncKey { members: set(&[]), quorum: None, expected_revision: Some(95) };
+    assert_eq!(acts(&d), vec![claim]);
+    assert_eq!(d.reason, Reason::ClaimingSyncKey);
+}
