@@ -9,6 +9,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value};
 
+pub(crate) use crate::dcs::codec::kind;
+
 /// Largest body read; Patroni's requests are a few hundred bytes, a full
 /// dynamic config a few kilobytes.
 pub const BODY_BYTES_MAX: usize = 1 << 20;
@@ -63,17 +65,6 @@ pub fn opt_bool(map: &Object, key: &str) -> Result<bool, Refusal> {
         Some(other) => {
             Err(refusal(StatusCode::BAD_REQUEST, format!("{key} must be a boolean, not {}", kind(other))))
         }
-    }
-}
-
-pub fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -29,7 +29,8 @@ fn object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What a JSON value is, for error messages ("found a string").
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
