@@ -230,13 +230,17 @@ mod tests {
 
     #[tokio::test]
     async fn refused_connection_is_not_sent() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
+        // Bound but not listening: connections are refused, and the port
+        // stays ours while the test runs (a dropped listener's port may be
+        // taken by a concurrent test's server meanwhile).
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
         let uri = endpoint(&format!("http://127.0.0.1:{port}/patroni"), "restart").unwrap();
         let err =
             Rest::default().request(Method::POST, &uri, None, Duration::from_secs(5)).await.unwrap_err();
         assert!(matches!(err, HttpError::NotSent(_)), "{err:?}");
+        drop(socket);
     }
 
     #[tokio::test]
