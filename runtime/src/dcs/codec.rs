@@ -345,12 +345,16 @@ pub fn encode_member(
 pub fn parse_sync(bytes: &[u8], revision: u64) -> Result<SyncKey, String> {
     let map = object(bytes)?;
     let leader = field_str(&map, "leader").filter(|l| !l.is_empty());
+    // Patroni's comma list; a list some other tool wrote reads the same
+    // way item by item, so that it names the same members once keel has
+    // rewritten it as a comma list.
+    let names = |s: &str| {
+        s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>()
+    };
     let members = match map.get("sync_standby") {
         None | Some(Value::Null) => BTreeSet::new(),
-        Some(Value::String(s)) => {
-            s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
-        }
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Some(Value::String(s)) => names(s).into_iter().collect(),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).flat_map(names).collect(),
         Some(other) => return Err(format!("sync_standby is {}", kind(other))),
     };
     let quorum = match map.get("quorum") {
@@ -607,6 +611,18 @@ mod tests {
         assert!(parse_sync(br#"{"leader":"pg1","sync_standby":5}"#, 1).is_err());
         let back = parse_sync(&encode_sync("pg1", &k.members, Some(1)), 9).unwrap();
         assert_eq!(back.members, k.members);
+    }
+
+    #[test]
+    fn sync_key_list_items_read_as_the_comma_list_does() {
+        // Found by fuzz/ (dcs): [" pg2"] read as " pg2", and as "pg2" once
+        // keel had rewritten it as a comma list.
+        let list = parse_sync(br#"{"leader":"pg1","sync_standby":[" pg2","","pg3,pg4"]}"#, 1).unwrap();
+        let text = parse_sync(br#"{"leader":"pg1","sync_standby":" pg2,,pg3,pg4"}"#, 1).unwrap();
+        assert_eq!(list.members, ["pg2".to_owned(), "pg3".to_owned(), "pg4".to_owned()].into());
+        assert_eq!(list, text);
+        let back = parse_sync(&encode_sync("pg1", &list.members, None), 1).unwrap();
+        assert_eq!(back, list);
     }
 
     #[test]
