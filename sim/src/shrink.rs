@@ -114,11 +114,14 @@ pub fn parse_faults(text: &str, nodes: usize) -> Result<Vec<Fault>, String> {
         }
         let mut kind = f.kind.clone();
         let node = kind.node_mut().map(|n| *n);
-        let candidate = match f.kind {
+        // The other member a fault names: a switchover's candidate, the
+        // far end of a one-way cut.
+        let other = match f.kind {
             FaultKind::Switchover { candidate } => candidate,
+            FaultKind::OneWayCut { to, .. } => Some(to),
             _ => None,
         };
-        if let Some(n) = node.into_iter().chain(candidate).find(|n| *n >= nodes) {
+        if let Some(n) = node.into_iter().chain(other).find(|n| *n >= nodes) {
             return Err(format!("fault {}: node {n} does not exist in a {nodes}-node cluster", i + 1));
         }
     }
@@ -171,5 +174,9 @@ mod tests {
         assert!(parse_faults(backwards, 3).unwrap_err().contains("ends (1 ms) before it starts (5 ms)"));
         let switch = r#"[{"start_ms": 5, "end_ms": 6, "kind": {"Switchover": {"candidate": 7}}}]"#;
         assert!(parse_faults(switch, 3).is_err());
+        // Found by fuzz/ (sim): a cut towards a member that does not exist
+        // was accepted, and cut nothing.
+        let cut = r#"[{"start_ms": 5, "end_ms": 6, "kind": {"OneWayCut": {"node": 0, "to": 7}}}]"#;
+        assert!(parse_faults(cut, 3).unwrap_err().contains("node 7 does not exist"));
     }
 }
