@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use keel_runtime::config::{dynamic_from_json, parse};
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
+
+mod common;
+use common::same;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(settings) = dynamic_from_json(data) {
@@ -26,22 +28,3 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
-
-/// Equal, except that floats may differ in their last bits: without its
-/// `float_roundtrip` feature, serde_json parses some long decimals one ulp
-/// off, so a float can move slightly on each read. Integers must match.
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
-            (x - y).abs() <= 1e-12 * x.abs().max(y.abs())
-        }
-        (Value::Array(xs), Value::Array(ys)) => {
-            xs.len() == ys.len() && xs.iter().zip(ys).all(|(x, y)| same(x, y))
-        }
-        (Value::Object(xs), Value::Object(ys)) => {
-            xs.len() == ys.len() && xs.iter().zip(ys).all(|((kx, x), (ky, y))| kx == ky && same(x, y))
-        }
-        _ => a == b,
-    }
-}

@@ -20,7 +20,8 @@
 mod cluster;
 mod connect;
 mod console;
-mod edit;
+// Public for keel-fuzz's `ctl` target: pure readers of operator input.
+pub mod edit;
 mod ops;
 mod show;
 mod table;
