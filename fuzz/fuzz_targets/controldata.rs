@@ -92,7 +92,17 @@ fn timeline_origin(text: &str) {
         // tmpfs if there is one: renames on a disk file system are slow.
         let shm = PathBuf::from("/dev/shm");
         let base = if shm.is_dir() { shm } else { std::env::temp_dir() };
-        let dir = base.join(format!("keel-fuzz-controldata-{}", std::process::id()));
+        // One directory per process (libFuzzer's -jobs run several); those
+        // of processes gone are removed, so at most the last run's stays.
+        let prefix = "keel-fuzz-controldata-";
+        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name.strip_prefix(prefix).and_then(|pid| pid.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !PathBuf::from(format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = base.join(format!("{prefix}{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         dir
     });
