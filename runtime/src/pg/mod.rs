@@ -66,7 +66,9 @@ impl Observer {
 
     pub async fn facts(&mut self, ctl: &PgCtl) -> PgFacts {
         let mut facts = PgFacts::empty();
-        match ctl.data_dir_state() {
+        // A running postmaster holds an initialised data directory.
+        let running = ctl.postmaster_pid();
+        match running.map_or_else(|| ctl.data_dir_state(), |_| Ok(DataDirState::Initialised)) {
             Ok(DataDirState::Initialised) => {}
             Ok(_) => {
                 self.forget();
@@ -78,7 +80,7 @@ impl Observer {
                 return facts;
             }
         }
-        let Some(pid) = ctl.postmaster_pid() else {
+        let Some(pid) = running else {
             self.forget();
             return stopped_facts(ctl, facts).await;
         };
