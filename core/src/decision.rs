@@ -182,6 +182,18 @@ impl MemberStatus {
 }
 
 impl Action {
+    /// Actions that build or repair the data directory, which can take
+    /// minutes: the member key announces them before they start.
+    pub fn is_long_work(&self) -> bool {
+        matches!(
+            self,
+            Action::Bootstrap
+                | Action::CloneFrom { .. }
+                | Action::Reinitialize { .. }
+                | Action::Rewind { .. }
+        )
+    }
+
     /// Actions that leave no state to follow up on: the next step may wait
     /// for the loop timer after them.
     pub fn is_routine(&self) -> bool {

@@ -160,6 +160,8 @@ postgresql:
       password: postgres
   parameters:
     unix_socket_directories: {sock}
+    log_line_prefix: '%m [%p] '
+    log_timezone: UTC
   pg_hba:
     - local all all trust
     - host all all 127.0.0.1/32 trust

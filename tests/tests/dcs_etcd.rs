@@ -185,12 +185,28 @@ async fn etcd_down_is_unavailable_within_the_deadline_and_back_after_restart() {
     }
     assert!(asked.elapsed() < Duration::from_secs(5), "took {:?}", asked.elapsed());
     etcd.restart();
+    wait_for_leader(&a, &etcd).await;
+
+    // A renewal keeps its keep-alive stream for the next one; etcd's
+    // restart breaks it, and the next renewal opens a fresh one rather
+    // than failing.
+    assert!(matches!(a.renew(2).await, Ok(Some(_))), "renewed after the restart");
+    etcd.stop();
+    etcd.restart();
+    wait_for_leader(&a, &etcd).await;
+    match a.renew(3).await {
+        Ok(Some(_)) => {}
+        other => panic!("renewal after a broken keep-alive stream: {other:?}"),
+    }
+}
+
+async fn wait_for_leader(a: &Dcs<EtcdKv>, etcd: &EtcdServer) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match a.read().await {
             Ok(snap) => {
                 assert_eq!(snap.view.leader.map(|l| l.name), Some("pg1".into()));
-                break;
+                return;
             }
             Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(e) => panic!("etcd did not come back: {e}\n{}", etcd.log()),

@@ -43,6 +43,7 @@ async fn leases_take_their_keys<K: Kv>(kv: &K, advance: impl AsyncFn(Duration)) 
     let on_lease = Compare::Lease { key: "/l/k".into(), lease };
     assert!(kv.txn(vec![on_lease], vec![], vec![]).await.unwrap());
     assert_eq!(kv.keep_alive(lease).await.unwrap(), 2);
+    assert_eq!(kv.keep_alive(lease).await.unwrap(), 2, "again (etcd: on the stream kept from the first)");
     advance(Duration::from_millis(3_500)).await;
     assert!(kv.range_prefix("/l/").await.unwrap().kvs.is_empty(), "an expired lease takes its key");
     assert_eq!(kv.keep_alive(lease).await.unwrap(), 0, "keep-alive of an expired lease says 0");

@@ -11,7 +11,7 @@ use keel_core::{
 };
 use keel_runtime::pg::control::PgCtlError;
 use keel_runtime::pg::probe::connect;
-use keel_runtime::pg::{facts, write_timeline_origin, ConnTarget, DataDirState};
+use keel_runtime::pg::{facts, write_timeline_origin, ConnTarget, DataDirState, Observer};
 use keel_tests::postgres::{pg_ctl, PgNode, PG_TIMEOUT};
 
 /// Polls `facts` until `check` holds, for at most 20 s.
@@ -116,6 +116,47 @@ async fn running_primary_is_probed_on_timeline_1_and_its_lsn_advances_with_write
     node.ctl.stop(StopMode::Fast, PG_TIMEOUT).await.expect("stopping a stopped server is not an error");
 }
 
+/// The backend serving `observer`'s kept connection.
+async fn backend_pid(observer: &mut Observer, node: &PgNode) -> i32 {
+    let postmaster = node.ctl.postmaster_pid().expect("a running postmaster");
+    let query = async |client: &tokio_postgres::Client| {
+        let row = client.query_one("SELECT pg_backend_pid()", &[]).await;
+        row.map(|r| r.get::<_, i32>(0)).map_err(|e| keel_runtime::pg::ProbeError::Query(e.to_string()))
+    };
+    observer.session().with(postmaster, query).await.expect("the kept connection answers")
+}
+
+#[tokio::test]
+async fn an_observer_keeps_one_connection_across_loops_and_reads_pg_control_again_after_a_restart() {
+    let mut node = PgNode::new("pg1");
+    node.initdb().await;
+    node.start(node.config()).await;
+    let mut observer = Observer::new(node.conn());
+
+    let first = observer.facts(&node.ctl).await;
+    let backend = backend_pid(&mut observer, &node).await;
+    for _ in 0..3 {
+        let seen = observer.facts(&node.ctl).await;
+        assert_eq!(seen.process, PgProcess::RunningPrimary);
+        assert_eq!(seen.data, first.data);
+        assert!(matches!(seen.data, DataDir::Initialised(ref c) if c.state == ControlState::InProduction));
+        assert_eq!(seen.data, facts(&node.ctl, &node.conn()).await.data, "as a fresh observation sees it");
+    }
+    assert_eq!(backend_pid(&mut observer, &node).await, backend, "one connection for every observation");
+
+    // An immediate stop leaves pg_control `in production`: read from disk
+    // again, not remembered from the running server.
+    node.ctl.stop(StopMode::Immediate, PG_TIMEOUT).await.unwrap();
+    let crashed = observer.facts(&node.ctl).await;
+    assert_eq!(crashed.process, PgProcess::Stopped);
+    assert_eq!(crashed.data, DataDir::Initialised(node.ctl.controldata().await.unwrap().to_core()));
+
+    node.start(node.config()).await;
+    let restarted = observer.facts(&node.ctl).await;
+    assert_eq!(restarted.process, PgProcess::RunningPrimary, "{restarted:#?}");
+    assert_ne!(backend_pid(&mut observer, &node).await, backend, "a new postmaster, a new connection");
+}
+
 /// One story, because each step needs the previous one's cluster: clone,
 /// stream, sync, promote, crash the old primary, recover, rewind, follow.
 #[tokio::test]
@@ -134,6 +175,11 @@ async fn replica_syncs_and_is_promoted_then_the_crashed_old_primary_rewinds_and_
     pg2.start(pg2_standby).await;
     let replica = until(&pg2, "streaming from pg1", |f| f.streaming).await;
     assert_eq!(replica.process, PgProcess::RunningReplica);
+    // An observer kept from here to the promotion, as the agent keeps one.
+    let mut pg2_observer = Observer::new(pg2.conn());
+    let kept = pg2_observer.facts(&pg2.ctl).await;
+    assert_eq!((kept.process, &kept.data), (PgProcess::RunningReplica, &replica.data));
+    assert!(matches!(kept.data, DataDir::Initialised(ref c) if c.state == ControlState::InArchiveRecovery));
     assert_eq!(replica.upstream.as_deref(), Some("pg1"));
     assert_eq!(replica.timeline, 1);
     assert_eq!(replica.system_id(), facts(&pg1.ctl, &pg1.conn()).await.system_id());
@@ -166,6 +212,10 @@ async fn replica_syncs_and_is_promoted_then_the_crashed_old_primary_rewinds_and_
     assert_eq!((switch.timeline, switch.new_leader.as_deref()), (1, None));
     assert!(switch.fork_lsn >= pg1_lsn && switch.fork_lsn <= new_primary.write_lsn, "{switch:?}");
     assert_eq!(new_primary.timeline_origin.as_deref(), Some("pg2"));
+    let kept = pg2_observer.facts(&pg2.ctl).await;
+    assert_eq!((kept.process, kept.timeline), (PgProcess::RunningPrimary, 2));
+    assert_eq!((&kept.data, &kept.history), (&new_primary.data, &new_primary.history));
+    assert!(matches!(kept.data, DataDir::Initialised(ref c) if c.state == ControlState::InProduction));
     let fork_lsn = switch.fork_lsn;
     let cluster_history = vec![TimelineSwitch { timeline: 1, fork_lsn, new_leader: None }];
 

@@ -254,7 +254,14 @@ impl<'a> Ctx<'a> {
                     && m.tags == status.tags
             });
             if !published && !self.next.shutdown {
-                actions.push(Action::PublishMember(status));
+                // Before work that takes minutes (initdb, a base backup,
+                // pg_rewind): its state shows while it runs, not once it is
+                // done. The others clear an initialize key whose winner
+                // does not show as initializing within a TTL, and a slow
+                // initdb took longer than that (found by the end-to-end
+                // tests on a loaded machine: two members ran initdb).
+                let at = actions.iter().position(Action::is_long_work).unwrap_or(actions.len());
+                actions.insert(at, Action::PublishMember(status));
             }
         }
         assert!(actions.len() <= ACTIONS_MAX, "planned {} actions", actions.len());

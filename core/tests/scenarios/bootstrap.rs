@@ -27,6 +27,24 @@ fn winner_of_initialize_key_runs_initdb() {
 }
 
 #[test]
+fn winner_of_initialize_key_shows_initializing_in_its_member_key_before_initdb_runs() {
+    let mut n = fresh("pg1");
+    n.step(&Obs::new(0, empty_cluster(), PgFacts::empty()).0);
+    let mut v = empty_cluster();
+    v.initialize = Some(String::new());
+    let o = Obs::new(10, v, PgFacts::empty()).outcome(Action::TakeInitializeKey, ActionResult::Done, 1);
+    let d = n.step(&o.0);
+    // initdb can outlast a TTL; the others must see the bid meanwhile, or
+    // they clear the initialize key and run initdb too.
+    match d.actions.as_slice() {
+        [Action::PublishMember(status), Action::Bootstrap] => {
+            assert_eq!(status.state, MemberState::InitializingNewCluster)
+        }
+        other => panic!("expected the member key, then initdb: {other:?}"),
+    }
+}
+
+#[test]
 fn loser_of_initialize_key_waits_without_action() {
     let mut n = fresh("pg2");
     n.step(&Obs::new(0, empty_cluster(), PgFacts::empty()).0);

@@ -12,7 +12,8 @@ use super::exec::pg;
 use super::setup::{upstream, Setup};
 use super::{slots, Postgres, ServerInfo};
 use crate::config::{PgAuthentication, PgUser};
-use crate::pg::{probe, PgCtlError, Upstream};
+use crate::pg::probe::{error_text, ProbeError};
+use crate::pg::{probe, Observer, PgCtlError, Upstream};
 
 pub struct LocalPostgres {
     setup: Setup,
@@ -24,7 +25,9 @@ pub struct LocalPostgres {
     /// replication user and sets passwords.
     bootstrapped: bool,
     /// The last `server_info` answer, for which postmaster, and when.
-    info: Option<(Option<i64>, Instant, ServerInfo)>,
+    info: Option<(i64, Instant, ServerInfo)>,
+    /// Reads the facts, on a connection kept across loops.
+    observer: Observer,
 }
 
 /// How long a `server_info` answer is reused for the same postmaster: the
@@ -33,58 +36,31 @@ const SERVER_INFO_MAX_AGE: Duration = Duration::from_secs(10);
 
 impl LocalPostgres {
     pub fn new(setup: Setup, name: &str, auth: PgAuthentication) -> LocalPostgres {
-        LocalPostgres { setup, auth, name: name.to_owned(), view: None, bootstrapped: false, info: None }
+        let observer = Observer::new(setup.conn.clone());
+        LocalPostgres {
+            setup,
+            auth,
+            name: name.to_owned(),
+            view: None,
+            bootstrapped: false,
+            info: None,
+            observer,
+        }
     }
 
     /// Asks the running server, at most every [`SERVER_INFO_MAX_AGE`] per
     /// postmaster; `None` when it is not running or does not answer.
     async fn query_server_info(&mut self) -> Option<ServerInfo> {
-        if !self.setup.ctl.is_running() {
+        let Some(pid) = self.setup.ctl.postmaster_pid() else {
             self.info = None;
             return None;
-        }
-        let pid = self.setup.ctl.postmaster_pid();
+        };
         if let Some((at_pid, at, info)) = &self.info {
             if *at_pid == pid && at.elapsed() < SERVER_INFO_MAX_AGE {
                 return Some(info.clone());
             }
         }
-        let sql = "SELECT current_setting('server_version_num') AS version, \
-                   EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart) AS pending";
-        let client = probe::connect(&self.setup.conn).await.ok()?;
-        let messages = client.simple_query(sql).await.ok()?;
-        let row = messages.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
-            _ => None,
-        })?;
-        let mut info = ServerInfo {
-            version_num: row.get("version").and_then(|v| v.parse().ok())?,
-            pending_restart: row.get("pending") == Some("t"),
-            pending_restart_reason: serde_json::Map::new(),
-        };
-        if info.pending_restart {
-            // pg_file_settings needs superuser or pg_read_all_settings:
-            // without it, the reason stays unknown.
-            let sql = "SELECT s.name, current_setting(s.name) AS old, \
-                       (SELECT f.setting FROM pg_file_settings f WHERE f.name = s.name \
-                        ORDER BY f.seqno DESC LIMIT 1) AS new \
-                       FROM pg_settings s WHERE s.pending_restart ORDER BY s.name";
-            match client.simple_query(sql).await {
-                Ok(messages) => {
-                    for message in &messages {
-                        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
-                            let Some(name) = row.get("name") else { continue };
-                            let diff = serde_json::json!({
-                                "old_value": row.get("old").unwrap_or(""),
-                                "new_value": row.get("new").unwrap_or(""),
-                            });
-                            info.pending_restart_reason.insert(name.to_owned(), diff);
-                        }
-                    }
-                }
-                Err(e) => warn!("which settings wait for a restart: {e}"),
-            }
-        }
+        let info = self.observer.session().with(pid, server_info_on).await.ok()?;
         self.info = Some((pid, Instant::now(), info.clone()));
         Some(info)
     }
@@ -96,7 +72,7 @@ impl LocalPostgres {
 
 impl Postgres for LocalPostgres {
     async fn facts(&mut self) -> PgFacts {
-        crate::pg::facts(&self.setup.ctl, &self.setup.conn).await
+        self.observer.facts(&self.setup.ctl).await
     }
 
     fn running_only(&self) -> PgFacts {
@@ -130,7 +106,11 @@ impl Postgres for LocalPostgres {
         if !self.setup.use_slots {
             return;
         }
-        match slots::ensure(&self.setup.conn, view.members.keys(), &self.name).await {
+        let Some(pid) = self.setup.ctl.postmaster_pid() else { return };
+        let (members, me) = (view.members.keys(), self.name.as_str());
+        let ensured =
+            self.observer.session().with(pid, async |client| slots::ensure(client, members, me).await);
+        match ensured.await {
             Ok(created) if !created.is_empty() => info!(?created, "created replication slots"),
             Ok(_) => {}
             Err(e) => warn!("replication slots: {e}"),
@@ -277,7 +257,11 @@ impl LocalPostgres {
         if let Err(e) = probe::checkpoint(&self.setup.conn).await {
             warn!("checkpoint after promote failed: {e}");
         }
-        match probe::probe(&self.setup.conn).await {
+        let probed = match self.setup.ctl.postmaster_pid() {
+            Some(pid) => self.observer.session().probe(pid).await,
+            None => Err(probe::ProbeError::Connect("the postmaster is gone".into())),
+        };
+        match probed {
             Ok(facts) => {
                 let me = self.name.clone();
                 if let Err(e) = crate::pg::write_timeline_origin(&self.setup.ctl, facts.timeline, &me) {
@@ -370,4 +354,50 @@ fn clear_dir(dir: &std::path::Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The server's version and whether (and why) settings wait for a restart.
+async fn server_info_on(client: &tokio_postgres::Client) -> Result<ServerInfo, ProbeError> {
+    let sql = "SELECT current_setting('server_version_num') AS version, \
+               EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart) AS pending";
+    let messages = client.simple_query(sql).await.map_err(|e| ProbeError::Query(error_text(&e)))?;
+    let row = messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .ok_or_else(|| ProbeError::Unexpected("no row for the server's version".into()))?;
+    let version = row.get("version").unwrap_or_default();
+    let mut info = ServerInfo {
+        version_num: version
+            .parse()
+            .map_err(|_| ProbeError::Unexpected(format!("server_version_num {version:?}")))?,
+        pending_restart: row.get("pending") == Some("t"),
+        pending_restart_reason: serde_json::Map::new(),
+    };
+    if info.pending_restart {
+        // pg_file_settings needs superuser or pg_read_all_settings:
+        // without it, the reason stays unknown.
+        let sql = "SELECT s.name, current_setting(s.name) AS old, \
+                   (SELECT f.setting FROM pg_file_settings f WHERE f.name = s.name \
+                    ORDER BY f.seqno DESC LIMIT 1) AS new \
+                   FROM pg_settings s WHERE s.pending_restart ORDER BY s.name";
+        match client.simple_query(sql).await {
+            Ok(messages) => {
+                for message in &messages {
+                    if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+                        let Some(name) = row.get("name") else { continue };
+                        let diff = serde_json::json!({
+                            "old_value": row.get("old").unwrap_or(""),
+                            "new_value": row.get("new").unwrap_or(""),
+                        });
+                        info.pending_restart_reason.insert(name.to_owned(), diff);
+                    }
+                }
+            }
+            Err(e) => warn!("which settings wait for a restart: {}", error_text(&e)),
+        }
+    }
+    Ok(info)
 }

@@ -7,7 +7,10 @@
 
 use std::collections::BTreeSet;
 
-use crate::pg::{probe, ConnTarget, ProbeError};
+use tokio_postgres::Client;
+
+use crate::pg::probe::error_text;
+use crate::pg::ProbeError;
 
 /// Patroni's slot name for a member: lower case, anything but `[a-z0-9_]`
 /// replaced by `_`.
@@ -20,9 +23,9 @@ pub fn slot_name(member: &str) -> String {
 }
 
 /// Creates the missing slots of `members` (other than `me`) on the primary
-/// at `conn`; returns the names created.
+/// `client` is connected to; returns the names created.
 pub async fn ensure<'a>(
-    conn: &ConnTarget,
+    client: &Client,
     members: impl Iterator<Item = &'a String>,
     me: &str,
 ) -> Result<Vec<String>, ProbeError> {
@@ -30,8 +33,7 @@ pub async fn ensure<'a>(
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
-    let client = probe::connect(conn).await?;
-    let query = |e: tokio_postgres::Error| ProbeError::Query(e.to_string());
+    let query = |e: tokio_postgres::Error| ProbeError::Query(error_text(&e));
     let rows = client
         .query("SELECT slot_name::text FROM pg_replication_slots WHERE slot_type = 'physical'", &[])
         .await

@@ -1,9 +1,11 @@
 //! The binding of [`Kv`] to etcd-client: every request bounded by a
 //! deadline, errors sorted into unknown (unavailable) and definite.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, TxnOp};
+use etcd_client::{Client, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, TxnOp};
 
 use super::{Compare, KeyValue, Kv, KvError, Op, Range};
 
@@ -13,7 +15,14 @@ use super::{Compare, KeyValue, Kv, KvError, Op, Range};
 pub struct EtcdKv {
     client: Client,
     timeout: Duration,
+    /// A keep-alive stream per lease, kept from one renewal to the next:
+    /// opening one costs a new HTTP/2 stream and two renewals (etcd-client
+    /// renews once on opening), every loop, for the member lease and the
+    /// leader's.
+    keepers: Arc<Mutex<HashMap<i64, Keeper>>>,
 }
+
+type Keeper = (LeaseKeeper, LeaseKeepAliveStream);
 
 /// How to reach etcd.
 #[derive(Clone, Debug, Default)]
@@ -70,7 +79,7 @@ impl EtcdKv {
                 .await
                 .map_err(|_| KvError::Unavailable("connect timed out".into()))?
                 .map_err(classify)?;
-        Ok(EtcdKv { client, timeout: opts.timeout })
+        Ok(EtcdKv { client, timeout: opts.timeout, keepers: Arc::default() })
     }
 
     async fn bounded<T>(
@@ -85,6 +94,10 @@ impl EtcdKv {
 }
 
 impl EtcdKv {
+    fn keepers(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Keeper>> {
+        self.keepers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Sends on `wake` whenever one of `keys` changes (the leader and
     /// failover keys), re-watching after errors, until `wake` closes. Only
     /// these keys are watched, not the scope: every agent's member and
@@ -122,6 +135,17 @@ impl EtcdKv {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
+    }
+}
+
+/// One renewal on a kept stream: the lease's TTL, and the stream to keep
+/// while the lease lives (none once it expired: TTL 0).
+async fn renew((mut keeper, mut stream): Keeper) -> Result<(i64, Option<Keeper>), etcd_client::Error> {
+    keeper.keep_alive().await?;
+    match stream.message().await? {
+        Some(resp) if resp.ttl() > 0 => Ok((resp.ttl(), Some((keeper, stream)))),
+        Some(resp) => Ok((resp.ttl(), None)),
+        None => Err(etcd_client::Error::LeaseKeepAliveError("the keep-alive stream ended".into())),
     }
 }
 
@@ -204,23 +228,36 @@ impl Kv for EtcdKv {
     }
 
     async fn keep_alive(&self, id: i64) -> Result<i64, KvError> {
-        let mut lease = self.client.lease_client();
+        // Taken out while in use, and put back only after an answer: a
+        // renewal that fails or is abandoned (a deadline) drops its stream,
+        // so that a late answer to it can never pass for the answer to the
+        // next one.
+        let kept = self.keepers().remove(&id);
         let once = async {
-            let (mut keeper, mut stream) = lease.keep_alive(id).await?;
-            keeper.keep_alive().await?;
-            match stream.message().await? {
-                Some(resp) => Ok(resp.ttl()),
-                None => Ok(0),
+            if let Some(keeper) = kept {
+                match renew(keeper).await {
+                    Ok(answer) => return Ok(answer),
+                    // The connection under it broke: a fresh stream, once.
+                    Err(e) => tracing::debug!(lease = id, error = %e, "lease keep-alive stream broke"),
+                }
             }
+            let (keeper, stream) = self.client.lease_client().keep_alive(id).await?;
+            renew((keeper, stream)).await
         };
         match self.bounded(once).await {
+            Ok((ttl, Some(keeper))) => {
+                self.keepers().insert(id, keeper);
+                Ok(ttl)
+            }
+            Ok((ttl, None)) => Ok(ttl),
             // The trait's contract: an expired lease answers 0.
             Err(KvError::LeaseNotFound) => Ok(0),
-            other => other,
+            Err(e) => Err(e),
         }
     }
 
     async fn revoke(&self, id: i64) -> Result<(), KvError> {
+        self.keepers().remove(&id);
         let mut lease = self.client.lease_client();
         self.bounded(lease.revoke(id)).await.map(|_| ())
     }

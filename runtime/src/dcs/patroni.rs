@@ -54,6 +54,11 @@ pub struct Dcs<K: Kv> {
     api_url: String,
     leader_lease: Option<i64>,
     member_lease: Option<i64>,
+    /// The optime this node last wrote to `status` under its current
+    /// lease: only the leader writes the key, so while it holds the lock an
+    /// unchanged optime need not be written again (an idle leader would
+    /// otherwise write it every loop).
+    status_written: Option<u64>,
 }
 
 const VERSION: &str = concat!("keel ", env!("CARGO_PKG_VERSION"));
@@ -68,6 +73,7 @@ impl<K: Kv> Dcs<K> {
             api_url: api_url.to_owned(),
             leader_lease: None,
             member_lease: None,
+            status_written: None,
         }
     }
 
@@ -184,6 +190,7 @@ impl<K: Kv> Dcs<K> {
         match self.kv.txn(vec![Compare::CreateRevision { key, revision: 0 }], vec![put], vec![]).await {
             Ok(true) => {
                 self.leader_lease = Some(lease);
+                self.status_written = None;
                 Ok(Acquired::Yes { ttl_ms: u64::try_from(granted_s).unwrap_or(0) * 1000 })
             }
             other => {
@@ -218,7 +225,9 @@ impl<K: Kv> Dcs<K> {
         if !self.kv.txn(mine, vec![], vec![]).await? {
             return Ok(None);
         }
-        self.write_status(optime).await;
+        if self.status_written != Some(optime) {
+            self.write_status(optime).await;
+        }
         Ok(Some(u64::try_from(left_s).unwrap_or(0) * 1000))
     }
 
@@ -243,6 +252,7 @@ impl<K: Kv> Dcs<K> {
             return Ok(None);
         }
         self.leader_lease = Some(lease);
+        self.status_written = None;
         self.write_status(optime).await;
         Ok(Some(u64::try_from(granted_s.min(ttl_s)).unwrap_or(0) * 1000))
     }
@@ -256,15 +266,20 @@ impl<K: Kv> Dcs<K> {
             let _ = self.kv.revoke(lease).await;
         }
         self.write_status(optime).await;
+        self.status_written = None;
         Ok(deleted)
     }
 
     /// `status` is advisory (the failover lag reference): a failed write is
     /// logged and the next renewal writes it again.
-    async fn write_status(&self, optime: u64) {
+    async fn write_status(&mut self, optime: u64) {
         let put = Op::Put { key: self.keys.status(), value: codec::encode_status(optime), lease: 0 };
-        if let Err(e) = self.kv.txn(vec![], vec![put], vec![]).await {
-            warn!("could not write status: {e}");
+        match self.kv.txn(vec![], vec![put], vec![]).await {
+            Ok(_) => self.status_written = Some(optime),
+            Err(e) => {
+                self.status_written = None;
+                warn!("could not write status: {e}");
+            }
         }
     }
 

@@ -71,6 +71,10 @@ pub struct PgCtl {
 #[derive(Debug, Default)]
 struct Child {
     pid: Mutex<Option<u32>>,
+    /// `postmaster.pid` was seen naming the running child: until it exits
+    /// (the thread waiting for it clears `pid` then), it is the postmaster,
+    /// and [`PgCtl::postmaster_pid`] need not read two files to say so.
+    confirmed: std::sync::atomic::AtomicBool,
     exited: tokio::sync::Notify,
 }
 
@@ -513,6 +517,22 @@ impl PgCtl {
     /// `postgres` (a stale file after a crash may name a reused PID).
     /// Negative for a single-user backend, as Postgres writes it.
     pub fn postmaster_pid(&self) -> Option<i64> {
+        use std::sync::atomic::Ordering;
+        let child = *self.child.pid.lock().unwrap_or_else(|p| p.into_inner());
+        // Postgres removes postmaster.pid as it shuts down, before its
+        // process ends and is reaped: `pg_ctl stop -w` returns in between.
+        let confirmed = self.child.confirmed.load(Ordering::Acquire);
+        if let Some(pid) = child.filter(|_| confirmed && self.data_dir.join("postmaster.pid").exists()) {
+            return Some(i64::from(pid));
+        }
+        let found = self.postmaster_pid_on_disk();
+        if child.is_some_and(|pid| found == Some(i64::from(pid))) {
+            self.child.confirmed.store(true, Ordering::Release);
+        }
+        found
+    }
+
+    fn postmaster_pid_on_disk(&self) -> Option<i64> {
         let pidfile = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
         let pid: i64 = pidfile.lines().next()?.trim().parse().ok()?;
         // /proc/<pid>/stat: "pid (comm) state ...".
@@ -688,6 +708,7 @@ async fn spawn_postmaster(
         .spawn(move || match cmd.spawn() {
             Err(e) => drop(spawned_tx.send(Err(e))),
             Ok(mut child) => {
+                watch.confirmed.store(false, std::sync::atomic::Ordering::Release);
                 *watch.pid.lock().unwrap_or_else(|p| p.into_inner()) = Some(child.id());
                 let _ = spawned_tx.send(Ok(child.id()));
                 let status = match child.wait() {
@@ -696,6 +717,7 @@ async fn spawn_postmaster(
                 };
                 tracing::info!(data_dir = %data_dir.display(), %status, "postmaster exited");
                 *exit_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                watch.confirmed.store(false, std::sync::atomic::Ordering::Release);
                 *watch.pid.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 watch.exited.notify_one();
             }

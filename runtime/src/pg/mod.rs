@@ -1,9 +1,10 @@
-//! The local Postgres: [`facts`] observes it as keel-core's [`PgFacts`];
+//! The local Postgres: [`Observer`] observes it as keel-core's [`PgFacts`];
 //! [`PgCtl`] runs the server binaries that carry out keel-core's actions.
 //!
 //! - `control`: initdb, start (with a parent-death signal, rule 7), stop,
 //!   promote, reload, base backup, pg_rewind, crash recovery, config files.
-//! - `probe`: SQL facts of a running server in one round trip.
+//! - `probe`: SQL facts of a running server in one round trip, on a
+//!   connection kept across loops.
 //! - `controldata`, `history`, `sync_names`, `lsn`: parsers of what
 //!   Postgres prints, each total (errors, never panics) and fuzzed.
 
@@ -16,7 +17,7 @@ pub mod sync_names;
 
 use std::path::Path;
 
-use keel_core::{DataDir, PgFacts, PgProcess, TimelineSwitch};
+use keel_core::{ControlState, DataDir, PgFacts, PgProcess, TimelineSwitch};
 
 pub use control::{DataDirState, PgCtl, PgCtlError, ServerConfig, Upstream};
 pub use controldata::PgControl;
@@ -30,51 +31,131 @@ pub use probe::{ConnTarget, ProbeError, SqlFacts};
 /// source's timeline.
 pub const TIMELINE_ORIGIN_FILE: &str = "keel.timeline_origin";
 
-/// Observes the local Postgres. Never fails: what cannot be read is
-/// reported as absent (and logged), as keel-core expects of facts.
+/// Observes the local Postgres from one loop to the next. Never fails:
+/// what cannot be read is reported as absent (and logged), as keel-core
+/// expects of facts.
 ///
 /// A stopped server is described by pg_controldata and the history file on
-/// disk; a running one by SQL ([`probe::probe`]). A postmaster that runs but
-/// does not answer yet (starting, crash recovery, or a single-user backend)
-/// is `Starting`, with the stopped server's timeline and WAL end.
+/// disk; a running one by SQL ([`probe`]), on a connection kept across
+/// loops. A postmaster that runs but does not answer yet (starting, crash
+/// recovery, or a single-user backend) is `Starting`, with the stopped
+/// server's timeline and WAL end.
+///
+/// What a running server's SQL does not say (system identifier, checksums,
+/// `wal_log_hints` as pg_control records them) cannot change while that
+/// postmaster runs: pg_controldata is read once per postmaster then, not
+/// every loop (a fork and exec each time); the control state follows from
+/// `pg_is_in_recovery()`, as pg_control's own would (`in production`, `in
+/// archive recovery`).
+pub struct Observer {
+    session: probe::Session,
+    /// pg_control as read while the postmaster with this PID answered.
+    control: Option<(i64, PgControl)>,
+}
+
+impl Observer {
+    pub fn new(conn: ConnTarget) -> Observer {
+        Observer { session: probe::Session::new(conn), control: None }
+    }
+
+    /// The connection the facts are read on, for the agent's other
+    /// queries (slots, server info).
+    pub fn session(&mut self) -> &mut probe::Session {
+        &mut self.session
+    }
+
+    pub async fn facts(&mut self, ctl: &PgCtl) -> PgFacts {
+        let mut facts = PgFacts::empty();
+        // A running postmaster holds an initialised data directory.
+        let running = ctl.postmaster_pid();
+        match running.map_or_else(|| ctl.data_dir_state(), |_| Ok(DataDirState::Initialised)) {
+            Ok(DataDirState::Initialised) => {}
+            Ok(_) => {
+                self.forget();
+                return facts;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the data directory");
+                self.forget();
+                return facts;
+            }
+        }
+        let Some(pid) = running else {
+            self.forget();
+            return stopped_facts(ctl, facts).await;
+        };
+        let sql = match self.session.probe(pid).await {
+            Ok(sql) => sql,
+            Err(e) => {
+                tracing::debug!(error = %e, "postmaster runs but the probe failed");
+                self.control = None;
+                let mut facts = stopped_facts(ctl, facts).await;
+                if matches!(facts.data, DataDir::Initialised(_)) {
+                    facts.process = PgProcess::Starting;
+                }
+                return facts;
+            }
+        };
+        let control = match &self.control {
+            Some((at, control)) if *at == pid => control.clone(),
+            _ => match read_control(ctl).await {
+                Some(control) => {
+                    self.control = Some((pid, control.clone()));
+                    control
+                }
+                None => return facts,
+            },
+        };
+        let mut core = control.to_core();
+        core.state =
+            if sql.in_recovery { ControlState::InArchiveRecovery } else { ControlState::InProduction };
+        facts.data = DataDir::Initialised(core);
+        fill_from_sql(&mut facts, sql);
+        facts.timeline_origin = read_timeline_origin(&ctl.data_dir, facts.timeline);
+        facts.backup_label = ctl.data_dir.join("backup_label").exists();
+        facts
+    }
+
+    /// No postmaster, or no data directory: nothing kept is valid.
+    fn forget(&mut self) {
+        self.session.close();
+        self.control = None;
+    }
+}
+
+/// One observation on a connection of its own: what [`Observer::facts`]
+/// sees the first time.
 pub async fn facts(ctl: &PgCtl, conn: &ConnTarget) -> PgFacts {
-    let mut facts = PgFacts::empty();
-    match ctl.data_dir_state() {
-        Ok(DataDirState::Initialised) => {}
-        Ok(_) => return facts,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the data directory");
-            return facts;
+    Observer::new(conn.clone()).facts(ctl).await
+}
+
+/// pg_controldata, logged when it fails. `None` is reported as an empty
+/// data directory: initdb and pg_basebackup both refuse a non-empty one,
+/// so nothing is overwritten.
+async fn read_control(ctl: &PgCtl) -> Option<PgControl> {
+    match ctl.controldata().await {
+        Ok(control) => {
+            if control.crc_mismatch {
+                tracing::warn!("pg_controldata reports a CRC mismatch in pg_control");
+            }
+            Some(control)
         }
-    }
-    let control = match ctl.controldata().await {
-        Ok(control) => control,
         Err(e) => {
-            // Reported as empty: initdb and pg_basebackup both refuse a
-            // non-empty directory, so nothing is overwritten.
             tracing::warn!(error = %e, "pg_controldata failed on an initialised data directory");
-            return facts;
+            None
         }
-    };
-    if control.crc_mismatch {
-        tracing::warn!("pg_controldata reports a CRC mismatch in pg_control");
     }
+}
+
+/// The facts of a server that does not answer: pg_control and the history
+/// file on disk.
+async fn stopped_facts(ctl: &PgCtl, mut facts: PgFacts) -> PgFacts {
+    let Some(control) = read_control(ctl).await else { return facts };
     facts.data = DataDir::Initialised(control.to_core());
     let (timeline, end_lsn) = control.local_timeline_lsn();
     facts.timeline = timeline;
     facts.write_lsn = end_lsn;
-    if ctl.is_running() {
-        match probe::probe(conn).await {
-            Ok(sql) => fill_from_sql(&mut facts, sql),
-            Err(e) => {
-                tracing::debug!(error = %e, "postmaster runs but the probe failed");
-                facts.process = PgProcess::Starting;
-                facts.history = history_on_disk(&ctl.data_dir, timeline);
-            }
-        }
-    } else {
-        facts.history = history_on_disk(&ctl.data_dir, timeline);
-    }
+    facts.history = history_on_disk(&ctl.data_dir, timeline);
     facts.timeline_origin = read_timeline_origin(&ctl.data_dir, facts.timeline);
     facts.backup_label = ctl.data_dir.join("backup_label").exists();
     facts

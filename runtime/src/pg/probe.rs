@@ -3,9 +3,11 @@
 //! own state, then `pg_stat_replication`), answered as text and parsed here.
 //!
 //! A connection that fails is a fact (the server is not up, or not yet),
-//! reported as [`ProbeError`], never a panic. Each probe opens its own
-//! connection: at keel's loop interval that costs little, and a broken
-//! connection never lingers.
+//! reported as [`ProbeError`], never a panic. The agent keeps one
+//! connection across loops ([`Session`]), as Patroni does: opening one per
+//! probe (a backend forked, the startup and authentication exchange) was
+//! most of an idle agent's CPU at `loop_wait: 1`. Any error closes it, so
+//! a broken connection never lingers.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -202,14 +204,72 @@ async fn connect_with(mut config: tokio_postgres::Config, timeout: Duration) -> 
     Ok(client)
 }
 
-/// Reads the server's facts in one round trip.
+/// The agent's connection to its local server, kept from one loop to the
+/// next and tied to one postmaster: a query on a connection to an earlier
+/// postmaster (restarted, crashed) is never attempted. Any error or
+/// timeout closes it; the next use connects again.
+pub struct Session {
+    target: ConnTarget,
+    /// The open connection and the postmaster PID it was opened to.
+    open: Option<(i64, Client)>,
+}
+
+impl Session {
+    pub fn new(target: ConnTarget) -> Session {
+        Session { target, open: None }
+    }
+
+    pub fn target(&self) -> &ConnTarget {
+        &self.target
+    }
+
+    /// Runs `work` on the connection to `postmaster` (its PID), opened if
+    /// need be, within the target's timeout. An error closes the
+    /// connection: after a failed or abandoned query its state is unknown.
+    pub async fn with<T>(
+        &mut self,
+        postmaster: i64,
+        work: impl AsyncFnOnce(&Client) -> Result<T, ProbeError>,
+    ) -> Result<T, ProbeError> {
+        if self.open.as_ref().is_some_and(|(pid, client)| *pid != postmaster || client.is_closed()) {
+            self.open = None;
+        }
+        if self.open.is_none() {
+            self.open = Some((postmaster, connect(&self.target).await?));
+        }
+        let (_, client) = self.open.as_ref().expect("opened above");
+        let result = match tokio::time::timeout(self.target.timeout, work(client)).await {
+            Err(_) => Err(ProbeError::Timeout),
+            Ok(result) => result,
+        };
+        if result.is_err() {
+            self.close();
+        }
+        result
+    }
+
+    /// Drops the connection (the postmaster is gone, or about to be).
+    pub fn close(&mut self) {
+        self.open = None;
+    }
+
+    /// [`probe`] on this connection.
+    pub async fn probe(&mut self, postmaster: i64) -> Result<SqlFacts, ProbeError> {
+        self.with(postmaster, async |client: &Client| probe_on(client).await).await
+    }
+}
+
+/// Reads the server's facts in one round trip, on a connection of its own.
 pub async fn probe(target: &ConnTarget) -> Result<SqlFacts, ProbeError> {
     let client = connect(target).await?;
-    let messages = match tokio::time::timeout(target.timeout, client.simple_query(PROBE_SQL)).await {
-        Err(_) => return Err(ProbeError::Timeout),
-        Ok(Err(e)) => return Err(ProbeError::Query(error_text(&e))),
-        Ok(Ok(messages)) => messages,
-    };
+    match tokio::time::timeout(target.timeout, probe_on(&client)).await {
+        Err(_) => Err(ProbeError::Timeout),
+        Ok(result) => result,
+    }
+}
+
+async fn probe_on(client: &Client) -> Result<SqlFacts, ProbeError> {
+    let messages = client.simple_query(PROBE_SQL).await.map_err(|e| ProbeError::Query(error_text(&e)))?;
     // Rows of the first statement, then of the second, split by their
     // CommandComplete messages.
     let mut statements: Vec<Vec<SimpleQueryRow>> = vec![Vec::new()];
@@ -377,7 +437,7 @@ fn lsn(value: Option<&str>) -> Result<u64, ProbeError> {
 
 /// The server's message when there is one (tokio-postgres' `Display` says
 /// only "db error"), else the client's.
-fn error_text(e: &tokio_postgres::Error) -> String {
+pub(crate) fn error_text(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
         None => {

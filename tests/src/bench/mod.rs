@@ -5,6 +5,7 @@
 //! crash, a switchover and an idle footprint, the cluster verified healthy
 //! before each. It measures and reports; it asserts nothing about time.
 
+pub mod pglog;
 pub mod probes;
 pub mod report;
 
@@ -77,6 +78,8 @@ pub struct PgCrash {
     pub outcome: String,
     pub first_write_direct_s: f64,
     pub first_write_haproxy_s: f64,
+    /// The restart as the server log shows it (restarted in place).
+    pub phases: pglog::CrashPhases,
     pub lost: usize,
     pub acked: usize,
 }
@@ -316,7 +319,11 @@ async fn node_death(
 async fn pg_crash(cluster: &KeelCluster, haproxy: &Haproxy) -> Result<PgCrash, String> {
     let node = cluster.leader().await.ok_or("no leader")?;
     let writers = Writers::start(cluster, haproxy, &node).await?;
+    let log_path = &cluster.node(&node).log_path;
+    let log_offset = std::fs::metadata(log_path).map_or(0, |m| m.len());
     let fault = Instant::now();
+    let fault_unix_s =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     cluster.kill_postmaster(&node).ok_or_else(|| format!("{node} had no postmaster"))?;
     // Backends outlive their postmaster by a few milliseconds and may still
     // commit a write sent in that moment: count only writes sent once every
@@ -338,10 +345,13 @@ async fn pg_crash(cluster: &KeelCluster, haproxy: &Haproxy) -> Result<PgCrash, S
     let leader = cluster.leader().await.ok_or("no leader after the crash")?;
     let outcome =
         if leader == node { "restarted in place".to_owned() } else { format!("failed over to {leader}") };
+    let log = std::fs::read(log_path).unwrap_or_default();
+    let since_kill = String::from_utf8_lossy(log.get(log_offset as usize..).unwrap_or_default());
     Ok(PgCrash {
         outcome,
         first_write_direct_s: secs(direct.acked_at - fault),
         first_write_haproxy_s: secs(proxied.acked_at - fault),
+        phases: pglog::crash_phases(&since_kill, fault_unix_s),
         lost: lost_on(cluster, &leader, &[&direct_log, &proxy_log]).await?,
         acked: direct_log.acks.len() + proxy_log.acks.len(),
         node,

@@ -118,6 +118,24 @@ pub fn rows(profile: &Profile, runs: &[Run]) -> Vec<Row> {
         " s",
         "≤ 2 s (Patroni 7.8 s)",
     ));
+    let phase = |f: fn(&super::pglog::CrashPhases) -> Option<f64>| {
+        runs.iter().map(|r| f(&r.pg_crash.phases).unwrap_or(f64::NAN)).collect::<Vec<_>>()
+    };
+    rows.push(row(
+        "Postgres crash: kill → postmaster started again (keel's part)",
+        phase(|p| p.started_s),
+        2,
+        " s",
+        "",
+    ));
+    rows.push(row(
+        "Postgres crash: data-directory sync before redo (PostgreSQL)",
+        phase(|p| p.sync_s),
+        2,
+        " s",
+        "",
+    ));
+    rows.push(row("Postgres crash: kill → server ready", phase(|p| p.ready_s), 2, " s", ""));
     rows.push(row("Postgres crash: first write, HAProxy", pc(|p| p.first_write_haproxy_s), 2, " s", ""));
     rows.push(row(
         "Postgres crash: HAProxy-only share",
