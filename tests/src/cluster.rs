@@ -195,7 +195,10 @@ fn yaml_quote(text: &str) -> String {
 /// (or any workspace build) puts it.
 pub fn keel_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("KEEL_BIN") {
-        return PathBuf::from(bin);
+        // The agents run in their own directories: a relative path
+        // (`KEEL_BIN=target/dist/keel`) is taken from here.
+        let bin = PathBuf::from(bin);
+        return std::path::absolute(&bin).unwrap_or(bin);
     }
     let exe = std::env::current_exe().expect("the test executable's path");
     exe.parent()

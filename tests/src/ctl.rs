@@ -12,7 +12,8 @@ use crate::cluster::keel_bin;
 /// where `cargo build -p keel-runtime --bins` puts it.
 pub fn keelctl_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("KEELCTL_BIN") {
-        return PathBuf::from(bin);
+        let bin = PathBuf::from(bin);
+        return std::path::absolute(&bin).unwrap_or(bin);
     }
     keel_bin().with_file_name("keelctl")
 }
