@@ -215,6 +215,26 @@ async fn wait_for_leader(a: &Dcs<EtcdKv>, etcd: &EtcdServer) {
 }
 
 #[tokio::test]
+async fn keep_alive_streams_are_kept_for_two_leases_and_a_third_evicts_the_oldest() {
+    let etcd = EtcdServer::start();
+    let raw = kv(&etcd).await;
+    let mut leases = Vec::new();
+    for _ in 0..3 {
+        leases.push(raw.grant(30).await.unwrap().0);
+    }
+    for round in 0..2 {
+        for &lease in &leases {
+            assert_eq!(raw.keep_alive(lease).await.unwrap(), 30, "round {round}, lease {lease}");
+            assert!(raw.kept_streams() <= 2);
+        }
+    }
+    assert_eq!(raw.kept_streams(), 2);
+    raw.revoke(leases[2]).await.unwrap();
+    assert_eq!(raw.kept_streams(), 1, "a revoked lease's stream goes with it");
+    assert_eq!(raw.keep_alive(leases[2]).await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn compare_on_a_missing_key_fails_as_etcd_says() {
     // The portable create-if-absent pitfall (madsim recipe, 5): a value
     // compare on a missing key is false, never true.

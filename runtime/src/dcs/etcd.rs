@@ -1,7 +1,6 @@
 //! The binding of [`Kv`] to etcd-client: every request bounded by a
 //! deadline, errors sorted into unknown (unavailable) and definite.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -18,11 +17,17 @@ pub struct EtcdKv {
     /// A keep-alive stream per lease, kept from one renewal to the next:
     /// opening one costs a new HTTP/2 stream and two renewals (etcd-client
     /// renews once on opening), every loop, for the member lease and the
-    /// leader's.
-    keepers: Arc<Mutex<HashMap<i64, Keeper>>>,
+    /// leader's. The most recently renewed last; at most [`KEPT_LEASES`],
+    /// so that the streams of leases given up without a revoke (a lock
+    /// lost, an old lease adopted) do not pile up.
+    keepers: Arc<Mutex<Vec<(i64, Keeper)>>>,
 }
 
 type Keeper = (LeaseKeeper, LeaseKeepAliveStream);
+
+/// The agent renews two leases: its member key's and, as leader, the
+/// leader key's.
+const KEPT_LEASES: usize = 2;
 
 /// How to reach etcd.
 #[derive(Clone, Debug, Default)]
@@ -94,8 +99,29 @@ impl EtcdKv {
 }
 
 impl EtcdKv {
-    fn keepers(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Keeper>> {
+    fn keepers(&self) -> std::sync::MutexGuard<'_, Vec<(i64, Keeper)>> {
         self.keepers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many keep-alive streams are kept (at most [`KEPT_LEASES`]).
+    pub fn kept_streams(&self) -> usize {
+        self.keepers().len()
+    }
+
+    /// The kept stream of lease `id`, taken out.
+    fn take_keeper(&self, id: i64) -> Option<Keeper> {
+        let mut keepers = self.keepers();
+        let at = keepers.iter().position(|(lease, _)| *lease == id)?;
+        Some(keepers.remove(at).1)
+    }
+
+    /// Keeps `keeper` as the most recently renewed, dropping the oldest
+    /// beyond [`KEPT_LEASES`].
+    fn keep(&self, id: i64, keeper: Keeper) {
+        let mut keepers = self.keepers();
+        keepers.push((id, keeper));
+        let excess = keepers.len().saturating_sub(KEPT_LEASES);
+        keepers.drain(..excess);
     }
 
     /// Sends on `wake` whenever one of `keys` changes (the leader and
@@ -232,7 +258,7 @@ impl Kv for EtcdKv {
         // renewal that fails or is abandoned (a deadline) drops its stream,
         // so that a late answer to it can never pass for the answer to the
         // next one.
-        let kept = self.keepers().remove(&id);
+        let kept = self.take_keeper(id);
         let once = async {
             if let Some(keeper) = kept {
                 match renew(keeper).await {
@@ -246,7 +272,7 @@ impl Kv for EtcdKv {
         };
         match self.bounded(once).await {
             Ok((ttl, Some(keeper))) => {
-                self.keepers().insert(id, keeper);
+                self.keep(id, keeper);
                 Ok(ttl)
             }
             Ok((ttl, None)) => Ok(ttl),
@@ -257,7 +283,7 @@ impl Kv for EtcdKv {
     }
 
     async fn revoke(&self, id: i64) -> Result<(), KvError> {
-        self.keepers().remove(&id);
+        self.take_keeper(id);
         let mut lease = self.client.lease_client();
         self.bounded(lease.revoke(id)).await.map(|_| ())
     }
