@@ -14,26 +14,27 @@ fn empty_node_in_empty_cluster_races_for_initialize_key() {
     assert_eq!(d.wake_after_ms, 0);
 }
 
-#[test]
-fn winner_of_initialize_key_runs_initdb() {
+/// pg1's step right after it took the initialize key.
+fn winner_of_initialize_key() -> (Node, Decision) {
     let mut n = fresh("pg1");
     n.step(&Obs::new(0, empty_cluster(), PgFacts::empty()).0);
     let mut v = empty_cluster();
     v.initialize = Some(String::new());
     let o = Obs::new(10, v, PgFacts::empty()).outcome(Action::TakeInitializeKey, ActionResult::Done, 1);
     let d = n.step(&o.0);
+    (n, d)
+}
+
+#[test]
+fn winner_of_initialize_key_runs_initdb() {
+    let (n, d) = winner_of_initialize_key();
     assert_eq!(acts(&d), vec![Action::Bootstrap]);
     assert_eq!(n.state().role, Role::Bootstrapping);
 }
 
 #[test]
 fn winner_of_initialize_key_shows_initializing_in_its_member_key_before_initdb_runs() {
-    let mut n = fresh("pg1");
-    n.step(&Obs::new(0, empty_cluster(), PgFacts::empty()).0);
-    let mut v = empty_cluster();
-    v.initialize = Some(String::new());
-    let o = Obs::new(10, v, PgFacts::empty()).outcome(Action::TakeInitializeKey, ActionResult::Done, 1);
-    let d = n.step(&o.0);
+    let (_, d) = winner_of_initialize_key();
     // initdb can outlast a TTL; the others must see the bid meanwhile, or
     // they clear the initialize key and run initdb too.
     match d.actions.as_slice() {
