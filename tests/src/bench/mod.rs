@@ -161,7 +161,8 @@ pub async fn bench(plan: &Plan, mut on_run: impl FnMut(&Run)) -> Result<Vec<Run>
         healthy.push(verify_healthy(&cluster, &haproxy).await?);
         let agents: Vec<(String, u32)> =
             cluster.nodes().iter().filter_map(|n| Some((n.name.clone(), n.agent_pid()?))).collect();
-        let footprint = probes::footprint(&agents, plan.footprint_window).await?;
+        let leader = cluster.leader().await;
+        let footprint = probes::footprint(&agents, leader.as_deref(), plan.footprint_window).await?;
         eprintln!("  run {number}: footprint {footprint:?}");
         let run = Run { run: number, healthy_before_s: healthy, node_death, pg_crash, switchover, footprint };
         on_run(&run);

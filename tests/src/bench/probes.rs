@@ -88,11 +88,22 @@ impl Drop for LeaderWatch {
 #[derive(Clone, Debug, Serialize)]
 pub struct Footprint {
     pub node: String,
+    /// It held the leader key when the window began.
+    pub leader: bool,
     pub pid: u32,
     /// `VmRSS` at the end of the window.
     pub rss_kib: u64,
-    /// `utime + stime` over the window, as a share of one core.
+    /// CPU time over the window, as a share of one core: the scheduler's
+    /// own count in nanoseconds (`/proc/<pid>/task/*/schedstat`), summed
+    /// over the agent's threads.
     pub cpu_percent: f64,
+    /// The same from `utime + stime` in clock ticks, which the kernel
+    /// rounds down to 10 ms each: over 60 s, ±0.03 % of a core, as much as
+    /// the figure measured.
+    pub cpu_ticks_percent: f64,
+    /// The agent's threads changed during the window: one that ended took
+    /// its time with it, and `cpu_percent` is short by that.
+    pub threads_changed: bool,
     pub window_s: f64,
 }
 
@@ -124,6 +135,27 @@ pub fn cpu_ticks(pid: u32) -> Result<u64, String> {
     Ok(field(11)? + field(12)?)
 }
 
+/// The agent's threads and the nanoseconds each has run
+/// (`/proc/<pid>/task/<tid>/schedstat`, first field).
+pub fn thread_cpu_ns(pid: u32) -> Result<Vec<(u32, u64)>, String> {
+    let dir = format!("/proc/{pid}/task");
+    let mut threads = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+        let entry = entry.map_err(|e| format!("{dir}: {e}"))?;
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else { continue };
+        // A thread that ended since the listing has no time to add.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("schedstat")) else { continue };
+        let ns = stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{dir}/{tid}/schedstat: {stat:?}"))?;
+        threads.push((tid, ns));
+    }
+    threads.sort_unstable();
+    Ok(threads)
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`; the workspace forbids the
 /// `unsafe` of `sysconf`).
 pub fn clock_ticks_per_s() -> Result<u64, String> {
@@ -131,21 +163,32 @@ pub fn clock_ticks_per_s() -> Result<u64, String> {
     String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|e| format!("getconf CLK_TCK: {e}"))
 }
 
-/// Measures every `(node, pid)` over `window`, idle.
-pub async fn footprint(agents: &[(String, u32)], window: Duration) -> Result<Vec<Footprint>, String> {
+/// Measures every `(node, pid)` over `window`, idle; `leader` names the
+/// leader.
+pub async fn footprint(
+    agents: &[(String, u32)],
+    leader: Option<&str>,
+    window: Duration,
+) -> Result<Vec<Footprint>, String> {
     let hz = clock_ticks_per_s()?;
-    let before: Vec<u64> = agents.iter().map(|(_, pid)| cpu_ticks(*pid)).collect::<Result<_, _>>()?;
+    let sample = |pid: u32| Ok::<_, String>((cpu_ticks(pid)?, thread_cpu_ns(pid)?));
+    let before: Vec<_> = agents.iter().map(|(_, pid)| sample(*pid)).collect::<Result<_, _>>()?;
     let start = Instant::now();
     tokio::time::sleep(window).await;
     let window_s = start.elapsed().as_secs_f64();
     let mut out = Vec::new();
-    for ((node, pid), before) in agents.iter().zip(before) {
-        let ticks = cpu_ticks(*pid)?.saturating_sub(before);
+    for ((node, pid), (ticks_before, threads_before)) in agents.iter().zip(before) {
+        let (ticks, threads) = sample(*pid)?;
+        let ns = |threads: &[(u32, u64)]| threads.iter().map(|(_, ns)| ns).sum::<u64>();
+        let tids = |threads: &[(u32, u64)]| threads.iter().map(|(tid, _)| *tid).collect::<Vec<_>>();
         out.push(Footprint {
             node: node.clone(),
+            leader: leader == Some(node.as_str()),
             pid: *pid,
             rss_kib: rss_kib(*pid)?,
-            cpu_percent: ticks as f64 / hz as f64 / window_s * 100.0,
+            cpu_percent: ns(&threads).saturating_sub(ns(&threads_before)) as f64 / 1e9 / window_s * 100.0,
+            cpu_ticks_percent: ticks.saturating_sub(ticks_before) as f64 / hz as f64 / window_s * 100.0,
+            threads_changed: tids(&threads) != tids(&threads_before),
             window_s,
         });
     }
@@ -161,6 +204,7 @@ mod tests {
         let me = std::process::id();
         assert!(rss_kib(me).unwrap() > 0);
         cpu_ticks(me).unwrap();
+        assert!(thread_cpu_ns(me).unwrap().iter().any(|(tid, _)| *tid == me), "the main thread");
         assert!(clock_ticks_per_s().unwrap() > 0);
         assert!(rss_kib(u32::MAX).is_err());
     }
