@@ -28,11 +28,20 @@ pub struct LocalPostgres {
     info: Option<(i64, Instant, ServerInfo)>,
     /// Reads the facts, on a connection kept across loops.
     observer: Observer,
+    /// The members whose slots were last found or created, on which
+    /// postmaster, and when.
+    slots_kept: Option<(i64, Instant, Vec<String>)>,
 }
 
 /// How long a `server_info` answer is reused for the same postmaster: the
 /// version changes only with a restart, `pending_restart` with a reload.
 const SERVER_INFO_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// How long the slots found for the same members on the same postmaster
+/// are trusted before they are looked at again (a slot dropped by hand is
+/// created again within this); as Patroni, keel otherwise looks at them
+/// only when something changed, not every loop.
+const SLOTS_MAX_AGE: Duration = Duration::from_secs(60);
 
 impl LocalPostgres {
     pub fn new(setup: Setup, name: &str, auth: PgAuthentication) -> LocalPostgres {
@@ -45,6 +54,7 @@ impl LocalPostgres {
             bootstrapped: false,
             info: None,
             observer,
+            slots_kept: None,
         }
     }
 
@@ -107,13 +117,29 @@ impl Postgres for LocalPostgres {
             return;
         }
         let Some(pid) = self.setup.ctl.postmaster_pid() else { return };
-        let (members, me) = (view.members.keys(), self.name.as_str());
-        let ensured =
-            self.observer.session().with(pid, async |client| slots::ensure(client, members, me).await);
-        match ensured.await {
-            Ok(created) if !created.is_empty() => info!(?created, "created replication slots"),
-            Ok(_) => {}
-            Err(e) => warn!("replication slots: {e}"),
+        let members: Vec<String> = view.members.keys().cloned().collect();
+        if let Some((at_pid, at, kept)) = &self.slots_kept {
+            if *at_pid == pid && *kept == members && at.elapsed() < SLOTS_MAX_AGE {
+                return;
+            }
+        }
+        let me = self.name.as_str();
+        let ensured = self
+            .observer
+            .session()
+            .with(pid, async |client| slots::ensure(client, members.iter(), me).await)
+            .await;
+        match ensured {
+            Ok(created) => {
+                if !created.is_empty() {
+                    info!(?created, "created replication slots");
+                }
+                self.slots_kept = Some((pid, Instant::now(), members));
+            }
+            Err(e) => {
+                self.slots_kept = None;
+                warn!("replication slots: {e}");
+            }
         }
     }
 }
