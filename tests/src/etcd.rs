@@ -1,6 +1,7 @@
 //! A single-member etcd on loopback (Debian's `etcd-server`, or the binary
 //! named by `KEEL_ETCD_BIN`).
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -182,6 +183,27 @@ impl EtcdServer {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+
+    /// The sum of etcd's Prometheus samples named `name` whose labels
+    /// include every one of `labels` (`grpc_method="Range"`), from its
+    /// `/metrics` on the client port (plain HTTP only): how the tests see
+    /// which requests reached etcd.
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        assert!(self.tls.is_none(), "metrics are read over plain HTTP");
+        let mut conn = TcpStream::connect(("127.0.0.1", self.client_port)).expect("etcd's client port");
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("ask for metrics");
+        let mut text = String::new();
+        conn.read_to_string(&mut text).expect("etcd's metrics");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+                (metric == name && labels.iter().all(|label| rest.contains(label))).then_some(value)
+            })
+            .map(|v| v.parse::<f64>().unwrap_or_else(|_| panic!("metric {name}: bad value {v:?}")))
+            .sum()
     }
 }
 

@@ -306,3 +306,120 @@ async fn etcd_with_authentication_serves_only_the_right_password() {
     };
     assert!(anonymous, "an anonymous client was served with auth enabled");
 }
+
+/// A node whose etcd client keeps a copy of the scope (as the agent's
+/// does), with the channel its leader and failover key changes wake.
+async fn kept_node(
+    server: &EtcdServer,
+    name: &str,
+) -> (Dcs<EtcdKv>, EtcdKv, tokio::sync::mpsc::Receiver<()>) {
+    let keys = Keys::new("/service/", "pgcluster");
+    let mut raw = kv(server).await;
+    let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(1);
+    raw.keep_scope(keys.prefix(), vec![keys.leader(), keys.failover()], wake_tx);
+    let conn = format!("postgres://{name}:5432/postgres");
+    let dcs = Dcs::new(raw.clone(), keys, name, &conn, &format!("http://{name}:8008/patroni"));
+    (dcs, raw, wake_rx)
+}
+
+/// Waits until the copy of the scope holds every change up to `revision`.
+async fn following(raw: &EtcdKv, revision: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while raw.scope_revision() < revision.max(1) {
+        assert!(Instant::now() < deadline, "the scope's watch did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Range requests etcd answered: reads that reached it.
+fn ranges(etcd: &EtcdServer) -> f64 {
+    etcd.metric("grpc_server_handled_total", &[r#"grpc_method="Range""#])
+}
+
+fn keep_alives(etcd: &EtcdServer) -> f64 {
+    etcd.metric("grpc_server_msg_received_total", &[r#"grpc_method="LeaseKeepAlive""#])
+}
+
+#[tokio::test]
+async fn an_idle_leader_with_a_kept_scope_reads_and_renews_without_asking_etcd_for_a_read() {
+    let etcd = EtcdServer::start();
+    let (mut a, raw, _wake) = kept_node(&etcd, "pg1").await;
+    following(&raw, 0).await;
+    assert_eq!(a.acquire(5_000).await.unwrap(), Acquired::Yes { ttl_ms: 5_000 });
+    a.publish_member(&status(MemberRole::Primary, 10), 5_000).await.unwrap();
+    assert_eq!(a.renew(10).await.unwrap(), Some(5_000), "the first renewal writes status");
+    let latest = a.read().await.unwrap().view.revision;
+    following(&raw, i64::try_from(latest).unwrap()).await;
+    let before = (ranges(&etcd), keep_alives(&etcd));
+    for _ in 0..10 {
+        let snap = a.read().await.unwrap();
+        assert_eq!(snap.view.leader.map(|l| l.name), Some("pg1".into()));
+        assert!(snap.view.members.contains_key("pg1"), "its own write, read back from the copy");
+        assert_eq!(a.renew(10).await.unwrap(), Some(5_000));
+    }
+    assert_eq!(ranges(&etcd), before.0, "reads and renewals reached etcd as reads");
+    assert_eq!(keep_alives(&etcd), before.1 + 10.0, "one keep-alive per renewal");
+}
+
+#[tokio::test]
+async fn a_kept_scope_shows_other_nodes_writes_and_wakes_on_the_leader_key_only() {
+    let etcd = EtcdServer::start();
+    let (mut a, raw, mut wake) = kept_node(&etcd, "pg1").await;
+    let mut b = node(&etcd, "pg2").await;
+    following(&raw, 0).await;
+    a.publish_member(&status(MemberRole::Replica, 1), 5_000).await.unwrap();
+    b.publish_member(&status(MemberRole::Replica, 2), 5_000).await.unwrap();
+    // pg1's next answer from etcd is at least as recent as pg2's write.
+    a.keep_member_alive(0, 5_000).await.unwrap();
+    assert!(a.read().await.unwrap().view.members.contains_key("pg2"));
+    assert!(wake.try_recv().is_err(), "member keys do not wake the loop");
+    assert_eq!(b.acquire(5_000).await.unwrap(), Acquired::Yes { ttl_ms: 5_000 });
+    let woken = tokio::time::timeout(Duration::from_secs(5), wake.recv()).await;
+    assert_eq!(woken, Ok(Some(())), "the leader key's change wakes the loop");
+    a.keep_member_alive(10_000, 5_000).await.unwrap();
+    assert_eq!(a.read().await.unwrap().view.leader.map(|l| l.name), Some("pg2".into()));
+    assert!(b.release(2).await.unwrap());
+    assert_eq!(a.renew(1).await.unwrap(), None, "pg1 never held the key");
+    assert!(a.read().await.unwrap().view.leader.is_none());
+}
+
+#[tokio::test]
+async fn after_an_etcd_restart_a_kept_scope_follows_again_and_misses_no_write() {
+    let mut etcd = EtcdServer::start();
+    let (mut a, raw, _wake) = kept_node(&etcd, "pg1").await;
+    following(&raw, 0).await;
+    a.acquire(30_000).await.unwrap();
+    etcd.restart();
+    wait_for_leader(&a, &etcd).await;
+    let mut b = node(&etcd, "pg2").await;
+    b.publish_member(&status(MemberRole::Replica, 2), 30_000).await.unwrap();
+    a.renew(3).await.unwrap();
+    assert!(a.read().await.unwrap().view.members.contains_key("pg2"), "a write after the restart");
+    let latest = a.read().await.unwrap().view.revision;
+    following(&raw, i64::try_from(latest).unwrap()).await;
+    let before = ranges(&etcd);
+    assert!(a.read().await.unwrap().view.members.contains_key("pg2"));
+    assert_eq!(ranges(&etcd), before, "the copy answers again once the watch follows");
+}
+
+#[tokio::test]
+async fn the_member_lease_is_renewed_every_third_of_the_ttl_not_every_loop() {
+    let etcd = EtcdServer::start();
+    let mut a = node(&etcd, "pg1").await;
+    a.publish_member(&status(MemberRole::Replica, 1), 3_000).await.unwrap();
+    // The first renewal opens the lease's keep-alive stream, on which
+    // etcd-client renews once more by itself: not counted.
+    a.keep_member_alive(0, 3_000).await.unwrap();
+    let before = keep_alives(&etcd);
+    for loop_ms in (1_000..=6_000).step_by(1_000) {
+        a.keep_member_alive(loop_ms, 3_000).await.unwrap();
+    }
+    // One loop a second with a 3 s TTL: every loop (a third of the TTL
+    // apart); with 6 s, every other loop.
+    assert_eq!(keep_alives(&etcd) - before, 6.0);
+    let before = keep_alives(&etcd);
+    for loop_ms in (10_000..=16_000).step_by(1_000) {
+        a.keep_member_alive(loop_ms, 6_000).await.unwrap();
+    }
+    assert_eq!(keep_alives(&etcd) - before, 4.0, "at 10, 12, 14 and 16 s");
+}

@@ -88,3 +88,29 @@ async fn real_etcd_leases_take_their_keys() {
     let (_server, kv) = real().await;
     leases_take_their_keys(&kv, async |d| tokio::time::sleep(d).await).await;
 }
+
+/// The agent's client: reads of its scope answered from a copy a watch
+/// keeps (dcs::etcd), which must be indistinguishable from etcd's own.
+async fn real_with_a_kept_scope() -> (EtcdServer, EtcdKv, tokio::sync::mpsc::Receiver<()>) {
+    let (server, mut kv) = real().await;
+    let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(1);
+    kv.keep_scope("/", vec![], wake_tx);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while kv.scope_revision() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the scope's watch did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (server, kv, wake_rx)
+}
+
+#[tokio::test]
+async fn real_etcd_through_a_kept_scope_keeps_revisions_and_compares() {
+    let (_server, kv, _wake) = real_with_a_kept_scope().await;
+    revisions_and_compares(&kv).await;
+}
+
+#[tokio::test]
+async fn real_etcd_through_a_kept_scope_leases_take_their_keys() {
+    let (_server, kv, _wake) = real_with_a_kept_scope().await;
+    leases_take_their_keys(&kv, async |d| tokio::time::sleep(d).await).await;
+}

@@ -372,7 +372,8 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
                 self.dcs_lost_since = None;
                 let view = snap.view.clone();
                 self.snapshot = Some(snap);
-                if let Err(e) = bounded(deadline, self.dcs.keep_member_alive()).await {
+                let ttl_ms = self.config().ttl_ms;
+                if let Err(e) = bounded(deadline, self.dcs.keep_member_alive(now_ms, ttl_ms)).await {
                     warn!("member key keep-alive failed: {e}");
                 }
                 DcsView::Reachable(view)

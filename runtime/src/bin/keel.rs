@@ -118,7 +118,7 @@ async fn run(args: Args) -> ExitCode {
             key: cfg.etcd3.key.clone(),
         }),
     };
-    let kv = loop {
+    let mut kv = loop {
         match EtcdKv::connect(&opts).await {
             Ok(kv) => break kv,
             Err(e) => {
@@ -129,7 +129,7 @@ async fn run(args: Args) -> ExitCode {
     };
     let keys = Keys::new(&cfg.namespace, &cfg.scope);
     let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(1);
-    let _watch = kv.spawn_watch(vec![keys.leader(), keys.failover()], wake_tx);
+    let _watch = kv.keep_scope(keys.prefix(), vec![keys.leader(), keys.failover()], wake_tx);
     let store = KvStore::new(kv.clone(), keys.clone());
     let dcs = Dcs::new(kv, keys, &cfg.name, &setup.conn_url, &setup.api_url);
     let (tx, rx) = tokio::sync::mpsc::channel(8);

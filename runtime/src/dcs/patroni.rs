@@ -9,6 +9,7 @@
 //! stopped renewing (safety rule 1).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, PoisonError};
 
 use keel_core::dcs::LeaderKey;
 use keel_core::limits::MEMBERS_MAX;
@@ -54,11 +55,17 @@ pub struct Dcs<K: Kv> {
     api_url: String,
     leader_lease: Option<i64>,
     member_lease: Option<i64>,
+    /// When [`Self::keep_member_alive`] last renewed the member lease.
+    member_renewed_ms: Option<u64>,
     /// The optime this node last wrote to `status` under its current
     /// lease: only the leader writes the key, so while it holds the lock an
     /// unchanged optime need not be written again (an idle leader would
     /// otherwise write it every loop).
     status_written: Option<u64>,
+    /// The last read of the cluster, reused while the store's revision is
+    /// the same (the same revision is the same content): an idle agent's
+    /// reads then parse nothing, and a garbled key is logged once.
+    last_read: Mutex<Option<Snapshot>>,
 }
 
 const VERSION: &str = concat!("keel ", env!("CARGO_PKG_VERSION"));
@@ -73,7 +80,9 @@ impl<K: Kv> Dcs<K> {
             api_url: api_url.to_owned(),
             leader_lease: None,
             member_lease: None,
+            member_renewed_ms: None,
             status_written: None,
+            last_read: Mutex::default(),
         }
     }
 
@@ -84,8 +93,13 @@ impl<K: Kv> Dcs<K> {
     /// Reads the whole cluster prefix in one consistent read.
     pub async fn read(&self) -> Result<Snapshot, KvError> {
         let range = self.kv.range_prefix(self.keys.prefix()).await?;
+        let revision = u64::try_from(range.revision).unwrap_or(0);
+        let mut last = self.last_read.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(snap) = last.as_ref().filter(|s| revision > 0 && s.view.revision == revision) {
+            return Ok(snap.clone());
+        }
         let mut snap = Snapshot::default();
-        snap.view.revision = u64::try_from(range.revision).unwrap_or(0);
+        snap.view.revision = revision;
         for kv in &range.kvs {
             let Some(rel) = self.keys.relative(&kv.key) else { continue };
             let revision = u64::try_from(kv.mod_revision).unwrap_or(0);
@@ -96,6 +110,7 @@ impl<K: Kv> Dcs<K> {
             }
         }
         snap.view.history = snap.history.iter().map(|e| e.switch.clone()).collect();
+        *last = Some(snap.clone());
         Ok(snap)
     }
 
@@ -217,12 +232,13 @@ impl<K: Kv> Dcs<K> {
             self.leader_lease = None;
             return Ok(None);
         }
+        // A read, not a compare: the agent's etcd client answers it from
+        // its copy of the scope, once that copy is as recent as the
+        // keep-alive's answer (dcs::etcd).
         let key = self.keys.leader();
-        let mine = vec![
-            Compare::ValueEquals { key: key.clone(), value: self.name.clone().into_bytes() },
-            Compare::Lease { key, lease },
-        ];
-        if !self.kv.txn(mine, vec![], vec![]).await? {
+        let read = self.kv.range_prefix(&key).await?;
+        let current = read.kvs.iter().find(|kv| kv.key == key);
+        if !current.is_some_and(|kv| kv.value == self.name.as_bytes() && kv.lease == lease) {
             return Ok(None);
         }
         if self.status_written != Some(optime) {
@@ -303,11 +319,20 @@ impl<K: Kv> Dcs<K> {
         self.kv.txn(vec![], vec![put], vec![]).await.map(|_| ())
     }
 
-    /// Keeps the member key's lease alive (every loop, published or not).
-    pub async fn keep_member_alive(&mut self) -> Result<(), KvError> {
+    /// Keeps the member key's lease of `ttl_ms` alive, published or not:
+    /// called every loop, it renews every third of the TTL (`now_ms` on the
+    /// agent's clock), so that a renewal may fail twice before the key
+    /// expires.
+    pub async fn keep_member_alive(&mut self, now_ms: u64, ttl_ms: u64) -> Result<(), KvError> {
         let Some(lease) = self.member_lease else { return Ok(()) };
+        if self.member_renewed_ms.is_some_and(|at| now_ms.saturating_sub(at) < ttl_ms / 3) {
+            return Ok(());
+        }
         match self.kv.keep_alive(lease).await {
-            Ok(left) if left > 0 => Ok(()),
+            Ok(left) if left > 0 => {
+                self.member_renewed_ms = Some(now_ms);
+                Ok(())
+            }
             Ok(_) | Err(KvError::LeaseNotFound) => {
                 // Expired: the member key went with it; the next publish
                 // grants a new lease.
