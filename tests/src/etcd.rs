@@ -207,6 +207,17 @@ impl EtcdServer {
     }
 }
 
+/// Waits (at most 10 s) until `kv`'s copy of its scope
+/// (`EtcdKv::keep_scope`) holds every change up to `revision`; any
+/// revision below 1 waits for its watch to follow at all.
+pub async fn wait_for_scope(kv: &keel_runtime::dcs::etcd::EtcdKv, revision: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kv.scope_revision() < revision.max(1) {
+        assert!(Instant::now() < deadline, "the scope's copy did not reach revision {revision}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl Drop for EtcdServer {
     fn drop(&mut self) {
         self.stop();

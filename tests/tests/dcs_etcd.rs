@@ -9,7 +9,7 @@ use keel_core::{MemberRole, MemberState, MemberStatus, Tags};
 use keel_runtime::dcs::etcd::{EtcdKv, EtcdOptions, EtcdTls};
 use keel_runtime::dcs::patroni::Acquired;
 use keel_runtime::dcs::{Compare, Dcs, Keys, Kv, KvError, Op};
-use keel_tests::etcd::EtcdServer;
+use keel_tests::etcd::{wait_for_scope, EtcdServer};
 
 async fn kv(server: &EtcdServer) -> EtcdKv {
     let opts = EtcdOptions {
@@ -322,15 +322,6 @@ async fn kept_node(
     (dcs, raw, wake_rx)
 }
 
-/// Waits until the copy of the scope holds every change up to `revision`.
-async fn following(raw: &EtcdKv, revision: i64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while raw.scope_revision() < revision.max(1) {
-        assert!(Instant::now() < deadline, "the scope's watch did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Range requests etcd answered: reads that reached it.
 fn ranges(etcd: &EtcdServer) -> f64 {
     etcd.metric("grpc_server_handled_total", &[r#"grpc_method="Range""#])
@@ -344,12 +335,12 @@ fn keep_alives(etcd: &EtcdServer) -> f64 {
 async fn an_idle_leader_with_a_kept_scope_reads_and_renews_without_asking_etcd_for_a_read() {
     let etcd = EtcdServer::start();
     let (mut a, raw, _wake) = kept_node(&etcd, "pg1").await;
-    following(&raw, 0).await;
+    wait_for_scope(&raw, 0).await;
     assert_eq!(a.acquire(5_000).await.unwrap(), Acquired::Yes { ttl_ms: 5_000 });
     a.publish_member(&status(MemberRole::Primary, 10), 5_000).await.unwrap();
     assert_eq!(a.renew(10).await.unwrap(), Some(5_000), "the first renewal writes status");
     let latest = a.read().await.unwrap().view.revision;
-    following(&raw, i64::try_from(latest).unwrap()).await;
+    wait_for_scope(&raw, i64::try_from(latest).unwrap()).await;
     let before = (ranges(&etcd), keep_alives(&etcd));
     for _ in 0..10 {
         let snap = a.read().await.unwrap();
@@ -366,7 +357,7 @@ async fn a_kept_scope_shows_other_nodes_writes_and_wakes_on_the_leader_key_only(
     let etcd = EtcdServer::start();
     let (mut a, raw, mut wake) = kept_node(&etcd, "pg1").await;
     let mut b = node(&etcd, "pg2").await;
-    following(&raw, 0).await;
+    wait_for_scope(&raw, 0).await;
     a.publish_member(&status(MemberRole::Replica, 1), 5_000).await.unwrap();
     b.publish_member(&status(MemberRole::Replica, 2), 5_000).await.unwrap();
     // pg1's next answer from etcd is at least as recent as pg2's write.
@@ -387,7 +378,7 @@ async fn a_kept_scope_shows_other_nodes_writes_and_wakes_on_the_leader_key_only(
 async fn after_an_etcd_restart_a_kept_scope_follows_again_and_misses_no_write() {
     let mut etcd = EtcdServer::start();
     let (mut a, raw, _wake) = kept_node(&etcd, "pg1").await;
-    following(&raw, 0).await;
+    wait_for_scope(&raw, 0).await;
     a.acquire(30_000).await.unwrap();
     etcd.restart();
     wait_for_leader(&a, &etcd).await;
@@ -396,7 +387,7 @@ async fn after_an_etcd_restart_a_kept_scope_follows_again_and_misses_no_write() 
     a.renew(3).await.unwrap();
     assert!(a.read().await.unwrap().view.members.contains_key("pg2"), "a write after the restart");
     let latest = a.read().await.unwrap().view.revision;
-    following(&raw, i64::try_from(latest).unwrap()).await;
+    wait_for_scope(&raw, i64::try_from(latest).unwrap()).await;
     let before = ranges(&etcd);
     assert!(a.read().await.unwrap().view.members.contains_key("pg2"));
     assert_eq!(ranges(&etcd), before, "the copy answers again once the watch follows");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use keel_runtime::dcs::etcd::{EtcdKv, EtcdOptions};
 use keel_runtime::dcs::mem::MemKv;
 use keel_runtime::dcs::{Compare, Kv, KvError, Op};
-use keel_tests::etcd::EtcdServer;
+use keel_tests::etcd::{wait_for_scope, EtcdServer};
 
 fn put(key: &str, value: &str, lease: i64) -> Op {
     Op::Put { key: key.into(), value: value.as_bytes().to_vec(), lease }
@@ -95,11 +95,7 @@ async fn real_with_a_kept_scope() -> (EtcdServer, EtcdKv, tokio::sync::mpsc::Rec
     let (server, mut kv) = real().await;
     let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(1);
     kv.keep_scope("/", vec![], wake_tx);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while kv.scope_revision() == 0 {
-        assert!(std::time::Instant::now() < deadline, "the scope's watch did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_scope(&kv, 0).await;
     (server, kv, wake_rx)
 }
 

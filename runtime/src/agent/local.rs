@@ -117,24 +117,20 @@ impl Postgres for LocalPostgres {
             return;
         }
         let Some(pid) = self.setup.ctl.postmaster_pid() else { return };
-        let members: Vec<String> = view.members.keys().cloned().collect();
         if let Some((at_pid, at, kept)) = &self.slots_kept {
-            if *at_pid == pid && *kept == members && at.elapsed() < SLOTS_MAX_AGE {
+            if *at_pid == pid && kept.iter().eq(view.members.keys()) && at.elapsed() < SLOTS_MAX_AGE {
                 return;
             }
         }
-        let me = self.name.as_str();
-        let ensured = self
-            .observer
-            .session()
-            .with(pid, async |client| slots::ensure(client, members.iter(), me).await)
-            .await;
+        let (members, me) = (view.members.keys(), self.name.as_str());
+        let ensured =
+            self.observer.session().with(pid, async |client| slots::ensure(client, members, me).await).await;
         match ensured {
             Ok(created) => {
                 if !created.is_empty() {
                     info!(?created, "created replication slots");
                 }
-                self.slots_kept = Some((pid, Instant::now(), members));
+                self.slots_kept = Some((pid, Instant::now(), view.members.keys().cloned().collect()));
             }
             Err(e) => {
                 self.slots_kept = None;

@@ -164,6 +164,11 @@ impl ScopeCopy {
     }
 }
 
+/// The store revision an answer's header carries (0: none).
+fn revision(header: Option<&ResponseHeader>) -> i64 {
+    header.map_or(0, ResponseHeader::revision)
+}
+
 fn key_value(kv: &etcd_client::KeyValue) -> KeyValue {
     KeyValue {
         key: String::from_utf8_lossy(kv.key()).into_owned(),
@@ -249,18 +254,16 @@ impl EtcdKv {
     }
 
     /// Notes the store revision an answer carried.
-    fn saw(&self, header: Option<&ResponseHeader>) {
-        if let Some(header) = header {
-            self.seen.fetch_max(header.revision(), Ordering::Relaxed);
-        }
+    fn saw(&self, revision: i64) {
+        self.seen.fetch_max(revision, Ordering::Relaxed);
     }
 
     /// A read of `prefix` from etcd itself.
     async fn read(&self, prefix: &str) -> Result<Range, KvError> {
         let mut kv = self.client.kv_client();
         let resp = self.bounded(kv.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
-        self.saw(resp.header());
-        let revision = resp.header().map_or(0, |h| h.revision());
+        let revision = revision(resp.header());
+        self.saw(revision);
         Ok(Range { revision, kvs: resp.kvs().iter().map(key_value).collect() })
     }
 }
@@ -364,7 +367,7 @@ async fn renew((mut keeper, mut stream): Keeper) -> Result<Renewed, etcd_client:
     keeper.keep_alive().await?;
     match stream.message().await? {
         Some(resp) => {
-            let revision = resp.header().map_or(0, |h| h.revision());
+            let revision = revision(resp.header());
             let kept = (resp.ttl() > 0).then_some((keeper, stream));
             Ok(Renewed { ttl: resp.ttl(), revision, kept })
         }
@@ -446,14 +449,14 @@ impl Kv for EtcdKv {
             .or_else(failure.into_iter().map(to_op).collect::<Vec<_>>());
         let mut kv = self.client.kv_client();
         let resp = self.bounded(kv.txn(txn)).await?;
-        self.saw(resp.header());
+        self.saw(revision(resp.header()));
         Ok(resp.succeeded())
     }
 
     async fn grant(&self, ttl_s: i64) -> Result<(i64, i64), KvError> {
         let mut lease = self.client.lease_client();
         let resp = self.bounded(lease.grant(ttl_s, None)).await?;
-        self.saw(resp.header());
+        self.saw(revision(resp.header()));
         Ok((resp.id(), resp.ttl()))
     }
 
@@ -476,7 +479,7 @@ impl Kv for EtcdKv {
         };
         match self.bounded(once).await {
             Ok(Renewed { ttl, revision, kept }) => {
-                self.seen.fetch_max(revision, Ordering::Relaxed);
+                self.saw(revision);
                 if let Some(keeper) = kept {
                     self.keep(id, keeper);
                 }
