@@ -144,9 +144,23 @@ impl Tags {
 pub struct SyncKey {
     pub leader: Option<String>,
     pub members: BTreeSet<String>,
-    /// Quorum mode: how many of `members` acknowledge each commit.
+    /// Quorum mode: how many of `members` have each acknowledged commit.
+    /// Patroni's JSON field `quorum` is the other side of the same promise,
+    /// the number of other members a candidate must see
+    /// (`members - quorum`); the runtime's codec converts.
     pub quorum: Option<u32>,
     pub revision: u64,
+}
+
+impl SyncKey {
+    /// How many other members of the key a candidate must see at or behind
+    /// its position to be sure it has every acknowledged commit: any set of
+    /// `quorum` members overlaps any `members - quorum + 1` (Patroni's
+    /// `quorum` field). A key promising nothing (`quorum` 0) needs all.
+    pub fn votes_needed(&self) -> u32 {
+        let members = self.members.len() as u32;
+        members.saturating_sub(self.quorum.unwrap_or(0))
+    }
 }
 
 /// The `failover` key: a switchover (with `leader`) or a manual failover

@@ -215,7 +215,7 @@ pub enum Unfit {
     OlderTimeline { timeline: u32, cluster_timeline: u32 },
     Diverged { fork_lsn: u64 },
     NotSyncStandby,
-    QuorumNotVisible { visible: usize, needed: usize },
+    QuorumNotVisible { votes: u32, needed: u32 },
     BehindMember { member: String },
     NotRunning,
     UnknownMember,
@@ -236,8 +236,8 @@ impl fmt::Display for Unfit {
                 write!(f, "its history diverged from the cluster's at {}", Lsn(*fork_lsn))
             }
             Unfit::NotSyncStandby => write!(f, "not a synchronous standby"),
-            Unfit::QuorumNotVisible { visible, needed } => {
-                write!(f, "sees {visible} of the quorum members, needs {needed}")
+            Unfit::QuorumNotVisible { votes, needed } => {
+                write!(f, "sees {votes} other quorum members not ahead of it, needs {needed}")
             }
             Unfit::BehindMember { member } => write!(f, "{member} is ahead"),
             Unfit::NotRunning => write!(f, "not running"),
@@ -311,6 +311,8 @@ pub enum Reason {
     NotHealthiest { why: Unfit },
     LeaseTakenElsewhere,
     WaitingForCandidate { candidate: String },
+    CandidateUnfit { why: Unfit },
+    FailoverRequestExpired { candidate: String, waited_ms: u64 },
     NoLeaderStartingReadOnly,
     // Following.
     Following { leader: String, upstream: String },
@@ -445,6 +447,15 @@ impl fmt::Display for Reason {
             WaitingForCandidate { candidate } => {
                 write!(f, "no leader: leaving the lock to the requested candidate {candidate}")
             }
+            CandidateUnfit { why } => write!(
+                f,
+                "switchover to me refused: I am {why}; clearing the request so that the usual race runs"
+            ),
+            FailoverRequestExpired { candidate, waited_ms } => write!(
+                f,
+                "the request to hand over to {candidate} was not carried out in {}; clearing it so that the usual race runs",
+                secs(*waited_ms)
+            ),
             NoLeaderStartingReadOnly => {
                 write!(f, "no leader: starting Postgres read-only before racing")
             }

@@ -29,7 +29,15 @@ pub fn check(prev: &State, obs: &Observation, next: &State, decision: &Decision)
     // Rule 2: promote only with a lease whose deadline lies ahead.
     if actions.contains(&Action::Promote) {
         assert!(lease_ahead, "rule 2: promote without a lease ahead at {now} ms");
-        assert!(!next.config.pause, "promote while paused");
+        // Paused, only the operator's named candidate promotes.
+        let requested = match &obs.dcs {
+            DcsView::Reachable(v) => v.failover.as_ref().and_then(|f| f.candidate.as_deref()),
+            DcsView::Unreachable { .. } => None,
+        };
+        assert!(
+            !next.config.pause || requested == Some(next.name.as_str()),
+            "promote while paused without a switchover to this node"
+        );
     }
     // Rule 5: nobody takes the lock or promotes without a DCS view.
     if !matches!(obs.dcs, DcsView::Reachable(_)) {

@@ -43,6 +43,19 @@ pub struct State {
     #[serde(default)]
     pub orphan_initialize_revision: u64,
     pub shutdown: bool,
+    /// Since when this node, with no leader, has left the lock to the
+    /// candidate of a switchover or failover request (rule 10: a request
+    /// nobody carries out is cleared after a TTL).
+    #[serde(default)]
+    pub candidate_wait: Option<CandidateWait>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateWait {
+    /// The `mod_revision` of the `failover` key waited on: a new request
+    /// starts the count afresh.
+    pub revision: u64,
+    pub since_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +82,7 @@ impl State {
             orphan_initialize_since_ms: None,
             orphan_initialize_revision: 0,
             shutdown: false,
+            candidate_wait: None,
         }
     }
 

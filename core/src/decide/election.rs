@@ -2,11 +2,13 @@
 //! leader, a replica takes the lock only if it is the healthiest member it
 //! can see. The lock's compare-and-swap settles any remaining tie.
 
-use super::{rewind, switchover, Ctx, Verdict};
+use super::fitness::{self, Candidate};
+use super::{Ctx, Verdict};
 use crate::dcs::{ClusterView, SyncMode};
 use crate::decision::{Action, Reason, StartAs, Unfit};
 use crate::pg::PgProcess;
 use crate::rank::Rank;
+use crate::state::CandidateWait;
 
 /// No lock held by this node and no other leader: reclaim a key that still
 /// names us, or race.
@@ -37,70 +39,89 @@ pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Verdict {
     if let Some(p) = cx.next.failsafe_promise.as_ref().filter(|p| p.until_ms > cx.now()) {
         return (Vec::new(), Reason::FailsafePromise { leader: p.leader.clone() });
     }
-    let requested = view.failover.as_ref().and_then(|f| f.candidate.as_deref());
-    let manual = requested == Some(cx.me());
-    if let Some(candidate) = requested.filter(|c| *c != cx.me()) {
-        if switchover::candidate_fitness(cx, view, candidate, false).is_ok() {
-            let candidate = candidate.to_owned();
-            return (Vec::new(), Reason::WaitingForCandidate { candidate });
-        }
+    if let Some(v) = failover_request(cx, view, switching_away) {
+        return v;
     }
-    if switching_away {
-        // The operator asked this node to step down: leave the lock to any
-        // fit member, and take it back only if there is none (Patroni).
-        let mut others = view.members.keys().filter(|m| *m != cx.me());
-        if let Some(other) = others.find(|m| switchover::candidate_fitness(cx, view, m, false).is_ok()) {
-            let candidate = other.clone();
-            return (Vec::new(), Reason::WaitingForCandidate { candidate });
-        }
-    }
+    let manual = view.failover.as_ref().and_then(|f| f.candidate.as_deref()) == Some(cx.me());
     match fitness(cx, view, manual) {
         Ok(()) => (vec![Action::AcquireLease], Reason::TakingLease),
+        Err(why) if manual => {
+            // The operator named this node, but it may not lead: say why
+            // and clear the request, so that the usual race runs now rather
+            // than after the wait bound (rule 10).
+            let clear = Action::ClearFailoverRequest { revision: failover_revision(view) };
+            (vec![clear], Reason::CandidateUnfit { why })
+        }
         Err(why) => (Vec::new(), Reason::NotHealthiest { why }),
     }
 }
 
-/// Whether this node may take the lock. A requested candidate (`manual`)
-/// skips the lag limit and the ranking, as the operator chose it, but never
-/// the safety checks: nofailover, diverged history, synchronous membership.
+/// A switchover or failover request while nobody holds the lock: leave the
+/// lock to the requested candidate (or, for a leader stepping down, to any
+/// fit member) while it is fit, but not for ever. A request that nobody
+/// carries out within a TTL (the candidate died, or refuses itself on facts
+/// the others cannot see) is cleared, and the usual race runs (rule 10).
+fn failover_request(cx: &mut Ctx, view: &ClusterView, switching_away: bool) -> Option<Verdict> {
+    let request = view.failover.as_ref()?;
+    let waiting_for = match request.candidate.as_deref() {
+        Some(c) if c == cx.me() => return None,
+        Some(c) => Some(c).filter(|c| fitness::member_fitness(cx, view, c, None).is_ok()),
+        None => None,
+    };
+    let waiting_for = waiting_for.map(str::to_owned).or_else(|| {
+        // The operator asked this node to step down: leave the lock to any
+        // fit member, and take it back only if there is none (Patroni).
+        let mut others = view.members.keys().filter(|m| *m != cx.me());
+        others.find(|m| switching_away && fitness::member_fitness(cx, view, m, None).is_ok()).cloned()
+    })?;
+    let now = cx.now();
+    let since = cx
+        .prev
+        .candidate_wait
+        .as_ref()
+        .filter(|w| w.revision == request.revision)
+        .map_or(now, |w| w.since_ms);
+    let waited_ms = now - since;
+    if waited_ms >= cx.cfg.ttl_ms {
+        let clear = Action::ClearFailoverRequest { revision: request.revision };
+        return Some((vec![clear], Reason::FailoverRequestExpired { candidate: waiting_for, waited_ms }));
+    }
+    cx.next.candidate_wait = Some(CandidateWait { revision: request.revision, since_ms: since });
+    Some((Vec::new(), Reason::WaitingForCandidate { candidate: waiting_for }))
+}
+
+fn failover_revision(view: &ClusterView) -> u64 {
+    view.failover.as_ref().map_or(0, |f| f.revision)
+}
+
+/// Whether this node may take the lock: [`fitness::fit_to_lead`] on its own
+/// facts, then, unless the operator named it (`manual`: the operator chose
+/// it over the lag limit and the ranking), the lag limit, the quorum's
+/// votes and the ranking against the others.
 pub(super) fn fitness(cx: &Ctx, view: &ClusterView, manual: bool) -> Result<(), Unfit> {
-    let pg = &cx.obs.pg;
-    let tags = &cx.obs.tags;
-    if !tags.can_fail_over() {
-        return Err(Unfit::NoFailoverTag);
-    }
-    // Failsafe mode: only members the leader last listed may take the lock
-    // (Patroni's `/failsafe` key), for only they answered its pings.
-    if !failsafe_allows(cx, view, cx.me()) {
-        return Err(Unfit::NotInFailsafeSet);
-    }
-    if let Some(fork_lsn) = rewind::divergence(pg, &view.history, None) {
-        return Err(Unfit::Diverged { fork_lsn });
-    }
-    let cluster_timeline = view.cluster_timeline();
-    if cx.cfg.check_timeline && pg.timeline < cluster_timeline {
-        return Err(Unfit::OlderTimeline { timeline: pg.timeline, cluster_timeline });
-    }
-    let position = pg.wal_position();
+    let me = Candidate::me(cx);
     let reference = view.optime_lsn.unwrap_or(0).max(cx.prev.last_leader_lsn);
-    let lag_bytes = reference.saturating_sub(position);
-    let max_bytes = cx.cfg.maximum_lag_on_failover_bytes;
-    if !manual && lag_bytes > max_bytes {
-        return Err(Unfit::Lagging { lag_bytes, max_bytes });
+    fitness::fit_to_lead(cx, view, &me, (!manual).then_some(reference))?;
+    if !manual {
+        rank(cx, view)?;
     }
-    sync_fitness(cx, view)?;
-    if manual {
-        return Ok(());
-    }
-    let me = Rank { lsn: position, priority: tags.failover_priority, name: cx.me() };
+    quorum_votes(cx, view)
+}
+
+/// The race proper: no fit rival ahead of this node, and at an equal
+/// position none with a higher `failover_priority` (Patroni's
+/// `_is_healthiest_node`; the leader stepping down does not count).
+fn rank(cx: &Ctx, view: &ClusterView) -> Result<(), Unfit> {
+    let pg = &cx.obs.pg;
+    let me = Rank { lsn: pg.wal_position(), priority: cx.obs.tags.failover_priority, name: cx.me() };
     let stepping_down = view.failover.as_ref().and_then(|f| f.leader.as_deref());
     for (name, m) in &view.members {
         let rival = name != cx.me()
             && m.is_running()
             && m.tags.can_fail_over()
             && Some(name.as_str()) != stepping_down
-            && failsafe_allows(cx, view, name);
-        if !rival || !in_sync_set(cx, view, name) || m.timeline < pg.timeline {
+            && fitness::failsafe_allows(cx, view, name);
+        if !rival || !fitness::in_sync_set(cx, view, name) || m.timeline < pg.timeline {
             continue;
         }
         // A member on a newer timeline saw a promotion this node did not.
@@ -112,54 +133,33 @@ pub(super) fn fitness(cx: &Ctx, view: &ClusterView, manual: bool) -> Result<(), 
     Ok(())
 }
 
-/// In synchronous mode only a member of the sync key may win; in quorum
-/// mode it must also see enough of the key's members to know it is the
-/// furthest of any set that overlaps every acknowledged commit.
-fn sync_fitness(cx: &Ctx, view: &ClusterView) -> Result<(), Unfit> {
-    if cx.cfg.synchronous_mode == SyncMode::Off {
+/// Quorum mode: the sync key's voters `K` with Patroni's `quorum` field
+/// `q` promise that every acknowledged commit is on at least `|K| - q` of
+/// them, so a candidate must see `q` other voters that are not ahead of it
+/// (Patroni's `_is_healthiest_node`: a vote is a failover-capable voter
+/// with Postgres running and a WAL position at or behind the candidate's).
+/// The leader the key names has every commit it acknowledged itself.
+fn quorum_votes(cx: &Ctx, view: &ClusterView) -> Result<(), Unfit> {
+    if cx.cfg.synchronous_mode != SyncMode::Quorum {
         return Ok(());
     }
-    // No key naming a leader: no leader ever claimed it, and a leader
-    // claims it before it sets `synchronous_standby_names`, so no commit
-    // waited for a standby: the usual rules pick, as Patroni's
-    // `is_healthiest_node` does. (Refusing left a cluster whose bootstrap
-    // leader lost its lease before claiming the key leaderless forever;
-    // keel-sim, seed 2814.)
     let Some(key) = view.sync.as_ref().filter(|k| k.leader.is_some()) else {
         return Ok(());
     };
-    // The leader the key names has every commit it acknowledged itself
-    // (Patroni's `SyncState.matches(name, check_leader=True)`).
     if key.leader.as_deref() == Some(cx.me()) {
         return Ok(());
     }
-    if !key.members.contains(cx.me()) {
-        return Err(Unfit::NotSyncStandby);
-    }
-    if cx.cfg.synchronous_mode == SyncMode::Quorum {
-        let quorum = key.quorum.unwrap_or(0) as usize;
-        let visible = key
-            .members
-            .iter()
-            .filter(|m| *m == cx.me() || view.members.get(*m).is_some_and(|x| x.is_running()))
-            .count();
-        if quorum == 0 || visible + quorum < key.members.len() + 1 {
-            let needed = (key.members.len() + 1).saturating_sub(quorum);
-            return Err(Unfit::QuorumNotVisible { visible, needed });
-        }
+    let position = cx.obs.pg.wal_position();
+    let votes = key
+        .members
+        .iter()
+        .filter(|m| *m != cx.me())
+        .filter_map(|m| view.members.get(m))
+        .filter(|m| m.is_running() && m.tags.can_fail_over() && m.lsn > 0 && m.lsn <= position)
+        .count() as u32;
+    let needed = key.votes_needed();
+    if votes < needed {
+        return Err(Unfit::QuorumNotVisible { votes, needed });
     }
     Ok(())
-}
-
-/// In failsafe mode only the members the leader last listed in `failsafe`
-/// may take the lock (Patroni's `/failsafe` key): only they answer its
-/// pings, so only they know whether it still holds on without etcd.
-pub(super) fn failsafe_allows(cx: &Ctx, view: &ClusterView, name: &str) -> bool {
-    !cx.cfg.failsafe_mode || view.failsafe.as_ref().is_none_or(|f| f.contains(name))
-}
-
-fn in_sync_set(cx: &Ctx, view: &ClusterView, name: &str) -> bool {
-    let key = view.sync.as_ref().filter(|k| k.leader.is_some());
-    cx.cfg.synchronous_mode == SyncMode::Off
-        || key.is_none_or(|k| k.members.contains(name) || k.leader.as_deref() == Some(name))
 }

@@ -3,7 +3,7 @@
 //! `primary_start_timeout` (behaviour 6), and the leader's housekeeping:
 //! history, initialize key, config, synchronous standbys.
 
-use super::{switchover, sync, Ctx, Verdict};
+use super::{fitness, switchover, sync, Ctx, Verdict};
 use std::collections::BTreeSet;
 
 use crate::dcs::{ClusterView, SyncMode};
@@ -27,7 +27,7 @@ pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
 /// Promote only with the lock, and with enough lease left to be worth it
 /// (rule 2). In synchronous mode the sync key names this node as leader
 /// (and nobody else yet) before Postgres promotes (rule 3).
-fn promote(cx: &mut Ctx, view: &ClusterView) -> Verdict {
+pub(super) fn promote(cx: &mut Ctx, view: &ClusterView) -> Verdict {
     let mut actions = Vec::new();
     // Also when the key already names this node with standbys (a leader
     // that demoted and takes the lock again): they may lack what the new
@@ -71,10 +71,7 @@ fn primary_down(cx: &mut Ctx, view: &ClusterView) -> Verdict {
     // Only a member that could really win the race counts (Patroni's
     // `is_failover_possible`): releasing to nobody leaves the cluster
     // without a primary for good.
-    let someone_else = view
-        .members
-        .keys()
-        .any(|name| name != cx.me() && switchover::candidate_fitness(cx, view, name, true).is_ok());
+    let someone_else = fitness::anyone_else_fit(cx, view, None);
     if down_ms >= timeout_ms && someone_else {
         let mut actions = Vec::new();
         if cx.obs.pg.process == PgProcess::Starting {

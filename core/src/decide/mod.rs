@@ -10,6 +10,7 @@
 mod bootstrap;
 mod election;
 mod fencing;
+mod fitness;
 mod follow;
 mod leader;
 mod operator;
@@ -100,6 +101,7 @@ impl<'a> Ctx<'a> {
         // Kept only by the rule that keeps counting it.
         cx.next.orphan_initialize_since_ms = None;
         cx.next.orphan_initialize_revision = 0;
+        cx.next.candidate_wait = None;
         if let Some(v) = view {
             cx.observe_view(v);
         }

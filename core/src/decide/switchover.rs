@@ -1,12 +1,13 @@
 //! Switchover and manual failover requests (behaviour 7), read from the
-//! `failover` key. The leader checks the candidate, demotes gracefully and
-//! only then releases the lock; the candidate takes the lock after that and
-//! clears the request. Unfit candidates are refused with a reason, as
-//! Patroni's 412 answers.
+//! `failover` key. The leader checks the candidate with the one fitness
+//! predicate (rule 10), demotes gracefully and only then releases the lock;
+//! the candidate takes the lock after that and clears the request. Unfit
+//! candidates are refused with a reason before anyone demotes, as Patroni's
+//! 412 answers.
 
-use super::{election, Ctx, Verdict};
-use crate::dcs::{ClusterView, FailoverKey, SyncMode};
-use crate::decision::{Action, DemoteMode, Reason, Unfit};
+use super::{fitness, Ctx, Verdict};
+use crate::dcs::{ClusterView, FailoverKey};
+use crate::decision::{Action, DemoteMode, Reason};
 
 pub(super) fn as_leader(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
     let request = view.failover.as_ref()?;
@@ -20,20 +21,26 @@ pub(super) fn as_leader(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
             return refuse(format!("it names {leader} as leader, but I am the leader"));
         }
     }
-    if scheduled_in_ms(cx, request).is_some() {
-        // Not yet: the leader goes on with its housekeeping meanwhile.
-        return None;
+    match schedule(cx, request) {
+        Schedule::Later(_) => return None,
+        Schedule::Stale { late_ms } => {
+            return refuse(format!("it was scheduled {} s ago, too long past to carry out", late_ms / 1000));
+        }
+        Schedule::Now => {}
     }
     let candidate = match request.candidate.as_deref() {
         Some(c) if c == cx.me() => return refuse(format!("{c} is already the leader")),
-        Some(c) => match candidate_fitness(cx, view, c, true) {
+        Some(c) => match fitness::member_fitness(cx, view, c, Some(cx.optime())) {
             Ok(()) => Some(c.to_owned()),
             Err(why) => return refuse(format!("candidate {c} is {why}")),
         },
+        None if cx.cfg.pause => {
+            // Patroni: while paused only a switchover to a named candidate
+            // is possible, for nobody else would race.
+            return refuse("a switchover in maintenance mode needs a candidate".to_owned());
+        }
         None => {
-            let any =
-                view.members.keys().any(|m| m != cx.me() && candidate_fitness(cx, view, m, true).is_ok());
-            if !any {
+            if !fitness::anyone_else_fit(cx, view, None) {
                 return refuse("no good candidates have been found".to_owned());
             }
             None
@@ -44,42 +51,38 @@ pub(super) fn as_leader(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
     Some((actions, Reason::Switchover { candidate }))
 }
 
-/// How long until a scheduled switchover is due, if it is in the future.
-pub(super) fn scheduled_in_ms(cx: &Ctx, request: &FailoverKey) -> Option<u64> {
-    let at = request.scheduled_at_wall_ms?;
-    (at > cx.obs.wall_ms).then(|| (at - cx.obs.wall_ms) as u64)
+/// When a request is due, by the wall clock (the only use of it besides
+/// display: an operator schedules in wall time).
+pub(super) enum Schedule {
+    Now,
+    Later(u64),
+    /// Due so long ago (more than 1.5 `loop_wait`) that carrying it out now
+    /// would surprise whoever scheduled it: Patroni cleans such a request
+    /// up (`should_run_scheduled_action`), and so does keel.
+    Stale {
+        late_ms: u64,
+    },
 }
 
-/// Whether `name` could take over, from its published state: running,
-/// allowed to fail over, in the sync key in synchronous mode, and (with
-/// `check_lag`) within the lag limit of this node's position.
-pub(super) fn candidate_fitness(
-    cx: &Ctx,
-    view: &ClusterView,
-    name: &str,
-    check_lag: bool,
-) -> Result<(), Unfit> {
-    let Some(member) = view.members.get(name) else {
-        return Err(Unfit::UnknownMember);
+pub(super) fn schedule(cx: &Ctx, request: &FailoverKey) -> Schedule {
+    let Some(at) = request.scheduled_at_wall_ms else {
+        return Schedule::Now;
     };
-    if !member.is_running() {
-        return Err(Unfit::NotRunning);
+    let now = cx.obs.wall_ms;
+    if at > now {
+        return Schedule::Later((at - now) as u64);
     }
-    if !member.tags.can_fail_over() {
-        return Err(Unfit::NoFailoverTag);
+    let late_ms = (now - at) as u64;
+    if late_ms > cx.cfg.loop_wait_ms.saturating_mul(3) / 2 {
+        return Schedule::Stale { late_ms };
     }
-    if !election::failsafe_allows(cx, view, name) {
-        return Err(Unfit::NotInFailsafeSet);
+    Schedule::Now
+}
+
+/// How long until a scheduled switchover is due, if it is in the future.
+pub(super) fn scheduled_in_ms(cx: &Ctx, request: &FailoverKey) -> Option<u64> {
+    match schedule(cx, request) {
+        Schedule::Later(in_ms) => Some(in_ms),
+        _ => None,
     }
-    if cx.cfg.synchronous_mode != SyncMode::Off
-        && !view.sync.as_ref().is_some_and(|s| s.members.contains(name))
-    {
-        return Err(Unfit::NotSyncStandby);
-    }
-    let lag_bytes = cx.optime().saturating_sub(member.lsn);
-    let max_bytes = cx.cfg.maximum_lag_on_failover_bytes;
-    if check_lag && lag_bytes > max_bytes {
-        return Err(Unfit::Lagging { lag_bytes, max_bytes });
-    }
-    Ok(())
 }

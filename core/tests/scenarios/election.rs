@@ -303,8 +303,11 @@ fn quorum_mode_member_seeing_too_few_of_the_key_does_not_take_lease() {
     let v = quorum(alone(leaderless(), "pg2"), "pg1", &["pg2", "pg3"], 1);
     let d = race("pg2", v, replica_pg(1000));
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(d.reason, unfit(Unfit::QuorumNotVisible { visible: 1, needed: 2 }));
-    assert_eq!(reason(&d), "no leader, but I do not race: sees 1 of the quorum members, needs 2");
+    assert_eq!(d.reason, unfit(Unfit::QuorumNotVisible { votes: 0, needed: 1 }));
+    assert_eq!(
+        reason(&d),
+        "no leader, but I do not race: sees 0 other quorum members not ahead of it, needs 1"
+    );
 }
 
 #[test]
@@ -323,7 +326,7 @@ fn quorum_mode_stopped_key_member_does_not_count_as_seen() {
     let v = quorum(v, "pg1", &["pg2", "pg3", "pg4"], 1);
     let d = race("pg2", v, replica_pg(1000));
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(d.reason, unfit(Unfit::QuorumNotVisible { visible: 2, needed: 3 }));
+    assert_eq!(d.reason, unfit(Unfit::QuorumNotVisible { votes: 1, needed: 2 }));
 }
 
 #[test]

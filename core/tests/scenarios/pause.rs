@@ -116,11 +116,15 @@ fn paused_member_still_publishes_its_state() {
 }
 
 #[test]
-fn paused_leader_ignores_a_failover_key_without_candidate() {
+/// Patroni: "Switchover is possible only to a specific candidate in a
+/// paused state", and the key is cleaned up rather than left to fire on
+/// resume, when nobody expects it any more.
+fn paused_leader_clears_a_failover_key_without_candidate() {
     let v = paused(with_failover(cluster(), Some("pg1"), None));
     let d = leader("pg1", VALIDITY_MS).step(&Obs::new(5_000, v, primary_pg(1000)).0);
-    assert_eq!(acts(&d), vec![renew(1000)]);
-    assert_eq!(d.reason, Reason::Paused { leader: true });
+    assert_eq!(acts(&d), vec![renew(1000), Action::ClearFailoverRequest { revision: 97 }]);
+    let why = "a switchover in maintenance mode needs a candidate".to_owned();
+    assert_eq!(d.reason, Reason::SwitchoverRefused { why });
 }
 
 #[test]
@@ -239,4 +243,35 @@ fn paused_leader_switches_over_to_a_named_candidate() {
     let d = leader("pg1", VALIDITY_MS).step(&Obs::new(5_000, v, primary_pg(1000)).0);
     assert_eq!(acts(&d), vec![demote(DemoteMode::Graceful), release(1000)]);
     assert_eq!(d.reason, Reason::Switchover { candidate: Some("pg2".into()) });
+}
+
+/// Defect 2 of issue 12: the candidate of a switchover made while paused
+/// took the lock, then released it because the cluster was paused and its
+/// Postgres a replica, forever. Pause stops automatic actions, not the ones
+/// an operator asks for: Patroni promotes it.
+#[test]
+fn paused_switchover_candidate_holding_the_lock_promotes() {
+    let mut v = paused(with_failover(no_leader(cluster()), None, Some("pg2")));
+    v = with_leader(v, "pg2");
+    let d = leader("pg2", VALIDITY_MS).step(&Obs::new(5_000, v, replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![Action::Promote, Action::ClearFailoverRequest { revision: 97 }]);
+    assert_eq!(d.reason, Reason::Promoting);
+}
+
+#[test]
+fn paused_switchover_runs_from_request_to_promotion() {
+    let v = paused(with_failover(cluster(), Some("pg1"), Some("pg2")));
+    let d = leader("pg1", VALIDITY_MS).step(&Obs::new(5_000, v.clone(), primary_pg(1000)).0);
+    assert_eq!(acts(&d)[0], Action::Demote { mode: DemoteMode::Graceful });
+    let mut pg2 = replica("pg2");
+    let released = no_leader(v);
+    let d = pg2.step(&Obs::new(6_000, released.clone(), replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![Action::AcquireLease]);
+    let o = Obs::new(6_010, with_leader(released, "pg2"), replica_pg(1000)).outcome(
+        Action::AcquireLease,
+        ActionResult::Done,
+        6_000,
+    );
+    let d = pg2.step(&o.0);
+    assert!(acts(&d).contains(&Action::Promote), "{:?}", acts(&d));
 }

@@ -400,28 +400,28 @@ fn manual_failover_candidate_promotes_and_clears_request() {
 }
 
 #[test]
-fn manual_failover_to_nofailover_candidate_does_not_take_lease() {
+fn manual_failover_to_nofailover_candidate_clears_the_request_instead_of_taking_lease() {
     let v = manual_failover("pg3");
     let d = replica("pg3").step(&Obs::new(1000, v, replica_pg(1000)).tags(|t| t.nofailover = true).0);
-    assert_eq!(acts(&d), vec![]);
-    assert_eq!(d.reason, Reason::NotHealthiest { why: Unfit::NoFailoverTag });
+    assert_eq!(acts(&d), vec![clear()]);
+    assert_eq!(d.reason, Reason::CandidateUnfit { why: Unfit::NoFailoverTag });
 }
 
 #[test]
-fn manual_failover_to_async_candidate_in_sync_mode_does_not_take_lease() {
+fn manual_failover_to_async_candidate_in_sync_mode_clears_the_request_instead_of_taking_lease() {
     let v = sync_on(manual_failover("pg3"), &["pg2"]);
     let d = replica("pg3").step(&Obs::new(1000, v, replica_pg(1000)).0);
-    assert_eq!(acts(&d), vec![]);
-    assert_eq!(d.reason, Reason::NotHealthiest { why: Unfit::NotSyncStandby });
+    assert_eq!(acts(&d), vec![clear()]);
+    assert_eq!(d.reason, Reason::CandidateUnfit { why: Unfit::NotSyncStandby });
 }
 
 #[test]
-fn manual_failover_to_diverged_candidate_does_not_take_lease() {
+fn manual_failover_to_diverged_candidate_clears_the_request_instead_of_taking_lease() {
     let mut v = manual_failover("pg3");
     v.history = vec![TimelineSwitch { timeline: 1, fork_lsn: 800, new_leader: Some("pg2".into()) }];
     let d = replica("pg3").step(&Obs::new(1000, v, replica_pg(1000)).0);
-    assert_eq!(acts(&d), vec![]);
-    assert_eq!(d.reason, Reason::NotHealthiest { why: Unfit::Diverged { fork_lsn: 800 } });
+    assert_eq!(acts(&d), vec![clear()]);
+    assert_eq!(d.reason, Reason::CandidateUnfit { why: Unfit::Diverged { fork_lsn: 800 } });
 }
 
 #[test]
@@ -506,4 +506,108 @@ fn failed_graceful_demote_in_switchover_keeps_lease_and_retries() {
     let d = n.step(&o.0);
     assert_eq!(acts(&d), handover());
     assert_eq!(d.reason, Reason::Switchover { candidate: Some("pg2".into()) });
+}
+
+// Defect 1 of issue 12: one judgement of fitness (rule 10).
+
+#[test]
+fn switchover_to_candidate_behind_check_timeline_is_refused_before_the_leader_demotes() {
+    let mut v = with_config(request(Some("pg1"), Some("pg2")), |c| c.check_timeline = true);
+    v.history = vec![TimelineSwitch { timeline: 1, fork_lsn: 900, new_leader: Some("pg1".into()) }];
+    let v = edit(edit(v, "pg1", |m| m.timeline = 2), "pg2", |m| {
+        m.timeline = 1;
+        m.lsn = 900;
+    });
+    let d = lead(v);
+    assert_eq!(acts(&d), vec![renew(1000), clear()]);
+    refused(&d, "candidate pg2 is on timeline 1, behind the cluster's timeline 2");
+}
+
+#[test]
+fn switchover_to_candidate_that_wrote_past_the_fork_is_refused_before_the_leader_demotes() {
+    let mut v = request(Some("pg1"), Some("pg2"));
+    v.history = vec![TimelineSwitch { timeline: 1, fork_lsn: 900, new_leader: Some("pg1".into()) }];
+    let v = edit(edit(v, "pg1", |m| m.timeline = 2), "pg2", |m| m.lsn = 950);
+    let d = lead(v);
+    assert_eq!(acts(&d), vec![renew(1000), clear()]);
+    refused(&d, "candidate pg2 is its history diverged from the cluster's at 0/384");
+}
+
+#[test]
+fn requested_candidate_behind_check_timeline_clears_the_request_instead_of_taking_lease() {
+    let mut v = with_config(manual_failover("pg3"), |c| c.check_timeline = true);
+    v.history = vec![TimelineSwitch { timeline: 1, fork_lsn: 2000, new_leader: Some("pg2".into()) }];
+    let d = replica("pg3").step(&Obs::new(1000, v, replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![clear()]);
+    let why = Unfit::OlderTimeline { timeline: 1, cluster_timeline: 2 };
+    assert_eq!(d.reason, Reason::CandidateUnfit { why });
+    assert_eq!(
+        reason(&d),
+        "switchover to me refused: I am on timeline 1, behind the cluster's timeline 2; \
+         clearing the request so that the usual race runs"
+    );
+}
+
+#[test]
+fn bystander_waits_for_a_requested_candidate_that_looks_fit_for_less_than_a_ttl() {
+    let mut n = replica("pg2");
+    let v = manual_failover("pg3");
+    let d = n.step(&Obs::new(1000, v.clone(), replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![]);
+    assert_eq!(d.reason, Reason::WaitingForCandidate { candidate: "pg3".into() });
+    let d = n.step(&Obs::new(1000 + TTL_MS - 1, v, replica_pg(1000)).0);
+    assert_eq!(d.reason, Reason::WaitingForCandidate { candidate: "pg3".into() });
+}
+
+#[test]
+fn bystander_clears_a_request_whose_candidate_does_not_take_the_lock_within_a_ttl() {
+    let mut n = replica("pg2");
+    let v = manual_failover("pg3");
+    n.step(&Obs::new(1000, v.clone(), replica_pg(1000)).0);
+    let d = n.step(&Obs::new(1000 + TTL_MS, v.clone(), replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![clear()]);
+    assert_eq!(d.reason, Reason::FailoverRequestExpired { candidate: "pg3".into(), waited_ms: TTL_MS });
+    // Once the key is gone, the usual race runs.
+    let mut cleared = v;
+    cleared.failover = None;
+    let d = n.step(&Obs::new(2000 + TTL_MS, cleared, replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![Action::AcquireLease]);
+}
+
+#[test]
+fn a_new_request_restarts_the_bystanders_wait() {
+    let mut n = replica("pg2");
+    let v = manual_failover("pg3");
+    n.step(&Obs::new(1000, v.clone(), replica_pg(1000)).0);
+    let mut renewed = v;
+    renewed.failover.as_mut().unwrap().revision = 120;
+    let d = n.step(&Obs::new(1000 + TTL_MS, renewed, replica_pg(1000)).0);
+    assert_eq!(d.reason, Reason::WaitingForCandidate { candidate: "pg3".into() });
+}
+
+#[test]
+fn old_leader_stepping_down_clears_the_request_when_nobody_takes_the_lock_within_a_ttl() {
+    let v = released(request(Some("pg1"), None));
+    let mut n = replica("pg1");
+    let d = n.step(&Obs::new(1000, v.clone(), replica_pg(1000)).0);
+    assert_eq!(d.reason, Reason::WaitingForCandidate { candidate: "pg2".into() });
+    let d = n.step(&Obs::new(1000 + TTL_MS, v, replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![clear()]);
+}
+
+#[test]
+fn switchover_scheduled_long_ago_is_cleared_not_carried_out() {
+    // Patroni's `should_run_scheduled_action`: more than 1.5 loop_wait late
+    // is stale.
+    let v = scheduled_at(request(Some("pg1"), Some("pg2")), 0);
+    let d = leader("pg1", 40_000).step(&Obs::new(LOOP_MS * 3 / 2 + 1, v, primary_pg(1000)).0);
+    assert_eq!(acts(&d), vec![renew(1000), clear()]);
+    refused(&d, "it was scheduled 15 s ago, too long past to carry out");
+}
+
+#[test]
+fn switchover_scheduled_a_loop_ago_is_carried_out() {
+    let v = scheduled_at(request(Some("pg1"), Some("pg2")), 0);
+    let d = leader("pg1", 40_000).step(&Obs::new(LOOP_MS, v, primary_pg(1000)).0);
+    assert_eq!(acts(&d), handover());
 }
