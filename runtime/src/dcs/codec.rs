@@ -342,6 +342,14 @@ pub fn encode_member(
 }
 
 /// `sync`: `{"leader": "pg1", "sync_standby": "pg2,pg3", "quorum": 1}`.
+///
+/// Patroni's `quorum` is how many other members of `sync_standby` a
+/// candidate must see (`patroni/quorum.py`: `quorum = len(voters) -
+/// numsync`); keel's [`SyncKey::quorum`] is the other side of the same
+/// promise, how many of them have each acknowledged commit. The two convert
+/// here, so that a key Patroni wrote during a migration, or one keel writes
+/// for a Patroni reader, means the same to both. A `quorum` larger than the
+/// list reads as a key promising nothing (every member must be seen).
 pub fn parse_sync(bytes: &[u8], revision: u64) -> Result<SyncKey, String> {
     let map = object(bytes)?;
     let leader = field_str(&map, "leader").filter(|l| !l.is_empty());
@@ -359,7 +367,10 @@ pub fn parse_sync(bytes: &[u8], revision: u64) -> Result<SyncKey, String> {
     };
     let quorum = match map.get("quorum") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(uint(v).and_then(|q| u32::try_from(q).ok()).ok_or("quorum is not a small integer")?),
+        Some(v) => {
+            let seen = uint(v).and_then(|q| u32::try_from(q).ok()).ok_or("quorum is not a small integer")?;
+            Some((members.len() as u32).saturating_sub(seen))
+        }
     };
     Ok(SyncKey { leader, members, quorum, revision })
 }
@@ -371,8 +382,8 @@ pub fn encode_sync(leader: &str, members: &BTreeSet<String>, quorum: Option<u32>
         json!(members.iter().cloned().collect::<Vec<_>>().join(","))
     };
     let mut v = json!({"leader": leader, "sync_standby": standbys});
-    if let Some(q) = quorum {
-        v["quorum"] = json!(q);
+    if let Some(acknowledging) = quorum {
+        v["quorum"] = json!((members.len() as u32).saturating_sub(acknowledging));
     }
     v.to_string().into_bytes()
 }
@@ -601,10 +612,35 @@ mod tests {
         }
     }
 
+    /// Values Patroni's `QuorumStateResolver` writes for `active` standbys
+    /// and `synchronous_node_count` (numsync): `quorum = len(active) -
+    /// numsync`; keel reads how many standbys hold each commit (numsync).
+    #[test]
+    fn sync_key_quorum_converts_to_and_from_patronis_field() {
+        let cases: [(&str, u32, u32); 5] = [
+            ("pg2,pg3", 1, 1), // numsync 1 of 2
+            ("pg2,pg3", 0, 2), // numsync 2 of 2
+            ("pg2,pg3,pg4", 2, 1),
+            ("pg2,pg3,pg4", 1, 2),
+            ("pg2", 0, 1),
+        ];
+        for (voters, patroni, acknowledging) in cases {
+            let raw = format!(r#"{{"leader":"pg1","sync_standby":"{voters}","quorum":{patroni}}}"#);
+            let k = parse_sync(raw.as_bytes(), 3).unwrap();
+            assert_eq!(k.quorum, Some(acknowledging), "{raw}");
+            let written: Value = serde_json::from_slice(&encode_sync("pg1", &k.members, k.quorum)).unwrap();
+            assert_eq!(written["quorum"], json!(patroni), "{raw}");
+        }
+        // A quorum above the voters' count promises nothing.
+        let k = parse_sync(br#"{"leader":"pg1","sync_standby":"pg2","quorum":5}"#, 3).unwrap();
+        assert_eq!(k.quorum, Some(0));
+    }
+
     #[test]
     fn sync_key_reads_comma_list_null_and_quorum() {
         let k = parse_sync(br#"{"leader":"pg1","sync_standby":"pg2, pg3","quorum":1}"#, 7).unwrap();
         assert_eq!(k.members, ["pg2".to_owned(), "pg3".to_owned()].into());
+        // Two voters, one of which must be seen: each commit is on one.
         assert_eq!((k.quorum, k.revision), (Some(1), 7));
         let empty = parse_sync(br#"{"leader":"pg1","sync_standby":null}"#, 1).unwrap();
         assert!(empty.members.is_empty());
