@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::dcs::DynamicConfig;
+use crate::pg::SyncNames;
 use crate::role::Role;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +49,14 @@ pub struct State {
     /// nobody carries out is cleared after a TTL).
     #[serde(default)]
     pub candidate_wait: Option<CandidateWait>,
+    /// `synchronous_standby_names` as this primary last saw it, and its own
+    /// WAL position when it first saw that value: a standby newly listed
+    /// enters the sync key only once its flush position reaches it (rule 3,
+    /// Patroni's `_primary_flush_lsn`).
+    #[serde(default)]
+    pub sync_names_seen: Option<SyncNames>,
+    #[serde(default)]
+    pub sync_names_since_lsn: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +92,8 @@ impl State {
             orphan_initialize_revision: 0,
             shutdown: false,
             candidate_wait: None,
+            sync_names_seen: None,
+            sync_names_since_lsn: 0,
         }
     }
 

@@ -107,6 +107,7 @@ impl<'a> Ctx<'a> {
         }
         cx.fold_outcomes();
         cx.fold_request();
+        cx.note_sync_names();
         // The view is read after the previous actions ran: a key that does
         // not name this node is a definite fact, the lock is gone (rule 6).
         if view.is_some_and(|v| v.leader_name() != Some(prev.name.as_str()))
@@ -190,6 +191,23 @@ impl<'a> Ctx<'a> {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// A primary notes when `synchronous_standby_names` changes and where
+    /// its WAL stood then (rule 3): Postgres calls any listed, streaming
+    /// standby `sync` however far behind it is, so one listed after some
+    /// commits were acknowledged without it may lack them until its flush
+    /// position passes this point.
+    fn note_sync_names(&mut self) {
+        let pg = &self.obs.pg;
+        if !pg.is_running_primary() {
+            self.next.sync_names_seen = None;
+            return;
+        }
+        if self.prev.sync_names_seen.as_ref() != Some(&pg.sync_standby_names) {
+            self.next.sync_names_seen = Some(pg.sync_standby_names.clone());
+            self.next.sync_names_since_lsn = pg.wal_position();
         }
     }
 

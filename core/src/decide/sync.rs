@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use super::{Ctx, Verdict};
 use crate::dcs::{ClusterView, SyncKey, SyncMode};
 use crate::decision::{Action, Reason};
-use crate::pg::{StandbySyncState, SyncNames};
+use crate::pg::{Standby, StandbySyncState, SyncNames};
 
 /// A standby name nobody has: with it, strict mode blocks commits rather
 /// than let them go asynchronous.
@@ -91,11 +91,17 @@ pub(super) fn decide(cx: &Ctx, view: &ClusterView) -> Option<Verdict> {
 fn on_step(cx: &Ctx, key: &SyncKey, desired: Vec<String>) -> Option<Verdict> {
     let pg = &cx.obs.pg;
     let desired: BTreeSet<String> = desired.into_iter().collect();
+    // Strict mode with nobody to replace them: the last synchronous
+    // standbys stay named. Commits wait (that is what strict means), and a
+    // standby named has every acknowledged commit, so it may still take
+    // over if this primary dies (rule 3). Emptying the key left nobody
+    // allowed to.
+    let hold = cx.cfg.synchronous_mode_strict && desired.is_empty();
     // The key keeps only members still wanted that Postgres waits for now.
     let keep: BTreeSet<String> = key
         .members
         .iter()
-        .filter(|m| desired.contains(*m) && pg.sync_standby_names.members.contains(*m))
+        .filter(|m| (hold || desired.contains(*m)) && pg.sync_standby_names.members.contains(*m))
         .cloned()
         .collect();
     let removed: BTreeSet<String> = key.members.difference(&keep).cloned().collect();
@@ -168,8 +174,11 @@ pub(crate) fn quorum_safe(members: &BTreeSet<String>, quorum: u32, names: &SyncN
 
 /// Healthy standbys, best first: streaming from this leader, with a live
 /// member key and a recent reply (rule 8), not `nosync`, within
-/// `maximum_lag_on_syncnode`. Current sync members stay first, for
-/// stability; then the furthest WAL; then the name.
+/// `maximum_lag_on_syncnode`. Standbys that may fail over come first
+/// (Patroni sorts `nofailover` last), so that a `nofailover` standby is
+/// never the only synchronous one while another could serve: if this
+/// primary died, nobody would be allowed to take over. Then current sync
+/// members, for stability; then the furthest WAL; then the name.
 fn desired_standbys(cx: &Ctx, view: &ClusterView, key: &SyncKey) -> Vec<String> {
     let reply_timeout_ms = cx.cfg.ttl_ms / 2;
     let leader_lsn = cx.optime();
@@ -186,8 +195,11 @@ fn desired_standbys(cx: &Ctx, view: &ClusterView, key: &SyncKey) -> Vec<String> 
         })
         .collect();
     rows.sort_by(|a, b| {
-        let ka = (!key.members.contains(&a.name), std::cmp::Reverse(a.flush_lsn), &a.name);
-        let kb = (!key.members.contains(&b.name), std::cmp::Reverse(b.flush_lsn), &b.name);
+        let key_of = |r: &Standby| {
+            let capable = view.members.get(&r.name).is_some_and(|m| m.tags.can_fail_over());
+            (!capable, !key.members.contains(&r.name), std::cmp::Reverse(r.flush_lsn), r.name.clone())
+        };
+        let (ka, kb) = (key_of(a), key_of(b));
         ka.cmp(&kb)
     });
     rows.dedup_by(|a, b| a.name == b.name);
@@ -198,13 +210,17 @@ fn desired_standbys(cx: &Ctx, view: &ClusterView, key: &SyncKey) -> Vec<String> 
     rows.into_iter().take(count).map(|r| r.name.clone()).collect()
 }
 
-/// Standbys Postgres reports as synchronous now.
+/// Standbys Postgres reports as synchronous now, and whose flush position
+/// reached this primary's when they were listed (rule 3, Patroni's
+/// `_process_replica_readiness`): only then do they hold every commit
+/// acknowledged before they were waited for.
 fn confirmed(cx: &Ctx) -> BTreeSet<String> {
+    let since_lsn = cx.next.sync_names_since_lsn;
     cx.obs
         .pg
         .replication
         .iter()
-        .filter(|r| r.streaming)
+        .filter(|r| r.streaming && r.flush_lsn >= since_lsn)
         .filter(|r| matches!(r.sync_state, StandbySyncState::Sync | StandbySyncState::Quorum))
         .map(|r| r.name.clone())
         .collect()

@@ -472,19 +472,40 @@ fn strict_mode_without_standbys_blocks_writes_with_a_placeholder() {
     );
 }
 
+/// Defect 5 of issue 12: the key was emptied, so nobody could take over
+/// if the primary then died, though pg2 has every acknowledged commit.
 #[test]
-fn strict_mode_keeps_the_old_names_when_the_sync_standby_goes_silent() {
+fn strict_mode_keeps_the_last_sync_standby_named_when_it_goes_silent_with_no_replacement() {
     let v = with_sync(strict(cluster()), "pg1", &["pg2"]);
     let mut silent = standby("pg2", 1000, StandbySyncState::Sync);
     silent.reply_age_ms = TTL_MS;
     let mut n = leader("pg1", DEADLINE_MS);
     let d = step(&mut n, 1000, &v, leader_pg(vec![silent.clone()], names(&["pg2"], 1)));
-    assert_eq!(acts(&d), vec![renew(1000), write_key(&[], None)]);
-    // The key names nobody; Postgres still waits for pg2: writes block.
-    let v = with_sync(v, "pg1", &[]);
-    let d = step(&mut n, 2000, &v, leader_pg(vec![silent], names(&["pg2"], 1)));
+    // Postgres still waits for pg2 and the key still names it: writes block.
     assert_eq!(acts(&d), vec![renew(1000)]);
     assert_eq!(reason(&d), "sync: strict mode and no healthy standby: commits wait");
+    let d = step(&mut n, 2000, &v, leader_pg(Vec::new(), names(&["pg2"], 1)));
+    assert_eq!(acts(&d), vec![renew(1000)]);
+}
+
+#[test]
+fn strict_mode_last_sync_standby_may_take_over_when_the_primary_dies_after_it_went_silent() {
+    let v = with_sync(strict(no_leader(cluster())), "pg1", &["pg2"]);
+    let d = replica("pg2").step(&Obs::new(1000, v.clone(), replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![Action::AcquireLease]);
+    let d = replica("pg3").step(&Obs::new(1000, v, replica_pg(1000)).0);
+    assert_eq!(d.reason, Reason::NotHealthiest { why: Unfit::NotSyncStandby });
+}
+
+#[test]
+fn strict_mode_replaces_a_silent_sync_standby_when_a_healthy_one_streams() {
+    let v = with_sync(strict(cluster()), "pg1", &["pg2"]);
+    let mut silent = standby("pg2", 1000, StandbySyncState::Sync);
+    silent.reply_age_ms = TTL_MS;
+    let standbys = vec![silent, standby("pg3", 1000, StandbySyncState::Potential)];
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, names(&["pg2"], 1)));
+    // Rule 3: out of the key first, then out of Postgres.
+    assert_eq!(acts(&d), vec![renew(1000), write_key(&[], None)]);
 }
 
 #[test]
@@ -743,4 +764,73 @@ fn member_still_creating_its_replica_is_not_chosen_as_sync_standby() {
     let mut n = leader("pg1", 25_000);
     let d = n.step(&Obs::new(1_000, v, leader_pg(both_async(), SyncNames::default())).0);
     assert_eq!(acts(&d), vec![renew(1000), Action::SetSyncStandbyNames(names(&["pg3"], 1))]);
+}
+
+// Defect 3 of issue 12: a standby enters the key only once it caught up
+// with the primary's position at the time it was listed (rule 3).
+
+/// pg1 at `lsn` with pg2 reported `sync` at `flush_lsn`, Postgres waiting
+/// for pg2.
+fn listed_pg2(lsn: u64, flush_lsn: u64) -> PgFacts {
+    let mut p = leader_pg(vec![standby("pg2", flush_lsn, StandbySyncState::Sync)], names(&["pg2"], 1));
+    p.write_lsn = lsn;
+    p
+}
+
+#[test]
+fn standby_reported_sync_but_behind_the_listing_point_is_not_named_in_the_key() {
+    let v = with_sync(sync_on(cluster()), "pg1", &[]);
+    let mut n = leader("pg1", DEADLINE_MS);
+    // First seen with pg2 listed at 5000: pg2 must flush 5000 first.
+    let d = step(&mut n, 1000, &v, listed_pg2(5000, 1200));
+    assert_eq!(acts(&d), vec![Action::RenewLease { optime_lsn: 5000 }]);
+    let d = step(&mut n, 2000, &v, listed_pg2(6000, 4999));
+    assert_eq!(acts(&d), vec![Action::RenewLease { optime_lsn: 6000 }]);
+    // Caught up with the listing point, though not with the primary now.
+    let d = step(&mut n, 3000, &v, listed_pg2(7000, 5000));
+    assert_eq!(acts(&d), vec![Action::RenewLease { optime_lsn: 7000 }, write_key(&["pg2"], None)]);
+}
+
+#[test]
+fn a_change_of_the_listed_names_moves_the_catch_up_point() {
+    let v = with_sync(sync_on(cluster()), "pg1", &[]);
+    let mut n = leader("pg1", DEADLINE_MS);
+    let mut p = listed_pg2(5000, 1000);
+    p.sync_standby_names = names(&["pg3"], 1);
+    step(&mut n, 1000, &v, p);
+    assert_eq!(n.state().sync_names_since_lsn, 5000);
+    step(&mut n, 2000, &v, listed_pg2(8000, 1000));
+    assert_eq!(n.state().sync_names_since_lsn, 8000);
+}
+
+// Defect 4 of issue 12: `nofailover` standbys are chosen last.
+
+#[test]
+fn nofailover_standby_is_not_the_only_sync_standby_while_a_failover_capable_one_streams() {
+    let mut v = with_sync(sync_on(cluster()), "pg1", &[]);
+    v.members.get_mut("pg2").unwrap().tags.nofailover = true;
+    // pg2 is further ahead, but could never take over.
+    let standbys =
+        vec![standby("pg2", 1000, StandbySyncState::Async), standby("pg3", 900, StandbySyncState::Async)];
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, SyncNames::default()));
+    assert_eq!(acts(&d), vec![renew(1000), set_names(names(&["pg3"], 1))]);
+}
+
+#[test]
+fn nofailover_sync_standby_is_replaced_when_a_failover_capable_one_streams() {
+    let mut v = with_sync(sync_on(cluster()), "pg1", &["pg2"]);
+    v.members.get_mut("pg2").unwrap().tags.nofailover = true;
+    let standbys =
+        vec![standby("pg2", 1000, StandbySyncState::Sync), standby("pg3", 1000, StandbySyncState::Async)];
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, names(&["pg2"], 1)));
+    assert_eq!(acts(&d), vec![renew(1000), write_key(&[], None)]);
+}
+
+#[test]
+fn nofailover_standby_serves_as_sync_standby_when_it_is_the_only_one() {
+    let mut v = with_sync(sync_on(cluster()), "pg1", &[]);
+    v.members.get_mut("pg2").unwrap().tags.nofailover = true;
+    let standbys = vec![standby("pg2", 1000, StandbySyncState::Async)];
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, SyncNames::default()));
+    assert_eq!(acts(&d), vec![renew(1000), set_names(names(&["pg2"], 1))]);
 }
