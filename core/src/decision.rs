@@ -279,6 +279,7 @@ pub enum Reason {
     Paused { leader: bool },
     // Bootstrap and clone.
     SystemIdMismatch { local: u64, cluster: String },
+    NoClusterForExistingData { system_id: u64 },
     BootstrapRace,
     WonBootstrapRace,
     LostBootstrapRace,
@@ -389,6 +390,11 @@ impl fmt::Display for Reason {
             SystemIdMismatch { local, cluster } => write!(
                 f,
                 "refusing to run: the data directory's system identifier {local} is not the cluster's {cluster}"
+            ),
+            NoClusterForExistingData { system_id } => write!(
+                f,
+                "refusing to run: this scope holds no cluster, but the data directory holds one (system identifier {system_id}); \
+                 check scope and namespace, or, to re-seed the cluster from this data on purpose, write {system_id} to the scope's initialize key"
             ),
             BootstrapRace => write!(f, "bootstrap: no cluster yet, racing for the initialize key"),
             WonBootstrapRace => write!(f, "bootstrap: won the initialize key, running initdb"),

@@ -16,10 +16,30 @@ pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
             return Some((Vec::new(), reason));
         }
     }
-    match cx.obs.pg.data {
+    match &cx.obs.pg.data {
+        DataDir::Initialised(control) if unknown_cluster(cx, view) => {
+            let system_id = control.system_id;
+            Some((Vec::new(), Reason::NoClusterForExistingData { system_id }))
+        }
         DataDir::Initialised(_) => after_initdb(cx),
         DataDir::Empty => Some(empty(cx, view)),
     }
+}
+
+/// The scope holds no cluster (no `initialize` key, no leader), yet this
+/// node has a data directory it did not just initialise: a wrong `scope`
+/// or `namespace`, or a wiped etcd. Racing would make it the primary of a
+/// second cluster next to the real one (two primaries), so it refuses, as
+/// Patroni refuses a replica's data. Patroni would take the lock with a
+/// primary's data; keel does not, since it cannot tell a wiped etcd from a
+/// wrong scope. The operator re-seeds on purpose by writing the data's
+/// system identifier to the `initialize` key; members with that data may
+/// then race as usual.
+fn unknown_cluster(cx: &Ctx, view: &ClusterView) -> bool {
+    view.initialize.is_none()
+        && view.leader.is_none()
+        && cx.next.role != Role::Bootstrapping
+        && !cx.holds_lease()
 }
 
 /// initdb finished: take the lock before starting Postgres as primary.

@@ -31,6 +31,12 @@ use crate::time::drift_margin_ms;
 /// The shortest wait before retrying an action that just failed.
 const MIN_RETRY_MS: u64 = 100;
 
+/// How often a leader whose sync key names fewer standbys than it wants
+/// looks again while a replica could serve: a standby that connects is
+/// named within this, not a `loop_wait` later (in strict mode commits wait
+/// meanwhile: 10 s after every promotion with the guide's timings).
+const SYNC_LOOK_AGAIN_MS: u64 = 250;
+
 /// The next state and the decision that leads to it.
 pub(crate) struct Plan {
     pub next: State,
@@ -318,6 +324,34 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// A leader in synchronous mode whose sync key names fewer standbys
+    /// than `synchronous_node_count` while some replica streaming from it
+    /// could be named.
+    fn sync_standby_wanted(&self) -> bool {
+        let Some(view) = self.view else {
+            return false;
+        };
+        if !self.cfg.sync_enabled() || !self.holds_lease() || !self.obs.pg.is_running_primary() {
+            return false;
+        }
+        let named = view
+            .sync
+            .as_ref()
+            .filter(|k| k.leader.as_deref() == Some(self.me()))
+            .map_or(0, |k| k.members.len());
+        if named >= self.cfg.synchronous_node_count as usize {
+            return false;
+        }
+        view.members.iter().any(|(name, m)| {
+            name != self.me()
+                && m.is_running()
+                && m.role == crate::dcs::MemberRole::Replica
+                && !m.tags.nosync
+                && m.tags.replicatefrom.as_deref().is_none_or(|r| r == self.me())
+                && view.sync.as_ref().is_none_or(|k| !k.members.contains(name))
+        })
+    }
+
     /// Step again at once after actions that changed something (unless the
     /// same action just failed: no busy loop), else on the loop timer, and
     /// never later than the next lease or schedule boundary.
@@ -339,6 +373,9 @@ impl<'a> Ctx<'a> {
             // busy loop.
             let until = if gentle_at > now { gentle_at - now } else { MIN_RETRY_MS };
             wake = wake.min(until);
+        }
+        if self.sync_standby_wanted() {
+            wake = wake.min(SYNC_LOOK_AGAIN_MS);
         }
         if let Some(p) = &self.next.failsafe_promise {
             if p.until_ms > now {

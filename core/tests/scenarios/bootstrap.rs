@@ -169,3 +169,32 @@ fn finished_clone_starts_as_replica_of_leader() {
     );
     assert_eq!(n.state().role, Role::Replica);
 }
+
+// Defect 6 of issue 12: a wrong scope or a wiped etcd must not make a
+// second primary out of an existing data directory.
+
+fn empty_scope() -> ClusterView {
+    ClusterView { revision: 100, ..ClusterView::default() }
+}
+
+#[test]
+fn agent_over_existing_data_against_an_empty_scope_refuses_to_race() {
+    for p in [replica_pg(1000), stopped_pg(1000)] {
+        let d = fresh("pg2").step(&Obs::new(1000, empty_scope(), p).0);
+        assert!(acts(&d).iter().all(|a| matches!(a, Action::PublishMember(_))), "{:?}", acts(&d));
+        assert_eq!(d.reason, Reason::NoClusterForExistingData { system_id: SYSID });
+    }
+}
+
+#[test]
+fn primary_over_existing_data_against_an_empty_scope_stops_writing_and_refuses_to_race() {
+    let d = fresh("pg1").step(&Obs::new(1000, empty_scope(), primary_pg(1000)).0);
+    assert_eq!(acts(&d)[0], Action::Demote { mode: DemoteMode::Immediate });
+}
+
+#[test]
+fn operator_reseeding_the_scope_with_the_data_system_id_lets_the_members_race() {
+    let v = ClusterView { initialize: Some(SYSID.to_string()), ..empty_scope() };
+    let d = fresh("pg2").step(&Obs::new(1000, v, replica_pg(1000)).0);
+    assert!(acts(&d).contains(&Action::AcquireLease), "{:?}", acts(&d));
+}

@@ -834,3 +834,34 @@ fn nofailover_standby_serves_as_sync_standby_when_it_is_the_only_one() {
     let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, SyncNames::default()));
     assert_eq!(acts(&d), vec![renew(1000), set_names(names(&["pg2"], 1))]);
 }
+
+// Defect 9 of issue 12: after a promotion the key names nobody; the leader
+// looks again as soon as a standby could be named, not a loop later.
+
+#[test]
+fn leader_whose_sync_key_names_nobody_looks_again_within_a_quarter_second_while_a_replica_runs() {
+    let v = with_sync(strict(cluster()), "pg1", &[]);
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(Vec::new(), names(&["pg2", "pg3"], 1)));
+    assert_eq!(acts(&d), vec![renew(1000)]);
+    assert_eq!(d.wake_after_ms, 250);
+}
+
+#[test]
+fn leader_whose_sync_key_is_full_sleeps_a_loop() {
+    let v = with_sync(sync_on(cluster()), "pg1", &["pg2"]);
+    let standbys =
+        vec![standby("pg2", 1000, StandbySyncState::Sync), standby("pg3", 1000, StandbySyncState::Async)];
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(standbys, names(&["pg2"], 1)));
+    assert_eq!(acts(&d), vec![renew(1000)]);
+    assert_eq!(d.wake_after_ms, LOOP_MS);
+}
+
+#[test]
+fn leader_whose_sync_key_names_nobody_sleeps_a_loop_when_no_replica_could_serve() {
+    let mut v = with_sync(sync_on(cluster()), "pg1", &[]);
+    v.members.get_mut("pg2").unwrap().tags.nosync = true;
+    v.members.get_mut("pg3").unwrap().state = MemberState::Stopped;
+    let d = step(&mut leader("pg1", DEADLINE_MS), 1000, &v, leader_pg(Vec::new(), SyncNames::default()));
+    assert_eq!(acts(&d), vec![renew(1000)]);
+    assert_eq!(d.wake_after_ms, LOOP_MS);
+}
