@@ -219,7 +219,8 @@ async fn manual_inner(
         }
     }
     let value = codec_failover(leader.as_deref(), candidate.as_deref(), scheduled_ms);
-    let put = Op::Put { key: ops.store.keys().failover(), value, lease: 0 };
+    let key = ops.store.keys().failover();
+    let put = Op::Put { key: key.clone(), value: value.clone(), lease: 0 };
     // Patroni's API writes the key unconditionally (`manual_failover`
     // without a version): the newest request wins.
     match ops.store.txn(Vec::new(), vec![put]).await {
@@ -234,7 +235,18 @@ async fn manual_inner(
     }
     let old_leader = snap.view.leader_name().map(str::to_owned);
     let loop_wait_s = snap.config.as_ref().map_or(10, |c| c.loop_wait).max(10);
-    Ok(poll_result(ops, old_leader.as_deref(), candidate.as_deref(), action, loop_wait_s).await)
+    let answer = poll_result(ops, old_leader.as_deref(), candidate.as_deref(), action, loop_wait_s).await;
+    if answer.status() == StatusCode::SERVICE_UNAVAILABLE {
+        // Nobody carried the request out: withdraw it (only if it is still
+        // the one written here), so that it does not fire later, when
+        // nobody expects it (rule 10; the agents also clear a request
+        // nobody carries out within a TTL).
+        let still_ours = Compare::ValueEquals { key: key.clone(), value };
+        if let Err(e) = ops.store.txn(vec![still_ours], vec![Op::Delete { key }]).await {
+            warn!(error = %e, "could not withdraw the unanswered {} request", action.noun());
+        }
+    }
+    Ok(answer)
 }
 
 /// Patroni's `poll_failover_result`: every `poll_interval`, up to

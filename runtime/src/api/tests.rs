@@ -178,13 +178,33 @@ async fn switchover_refused_by_the_leader_answers_503_failed() {
     assert_eq!((a.code, a.body.as_str()), (503, "Switchover failed"));
 }
 
+/// Nobody carried the request out: the API withdraws what it wrote, so
+/// that it does not fire later, when nobody expects it (rule 10).
 #[tokio::test]
-async fn switchover_nobody_acts_on_answers_503_status_unknown() {
+async fn switchover_nobody_acts_on_answers_503_status_unknown_and_withdraws_the_request() {
     let kv = cluster(json!({"loop_wait": 1})).await;
     let node = serve_kv(&kv).await;
     let a = post(node.addr, "/switchover", r#"{"leader": "pg1", "candidate": "pg3"}"#).await;
     assert_eq!((a.code, a.body.as_str()), (503, "Switchover status unknown"));
-    assert_eq!(get(&kv, "failover").await, Some(json!({"leader": "pg1", "member": "pg3"})));
+    assert_eq!(get(&kv, "failover").await, None);
+}
+
+/// A newer request written meanwhile (by another operator) is not the API's
+/// to withdraw.
+#[tokio::test]
+async fn switchover_nobody_acts_on_leaves_a_newer_request_alone() {
+    let kv = cluster(json!({"loop_wait": 1})).await;
+    let node = serve_kv(&kv).await;
+    let writer = kv.clone();
+    tokio::spawn(async move {
+        while get(&writer, "failover").await.is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        put(&writer, "failover", json!({"leader": "pg1", "member": "pg2"})).await;
+    });
+    let a = post(node.addr, "/switchover", r#"{"leader": "pg1", "candidate": "pg3"}"#).await;
+    assert_eq!((a.code, a.body.as_str()), (503, "Switchover status unknown"));
+    assert_eq!(get(&kv, "failover").await, Some(json!({"leader": "pg1", "member": "pg2"})));
 }
 
 #[tokio::test]
