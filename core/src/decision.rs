@@ -280,6 +280,7 @@ pub enum Reason {
     // Bootstrap and clone.
     SystemIdMismatch { local: u64, cluster: String },
     NoClusterForExistingData { system_id: u64 },
+    DataDirectoryEmptyReleasing,
     BootstrapRace,
     WonBootstrapRace,
     LostBootstrapRace,
@@ -301,6 +302,7 @@ pub enum Reason {
     SyncBlocked { why: String },
     PrimaryDown { down_ms: u64, timeout_ms: u64 },
     PrimaryStartTimedOut { down_ms: u64 },
+    PrimaryStartFailed,
     StartingAsPrimary,
     // Switchover.
     Switchover { candidate: Option<String> },
@@ -396,6 +398,9 @@ impl fmt::Display for Reason {
                 "refusing to run: this scope holds no cluster, but the data directory holds one (system identifier {system_id}); \
                  check scope and namespace, or, to re-seed the cluster from this data on purpose, write {system_id} to the scope's initialize key"
             ),
+            DataDirectoryEmptyReleasing => {
+                write!(f, "releasing the leader lock: the data directory is empty")
+            }
             BootstrapRace => write!(f, "bootstrap: no cluster yet, racing for the initialize key"),
             WonBootstrapRace => write!(f, "bootstrap: won the initialize key, running initdb"),
             LostBootstrapRace => {
@@ -428,6 +433,9 @@ impl fmt::Display for Reason {
                 secs(*down_ms),
                 secs(*timeout_ms)
             ),
+            PrimaryStartFailed => {
+                write!(f, "releasing the leader lock: Postgres failed to start as primary and another member can take over")
+            }
             PrimaryStartTimedOut { down_ms } => write!(
                 f,
                 "releasing the leader lock: Postgres has been down {}, past primary_start_timeout",

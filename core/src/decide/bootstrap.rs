@@ -55,6 +55,18 @@ fn after_initdb(cx: &mut Ctx) -> Option<Verdict> {
 }
 
 fn empty(cx: &mut Ctx, view: &ClusterView) -> Verdict {
+    if cx.holds_lease() && view.leader_name() == Some(cx.me()) {
+        // The leader's data directory is gone: nothing to serve from.
+        // Release the lock now rather than let the lease lapse (Patroni:
+        // "released leader key voluntarily as data dir empty").
+        let release = Action::ReleaseLease { optime_lsn: cx.prev.last_leader_lsn };
+        return (vec![release], Reason::DataDirectoryEmptyReleasing);
+    }
+    if cx.cfg.pause && cx.next.role != Role::Bootstrapping {
+        // Patroni: "running with empty data directory"; no clone, no
+        // bootstrap while paused.
+        return (Vec::new(), Reason::Paused { leader: false });
+    }
     if cx.next.role == Role::Bootstrapping {
         if cx.outcome(|a| *a == Action::Bootstrap) == Some(ActionResult::Failed) {
             cx.next.role = Role::Uninitialized;
@@ -72,6 +84,12 @@ fn empty(cx: &mut Ctx, view: &ClusterView) -> Verdict {
         return (vec![Action::CloneFrom { source: source.clone() }], Reason::Cloning { source });
     }
     match view.initialize.as_deref() {
+        // A member that may never be promoted never bootstraps either: it
+        // would become the primary (Patroni's `bootstrap` leaves it to
+        // the others).
+        None if view.leader.is_none() && !cx.obs.tags.can_fail_over() => {
+            (Vec::new(), Reason::WaitingForLeaderToClone)
+        }
         None if view.leader.is_none() => (vec![Action::TakeInitializeKey], Reason::BootstrapRace),
         Some("") if view.leader.is_none() => orphaned_initialize(cx, view),
         _ => (Vec::new(), Reason::WaitingForLeaderToClone),

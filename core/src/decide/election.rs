@@ -110,11 +110,21 @@ pub(super) fn fitness(cx: &Ctx, view: &ClusterView, manual: bool) -> Result<(), 
 
 /// The race proper: no fit rival ahead of this node, and at an equal
 /// position none with a higher `failover_priority` (Patroni's
-/// `_is_healthiest_node`; the leader stepping down does not count).
+/// `_is_healthiest_node`; the leader stepping down does not count). The
+/// former leader's priority is ignored, and so is its position in
+/// synchronous mode, where the sync standbys hold every acknowledged
+/// commit: as in Patroni, a member key the dead leader left behind must
+/// not hold the race up until it expires.
 fn rank(cx: &Ctx, view: &ClusterView) -> Result<(), Unfit> {
     let pg = &cx.obs.pg;
-    let me = Rank { lsn: pg.wal_position(), priority: cx.obs.tags.failover_priority, name: cx.me() };
+    let position = pg.wal_position();
+    let me = Rank { lsn: position, priority: cx.obs.tags.failover_priority, name: cx.me() };
     let stepping_down = view.failover.as_ref().and_then(|f| f.leader.as_deref());
+    let sync_leader = view.sync.as_ref().and_then(|k| k.leader.as_deref());
+    let former = match cx.cfg.synchronous_mode {
+        SyncMode::Off => cx.prev.last_leader.as_deref(),
+        _ => sync_leader,
+    };
     for (name, m) in &view.members {
         let rival = name != cx.me()
             && m.is_running()
@@ -122,6 +132,9 @@ fn rank(cx: &Ctx, view: &ClusterView) -> Result<(), Unfit> {
             && Some(name.as_str()) != stepping_down
             && fitness::failsafe_allows(cx, view, name);
         if !rival || !fitness::in_sync_set(cx, view, name) || m.timeline < pg.timeline {
+            continue;
+        }
+        if Some(name.as_str()) == former && (m.lsn <= position || cx.cfg.sync_enabled()) {
             continue;
         }
         // A member on a newer timeline saw a promotion this node did not.

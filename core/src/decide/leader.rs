@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::dcs::{ClusterView, SyncMode};
 use crate::decision::{Action, Reason, StartAs, StopMode};
+use crate::input::ActionResult;
 use crate::pg::{PgProcess, TimelineSwitch};
 
 /// `None` when this node's lock is not (or no longer) visible in the DCS:
@@ -72,12 +73,20 @@ fn primary_down(cx: &mut Ctx, view: &ClusterView) -> Verdict {
     // `is_failover_possible`): releasing to nobody leaves the cluster
     // without a primary for good.
     let someone_else = fitness::anyone_else_fit(cx, view, None);
-    if down_ms >= timeout_ms && someone_else {
+    // Patroni releases at once after a start that failed (`post_recover`),
+    // rather than trying again until the timeout: one that is merely slow
+    // keeps the lock until `primary_start_timeout`.
+    let start_failed = cx.outcome(|a| matches!(a, Action::StartPostgres { role: StartAs::Primary }))
+        == Some(ActionResult::Failed);
+    if (down_ms >= timeout_ms || start_failed) && someone_else {
         let mut actions = Vec::new();
         if cx.obs.pg.process == PgProcess::Starting {
             actions.push(Action::StopPostgres { mode: StopMode::Immediate });
         }
         actions.push(Action::ReleaseLease { optime_lsn: cx.optime() });
+        if start_failed && down_ms < timeout_ms {
+            return (actions, Reason::PrimaryStartFailed);
+        }
         return (actions, Reason::PrimaryStartTimedOut { down_ms });
     }
     if cx.obs.pg.process == PgProcess::Starting {

@@ -178,7 +178,8 @@ pub(crate) fn quorum_safe(members: &BTreeSet<String>, quorum: u32, names: &SyncN
 /// (Patroni sorts `nofailover` last), so that a `nofailover` standby is
 /// never the only synchronous one while another could serve: if this
 /// primary died, nobody would be allowed to take over. Then current sync
-/// members, for stability; then the furthest WAL; then the name.
+/// members and standbys Postgres already waits for, for stability; then
+/// the furthest WAL; then the name.
 fn desired_standbys(cx: &Ctx, view: &ClusterView, key: &SyncKey) -> Vec<String> {
     let reply_timeout_ms = cx.cfg.ttl_ms / 2;
     let leader_lsn = cx.optime();
@@ -197,7 +198,18 @@ fn desired_standbys(cx: &Ctx, view: &ClusterView, key: &SyncKey) -> Vec<String> 
     rows.sort_by(|a, b| {
         let key_of = |r: &Standby| {
             let capable = view.members.get(&r.name).is_some_and(|m| m.tags.can_fail_over());
-            (!capable, !key.members.contains(&r.name), std::cmp::Reverse(r.flush_lsn), r.name.clone())
+            // Postgres' own order after that (Patroni sorts by sync_state
+            // before the position): a standby already synchronous is not
+            // swapped for one a little further ahead, which would only
+            // widen the window in which the key names nobody.
+            let waited_for = match r.sync_state {
+                StandbySyncState::Sync => 0,
+                StandbySyncState::Quorum => 1,
+                StandbySyncState::Potential => 2,
+                StandbySyncState::Async => 3,
+            };
+            let named = !key.members.contains(&r.name);
+            (!capable, named, waited_for, std::cmp::Reverse(r.flush_lsn), r.name.clone())
         };
         let (ka, kb) = (key_of(a), key_of(b));
         ka.cmp(&kb)

@@ -198,3 +198,21 @@ fn operator_reseeding_the_scope_with_the_data_system_id_lets_the_members_race() 
     let d = fresh("pg2").step(&Obs::new(1000, v, replica_pg(1000)).0);
     assert!(acts(&d).contains(&Action::AcquireLease), "{:?}", acts(&d));
 }
+
+/// Patroni: "released leader key voluntarily as data dir empty".
+#[test]
+fn leader_whose_data_directory_became_empty_releases_the_lock_at_once() {
+    let d = leader("pg1", 40_000).step(&Obs::new(1000, cluster(), PgFacts::empty()).0);
+    assert_eq!(acts(&d), vec![release(1000)]);
+    assert_eq!(d.reason, Reason::DataDirectoryEmptyReleasing);
+}
+
+/// Patroni's `bootstrap`: a member that may never be promoted leaves the
+/// initialize key to the others.
+#[test]
+fn nofailover_member_does_not_race_for_the_initialize_key() {
+    let d =
+        fresh("pg1").step(&Obs::new(1000, empty_scope(), PgFacts::empty()).tags(|t| t.nofailover = true).0);
+    assert_eq!(acts(&d), vec![]);
+    assert_eq!(d.reason, Reason::WaitingForLeaderToClone);
+}

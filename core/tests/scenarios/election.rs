@@ -439,3 +439,45 @@ fn former_leader_named_in_sync_key_races_in_sync_mode() {
     assert_eq!(acts(&d), vec![]);
     assert_eq!(d.reason, unfit(Unfit::NotSyncStandby));
 }
+
+// Differences with Patroni settled by aligning: the former leader in the
+// race (`_is_healthiest_node`).
+
+/// pg1, the leader before, still published as a running replica (its key
+/// outlives it by up to a TTL).
+fn former_leader_lingering(v: ClusterView, lsn: u64, priority: i64) -> ClusterView {
+    let mut v = v;
+    let mut m = member(MemberRole::Replica, lsn);
+    m.tags.failover_priority = priority;
+    v.members.insert("pg1".into(), m);
+    v
+}
+
+#[test]
+fn former_leader_with_higher_priority_at_an_equal_position_does_not_hold_the_race_up() {
+    let v = former_leader_lingering(leaderless(), 1000, 5);
+    let d = race("pg2", v, replica_pg(1000));
+    assert_eq!(acts(&d), vec![Action::AcquireLease]);
+}
+
+#[test]
+fn former_leader_ahead_in_asynchronous_mode_is_deferred_to() {
+    let v = former_leader_lingering(leaderless(), 1100, 1);
+    let d = race("pg2", v, replica_pg(1000));
+    assert_eq!(d.reason, behind("pg1"));
+}
+
+#[test]
+fn former_leader_ahead_in_synchronous_mode_does_not_hold_the_sync_standby_up() {
+    let v = former_leader_lingering(leaderless(), 1100, 1);
+    let v = sync_mode(with_sync(v, "pg1", &["pg2"]), SyncMode::On);
+    let d = race("pg2", v, replica_pg(1000));
+    assert_eq!(acts(&d), vec![Action::AcquireLease]);
+}
+
+#[test]
+fn other_member_with_higher_priority_at_an_equal_position_wins_the_race() {
+    let v = edit(leaderless(), "pg3", |m| m.tags.failover_priority = 5);
+    let d = race("pg2", v, replica_pg(1000));
+    assert_eq!(d.reason, behind("pg3"));
+}

@@ -83,11 +83,36 @@ fn paused_stopped_replica_is_not_started() {
     assert_eq!(d.reason, Reason::Paused { leader: false });
 }
 
+/// Patroni's `follow` repoints a running replica while paused.
 #[test]
-fn paused_replica_following_another_upstream_is_not_repointed() {
+fn paused_replica_following_another_upstream_is_repointed_to_the_leader() {
     let mut p = replica_pg(1000);
     p.upstream = Some("pg3".into());
     let d = replica("pg2").step(&Obs::new(5_000, paused(cluster()), p).0);
+    assert_eq!(acts(&d), vec![Action::Follow { upstream: Some("pg1".into()) }]);
+}
+
+#[test]
+fn paused_replica_whose_history_diverged_is_not_stopped_for_a_rewind() {
+    let mut v = paused(cluster());
+    v.history = vec![TimelineSwitch { timeline: 1, fork_lsn: 900, new_leader: Some("pg1".into()) }];
+    v.members.get_mut("pg1").unwrap().timeline = 2;
+    let d = replica("pg2").step(&Obs::new(5_000, v, replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![]);
+    assert_eq!(d.reason, Reason::Paused { leader: false });
+}
+
+/// Patroni: "removed leader lock because postgres is not running".
+#[test]
+fn paused_lock_holder_whose_postgres_is_stopped_releases_the_lock() {
+    let d = leader("pg1", VALIDITY_MS).step(&Obs::new(5_000, paused(cluster()), stopped_pg(1000)).0);
+    assert_eq!(acts(&d), vec![release(1000)]);
+}
+
+/// Patroni: "running with empty data directory".
+#[test]
+fn paused_member_with_an_empty_data_directory_does_not_clone() {
+    let d = fresh("pg4").step(&Obs::new(5_000, paused(cluster()), PgFacts::empty()).0);
     assert_eq!(acts(&d), vec![]);
 }
 

@@ -42,14 +42,15 @@ fn crash(v: ClusterView) -> Decision {
 }
 
 /// pg1 crashed at 1 s with a 20 s start timeout, renewing and restarting
-/// every 10 s; returns the node after its step at 11 s.
+/// every 10 s, each start too slow to finish (timed out: unknown, not
+/// failed); returns the node after its step at 11 s.
 fn down_for_10s(v: &ClusterView) -> (Node, Decision) {
     let mut n = leader("pg1", 40_000);
     let d = n.step(&Obs::new(1000, v.clone(), crashed(1000)).0);
     assert_eq!(acts(&d), restart_in_place(1000));
     let o = Obs::new(11_000, v.clone(), crashed(1000))
         .outcome(renew(1000), ActionResult::Done, 1000)
-        .outcome(start_primary(), ActionResult::Failed, 1000);
+        .outcome(start_primary(), ActionResult::Unknown, 1000);
     let d = n.step(&o.0);
     (n, d)
 }
@@ -212,10 +213,36 @@ fn failed_restart_wakes_no_later_than_start_timeout() {
     let mut n = leader("pg1", 40_000);
     let d = n.step(&Obs::new(1000, v.clone(), crashed(1000)).0);
     assert_eq!(d.wake_after_ms, 0);
-    let o = after_10s(11_000, v, crashed(1000)).outcome(start_primary(), ActionResult::Failed, 1000);
+    let o = after_10s(11_000, v, crashed(1000)).outcome(start_primary(), ActionResult::Unknown, 1000);
     let d = n.step(&o.0);
     assert_eq!(acts(&d), restart_in_place(1000));
     assert_eq!(d.wake_after_ms, 5_000);
+}
+
+/// Patroni's `post_recover`: a start that failed (the server exited, not
+/// merely slow) releases the lock at once when another member can take
+/// over, rather than retrying until `primary_start_timeout`.
+#[test]
+fn primary_that_failed_to_start_releases_the_lease_when_another_member_can_take_over() {
+    let v = down(300_000);
+    let mut n = leader("pg1", 40_000);
+    n.step(&Obs::new(1000, v.clone(), crashed(1000)).0);
+    let o = after_10s(11_000, v, crashed(1000)).outcome(start_primary(), ActionResult::Failed, 1000);
+    let d = n.step(&o.0);
+    assert_eq!(acts(&d), vec![release(1000)]);
+    assert_eq!(d.reason, Reason::PrimaryStartFailed);
+}
+
+#[test]
+fn primary_that_failed_to_start_keeps_the_lease_when_nobody_else_can_take_over() {
+    let v = edit(edit(down(300_000), "pg2", |m| m.tags.nofailover = true), "pg3", |m| {
+        m.state = MemberState::Stopped
+    });
+    let mut n = leader("pg1", 40_000);
+    n.step(&Obs::new(1000, v.clone(), crashed(1000)).0);
+    let o = after_10s(11_000, v, crashed(1000)).outcome(start_primary(), ActionResult::Failed, 1000);
+    let d = n.step(&o.0);
+    assert_eq!(acts(&d), restart_in_place(1000));
 }
 
 #[test]

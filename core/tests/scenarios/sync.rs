@@ -865,3 +865,24 @@ fn leader_whose_sync_key_names_nobody_sleeps_a_loop_when_no_replica_could_serve(
     assert_eq!(acts(&d), vec![renew(1000)]);
     assert_eq!(d.wake_after_ms, LOOP_MS);
 }
+
+/// Patroni sorts by `sync_state` before the position: no churn.
+#[test]
+fn standby_postgres_already_waits_for_is_not_swapped_for_one_slightly_ahead() {
+    let v = with_sync(sync_on(cluster()), "pg1", &[]);
+    let standbys = |pg2_lsn, pg3_lsn| {
+        vec![
+            standby("pg2", pg2_lsn, StandbySyncState::Sync),
+            standby("pg3", pg3_lsn, StandbySyncState::Potential),
+        ]
+    };
+    let mut n = leader("pg1", DEADLINE_MS);
+    // pg2 listed when the primary was at 1000 and has flushed that far.
+    let d = step(&mut n, 1000, &v, leader_pg(standbys(1000, 1000), names(&["pg2"], 1)));
+    assert_eq!(acts(&d)[1..], [write_key(&["pg2"], None)]);
+    // Before the key shows pg2, pg3 gets a little ahead: pg2 stays.
+    let mut p = leader_pg(standbys(1000, 1100), names(&["pg2"], 1));
+    p.write_lsn = 1100;
+    let d = step(&mut leader("pg1", DEADLINE_MS), 2000, &v, p);
+    assert!(!acts(&d).iter().any(|a| matches!(a, Action::SetSyncStandbyNames(_))), "{:?}", acts(&d));
+}

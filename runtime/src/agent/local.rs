@@ -239,7 +239,16 @@ impl LocalPostgres {
                 return ActionResult::Failed;
             }
         }
-        pg(started, "start")
+        match started {
+            // Left starting (crash recovery can be long): not a failure. The
+            // engine releases the lock at once after a start that failed,
+            // but waits `primary_start_timeout` for a slow one (Patroni).
+            Err(e @ PgCtlError::Timeout { .. }) => {
+                warn!("start still running: {e}");
+                ActionResult::Unknown
+            }
+            started => pg(started, "start"),
+        }
     }
 
     /// After bootstrap: the replication user, and the superuser's password.
