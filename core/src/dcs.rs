@@ -204,6 +204,16 @@ pub struct DynamicConfig {
     /// keel's own: the largest rate difference between this node's clock and
     /// etcd's, in parts per million. The lease deadline gives it back.
     pub max_clock_drift_ppm: u64,
+    /// Local settings (`postgresql.remove_data_directory_on_*` in the node's
+    /// own file; the agent sets them over the cluster's config): whether a
+    /// node whose history diverged may delete its data directory and clone
+    /// afresh when a rewind failed, or when no rewind is possible. Patroni's
+    /// defaults, off: in asynchronous mode the diverged part can hold
+    /// acknowledged writes, and deleting them is the operator's choice.
+    #[serde(default)]
+    pub remove_data_directory_on_rewind_failure: bool,
+    #[serde(default)]
+    pub remove_data_directory_on_diverged_timelines: bool,
 }
 
 impl Default for DynamicConfig {
@@ -224,6 +234,8 @@ impl Default for DynamicConfig {
             primary_stop_timeout_ms: 0,
             pause: false,
             max_clock_drift_ppm: 10_000,
+            remove_data_directory_on_rewind_failure: false,
+            remove_data_directory_on_diverged_timelines: false,
         }
     }
 }

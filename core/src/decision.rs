@@ -256,6 +256,23 @@ impl fmt::Display for Lsn {
     }
 }
 
+/// The local setting that would let a diverged node delete its data
+/// directory and clone afresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataRemoval {
+    OnRewindFailure,
+    OnDivergedTimelines,
+}
+
+impl fmt::Display for DataRemoval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DataRemoval::OnRewindFailure => "remove_data_directory_on_rewind_failure",
+            DataRemoval::OnDivergedTimelines => "remove_data_directory_on_diverged_timelines",
+        })
+    }
+}
+
 /// Why a decision was made. `Display` reads as an operator's log line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reason {
@@ -326,6 +343,7 @@ pub enum Reason {
     RecoveringCrashedPrimary,
     Rewinding { source: String, fork_lsn: u64 },
     RewindImpossible { why: String },
+    DivergedWaitingForOperator { why: String, setting: DataRemoval },
     WaitingForPostgres,
 }
 
@@ -499,6 +517,11 @@ impl fmt::Display for Reason {
                 Lsn(*fork_lsn)
             ),
             RewindImpossible { why } => write!(f, "cannot rewind ({why}); reinitializing"),
+            DivergedWaitingForOperator { why, setting } => write!(
+                f,
+                "history diverged and cannot be rewound ({why}); waiting for the operator: \
+                 keelctl reinit, or set postgresql.{setting}"
+            ),
             WaitingForPostgres => write!(f, "no action: waiting for Postgres to finish starting"),
         }
     }

@@ -34,9 +34,13 @@ pub struct State {
     pub primary_down_since_ms: Option<u64>,
     /// Until when this node promised a failsafe leader not to race.
     pub failsafe_promise: Option<FailsafePromise>,
-    /// A rewind ran (or failed) since the last clone: if the history still
-    /// diverges, the next repair is a reinitialize.
+    /// A rewind ran since the last clone, and yet the history diverges.
     pub rewind_attempted: bool,
+    /// The last rewind failed (its source unreachable, a wrong password,
+    /// WAL recycled past the fork): tried again, unless the operator allows
+    /// removing the data directory on rewind failure.
+    #[serde(default)]
+    pub rewind_failed: bool,
     /// Since when `initialize` has been taken with nobody bootstrapping.
     pub orphan_initialize_since_ms: Option<u64>,
     /// The `mod_revision` of the `initialize` key that count is for: a key
@@ -88,6 +92,7 @@ impl State {
             primary_down_since_ms: None,
             failsafe_promise: None,
             rewind_attempted: false,
+            rewind_failed: false,
             orphan_initialize_since_ms: None,
             orphan_initialize_revision: 0,
             shutdown: false,

@@ -6,7 +6,7 @@
 
 use super::{rewind, Ctx, Verdict};
 use crate::dcs::{ClusterView, MemberRole};
-use crate::decision::{Action, Reason, StartAs, StopMode};
+use crate::decision::{Action, DataRemoval, Reason, StartAs, StopMode};
 use crate::pg::{ControlState, DataDir, PgProcess};
 use crate::role::Role;
 
@@ -72,23 +72,43 @@ fn repair(cx: &mut Ctx, leader: &str, fork_lsn: u64) -> Verdict {
     let DataDir::Initialised(control) = &pg.data else {
         unreachable!("bootstrap handles an empty data directory before following");
     };
-    let why = if !cx.cfg.use_pg_rewind {
+    let impossible = if !cx.cfg.use_pg_rewind {
         Some("use_pg_rewind is off")
     } else if !control.rewindable() {
         Some("neither wal_log_hints nor data checksums are on")
-    } else if cx.next.rewind_attempted {
-        Some("a rewind already ran and the history still diverges")
     } else {
         None
     };
     let source = leader.to_owned();
-    if let Some(why) = why {
-        cx.next.role = Role::Cloning;
-        return (vec![Action::Reinitialize { source }], Reason::RewindImpossible { why: why.to_owned() });
+    // Deleting the data directory throws away the diverged WAL, which in
+    // asynchronous mode can hold acknowledged writes: only where the
+    // operator allowed it (Patroni's `remove_data_directory_on_*`, off by
+    // default); otherwise the node stays stopped and says why.
+    let reinit = |cx: &mut Ctx, why: &str, allowed: bool, setting: DataRemoval| {
+        if allowed {
+            cx.next.role = Role::Cloning;
+            let reason = Reason::RewindImpossible { why: why.to_owned() };
+            return (vec![Action::Reinitialize { source: source.clone() }], reason);
+        }
+        (Vec::new(), Reason::DivergedWaitingForOperator { why: why.to_owned(), setting })
+    };
+    if let Some(why) = impossible {
+        let allowed = cx.cfg.remove_data_directory_on_diverged_timelines;
+        return reinit(cx, why, allowed, DataRemoval::OnDivergedTimelines);
+    }
+    let allowed = cx.cfg.remove_data_directory_on_rewind_failure;
+    if cx.next.rewind_attempted {
+        let why = "a rewind already ran and the history still diverges";
+        return reinit(cx, why, allowed, DataRemoval::OnRewindFailure);
+    }
+    if cx.next.rewind_failed && allowed {
+        return reinit(cx, "the rewind failed", true, DataRemoval::OnRewindFailure);
     }
     if !control.state.is_clean() {
         return (vec![Action::RecoverCrash], Reason::RecoveringBeforeRewind);
     }
+    // A rewind that failed for a passing reason (its source unreachable, a
+    // wrong password) is tried again, once a loop.
     cx.next.role = Role::Rewinding;
     (vec![Action::Rewind { source: source.clone() }], Reason::Rewinding { source, fork_lsn })
 }

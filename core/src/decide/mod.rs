@@ -187,13 +187,19 @@ impl<'a> Ctx<'a> {
                 (Action::CloneFrom { .. } | Action::Reinitialize { .. }, ActionResult::Done) => {
                     self.next.role = Role::Replica;
                     self.next.rewind_attempted = false;
+                    self.next.rewind_failed = false;
                 }
                 (Action::CloneFrom { .. } | Action::Reinitialize { .. }, ActionResult::Failed) => {
                     self.next.role = Role::Uninitialized;
                 }
-                (Action::Rewind { .. }, ActionResult::Done | ActionResult::Failed) => {
+                (Action::Rewind { .. }, ActionResult::Done) => {
                     self.next.role = Role::Replica;
                     self.next.rewind_attempted = true;
+                    self.next.rewind_failed = false;
+                }
+                (Action::Rewind { .. }, ActionResult::Failed | ActionResult::Unknown) => {
+                    self.next.role = Role::Replica;
+                    self.next.rewind_failed = true;
                 }
                 _ => {}
             }

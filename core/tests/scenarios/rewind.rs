@@ -39,6 +39,17 @@ fn former_primary_stopped() -> PgFacts {
     stopped_pg(1500)
 }
 
+/// The operator allows removing the data directory when a rewind fails.
+fn on_failure(v: ClusterView) -> ClusterView {
+    with_config(v, |c| c.remove_data_directory_on_rewind_failure = true)
+}
+
+/// The operator allows removing the data directory when no rewind is
+/// possible.
+fn on_diverged(v: ClusterView) -> ClusterView {
+    with_config(v, |c| c.remove_data_directory_on_diverged_timelines = true)
+}
+
 fn rewind_from(source: &str) -> Action {
     Action::Rewind { source: source.into() }
 }
@@ -281,10 +292,10 @@ fn successful_rewind_starts_replica_of_new_leader() {
 }
 
 #[test]
-fn rewind_that_left_history_diverged_is_followed_by_reinitialize() {
+fn rewind_that_left_history_diverged_is_followed_by_reinitialize_where_allowed() {
     let mut n = replica("pg1");
-    n.step(&Obs::new(1000, after_failover(), former_primary_stopped()).0);
-    let o = Obs::new(2000, after_failover(), former_primary_stopped()).outcome(
+    n.step(&Obs::new(1000, on_failure(after_failover()), former_primary_stopped()).0);
+    let o = Obs::new(2000, on_failure(after_failover()), former_primary_stopped()).outcome(
         rewind_from("pg2"),
         ActionResult::Done,
         1000,
@@ -299,7 +310,25 @@ fn rewind_that_left_history_diverged_is_followed_by_reinitialize() {
 }
 
 #[test]
-fn failed_rewind_is_followed_by_reinitialize() {
+fn failed_rewind_is_followed_by_reinitialize_where_allowed() {
+    let mut n = replica("pg1");
+    n.step(&Obs::new(1000, on_failure(after_failover()), former_primary_stopped()).0);
+    let o = Obs::new(2000, on_failure(after_failover()), former_primary_stopped()).outcome(
+        rewind_from("pg2"),
+        ActionResult::Failed,
+        1000,
+    );
+    let d = n.step(&o.0);
+    assert_eq!(acts(&d), vec![reinit_from("pg2")]);
+    assert_eq!(reason(&d), "cannot rewind (the rewind failed); reinitializing");
+}
+
+/// Patroni's default: the diverged WAL can hold acknowledged writes in
+/// asynchronous mode; deleting it is the operator's choice. A rewind that
+/// failed for a passing reason (its source going away, a wrong password)
+/// is tried again rather than counted as a rewind that ran.
+#[test]
+fn failed_rewind_is_tried_again_and_never_followed_by_reinitialize_by_default() {
     let mut n = replica("pg1");
     n.step(&Obs::new(1000, after_failover(), former_primary_stopped()).0);
     let o = Obs::new(2000, after_failover(), former_primary_stopped()).outcome(
@@ -308,10 +337,25 @@ fn failed_rewind_is_followed_by_reinitialize() {
         1000,
     );
     let d = n.step(&o.0);
-    assert_eq!(acts(&d), vec![reinit_from("pg2")]);
+    assert_eq!(acts(&d), vec![rewind_from("pg2")]);
+    assert!(!n.state().rewind_attempted);
+}
+
+#[test]
+fn rewind_that_left_history_diverged_waits_for_the_operator_by_default() {
+    let mut n = replica("pg1");
+    n.step(&Obs::new(1000, after_failover(), former_primary_stopped()).0);
+    let o = Obs::new(2000, after_failover(), former_primary_stopped()).outcome(
+        rewind_from("pg2"),
+        ActionResult::Done,
+        1000,
+    );
+    let d = n.step(&o.0);
+    assert_eq!(acts(&d), vec![]);
     assert_eq!(
         reason(&d),
-        "cannot rewind (a rewind already ran and the history still diverges); reinitializing"
+        "history diverged and cannot be rewound (a rewind already ran and the history still diverges); \
+         waiting for the operator: keelctl reinit, or set postgresql.remove_data_directory_on_rewind_failure"
     );
 }
 
@@ -358,8 +402,8 @@ fn second_divergence_after_a_successful_rewind_rewinds_again() {
 }
 
 #[test]
-fn without_use_pg_rewind_diverged_node_reinitializes_from_leader() {
-    let v = with_config(after_failover(), |c| c.use_pg_rewind = false);
+fn without_use_pg_rewind_diverged_node_reinitializes_from_leader_where_allowed() {
+    let v = on_diverged(with_config(after_failover(), |c| c.use_pg_rewind = false));
     let mut n = replica("pg1");
     let d = n.step(&Obs::new(1000, v, former_primary_stopped()).0);
     assert_eq!(acts(&d), vec![reinit_from("pg2")]);
@@ -368,8 +412,8 @@ fn without_use_pg_rewind_diverged_node_reinitializes_from_leader() {
 }
 
 #[test]
-fn crashed_diverged_node_without_use_pg_rewind_reinitializes_without_crash_recovery() {
-    let v = with_config(after_failover(), |c| c.use_pg_rewind = false);
+fn crashed_diverged_node_without_use_pg_rewind_reinitializes_without_crash_recovery_where_allowed() {
+    let v = on_diverged(with_config(after_failover(), |c| c.use_pg_rewind = false));
     let mut p = stopped_pg(1500);
     p.data = DataDir::Initialised(control(ControlState::InProduction));
     let d = replica("pg1").step(&Obs::new(1000, v, p).0);
@@ -377,12 +421,12 @@ fn crashed_diverged_node_without_use_pg_rewind_reinitializes_without_crash_recov
 }
 
 #[test]
-fn without_wal_log_hints_or_checksums_diverged_node_reinitializes() {
+fn without_wal_log_hints_or_checksums_diverged_node_reinitializes_where_allowed() {
     let p = with_control(former_primary_stopped(), |c| {
         c.wal_log_hints = false;
         c.data_checksums = false;
     });
-    let d = replica("pg1").step(&Obs::new(1000, after_failover(), p).0);
+    let d = replica("pg1").step(&Obs::new(1000, on_diverged(after_failover()), p).0);
     assert_eq!(acts(&d), vec![reinit_from("pg2")]);
     assert_eq!(reason(&d), "cannot rewind (neither wal_log_hints nor data checksums are on); reinitializing");
 }
@@ -505,8 +549,8 @@ fn former_leader_whose_lease_lapsed_while_postgres_was_down_rewinds() {
 }
 
 #[test]
-fn former_leader_whose_lease_lapsed_reinitializes_without_use_pg_rewind() {
-    let v = with_config(after_failover(), |c| c.use_pg_rewind = false);
+fn former_leader_whose_lease_lapsed_reinitializes_without_use_pg_rewind_where_allowed() {
+    let v = on_diverged(with_config(after_failover(), |c| c.use_pg_rewind = false));
     let mut n = leader("pg1", 20_000);
     let d = n.step(&Obs::new(30_000, v, former_primary_stopped()).0);
     assert_eq!(acts(&d), vec![reinit_from("pg2")]);
@@ -545,5 +589,17 @@ fn fresh_base_backup_starts_as_replica_without_crash_recovery() {
     assert_eq!(
         acts(&d),
         vec![Action::StartPostgres { role: StartAs::Replica { upstream: Some("pg1".into()) } }]
+    );
+}
+
+#[test]
+fn without_use_pg_rewind_diverged_node_stays_stopped_and_waits_for_the_operator_by_default() {
+    let v = with_config(after_failover(), |c| c.use_pg_rewind = false);
+    let d = replica("pg1").step(&Obs::new(1000, v, former_primary_stopped()).0);
+    assert_eq!(acts(&d), vec![]);
+    let why = "use_pg_rewind is off".to_owned();
+    assert_eq!(
+        d.reason,
+        Reason::DivergedWaitingForOperator { why, setting: DataRemoval::OnDivergedTimelines }
     );
 }

@@ -256,7 +256,9 @@ pub struct Agent<K: Kv, P: Postgres, E: Engine = Node> {
 
 impl<K: Kv, P: Postgres> Agent<K, P> {
     pub fn new(cfg: Config, dcs: Dcs<K>, pg: P, requests: mpsc::Receiver<Command>) -> Agent<K, P> {
-        let node = Node::with_config(cfg.name.clone(), cfg.bootstrap.dcs.to_core());
+        let mut bootstrap = cfg.bootstrap.dcs.to_core();
+        cfg.local_over(&mut bootstrap);
+        let node = Node::with_config(cfg.name.clone(), bootstrap);
         Agent::with_engine(cfg, dcs, pg, requests, node)
     }
 }
@@ -370,7 +372,10 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
         let dcs = match read {
             Ok(snap) => {
                 self.dcs_lost_since = None;
-                let view = snap.view.clone();
+                let mut view = snap.view.clone();
+                if let Some(core) = view.config.as_mut() {
+                    self.cfg.local_over(core);
+                }
                 self.snapshot = Some(snap);
                 let ttl_ms = self.config().ttl_ms;
                 if let Err(e) = bounded(deadline, self.dcs.keep_member_alive(now_ms, ttl_ms)).await {

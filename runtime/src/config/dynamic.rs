@@ -296,6 +296,10 @@ impl DynamicSettings {
                 Some(fraction) => fraction_to_ppm(fraction).unwrap_or(defaults.max_clock_drift_ppm),
                 None => defaults.max_clock_drift_ppm,
             },
+            // Local settings: the agent sets them from its own file
+            // (`Config::local_over`).
+            remove_data_directory_on_rewind_failure: false,
+            remove_data_directory_on_diverged_timelines: false,
         }
     }
 

@@ -104,6 +104,21 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The settings of this node's own file that the engine goes by over
+    /// the cluster's `config` key: Patroni merges the local `postgresql`
+    /// section over the dynamic one, and `remove_data_directory_on_*` are
+    /// local only.
+    pub fn local_over(&self, core: &mut keel_core::DynamicConfig) {
+        let pg = &self.postgresql;
+        if let Some(rewind) = pg.use_pg_rewind {
+            core.use_pg_rewind = rewind;
+        }
+        core.remove_data_directory_on_rewind_failure = pg.remove_data_directory_on_rewind_failure;
+        core.remove_data_directory_on_diverged_timelines = pg.remove_data_directory_on_diverged_timelines;
+    }
+}
+
 /// A checked configuration and what the operator should hear about it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Loaded {
