@@ -15,8 +15,13 @@ pub(super) fn decide(cx: &mut Ctx, view: &ClusterView, leader: &str) -> Verdict 
     // The leader's member key may lag its promotion; the history may not
     // have it yet either: the newer of the two. A node already on the
     // timeline the leader's own promotion started (it streamed or rewound
-    // from it) is on the leader's branch, whatever those stale keys say.
-    let on_leaders_branch = pg.timeline_origin.as_deref() == Some(leader);
+    // from it) is on the leader's branch, whatever those stale keys say; so
+    // is a node streaming from the leader now, as the leader's walsender
+    // serves only timelines of its own history (a demoted primary that
+    // restarts right after the promotion streams the new timeline before
+    // the leader has published it).
+    let streams_from_leader = pg.streaming && pg.upstream.as_deref() == Some(leader);
+    let on_leaders_branch = pg.timeline_origin.as_deref() == Some(leader) || streams_from_leader;
     let leader_timeline = view
         .members
         .get(leader)

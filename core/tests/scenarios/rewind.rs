@@ -474,6 +474,25 @@ fn node_on_a_newer_timeline_than_the_leader_rewinds() {
 }
 
 #[test]
+fn replica_streaming_the_leaders_new_timeline_before_the_leader_published_it_follows() {
+    // pg2 was promoted to timeline 3 at 2000 and pg3 already streams it;
+    // pg2's member key and the history key still say timeline 2. The
+    // leader's walsender serves only its own timelines: no divergence.
+    let mut p = on_timeline_2(PgProcess::RunningReplica, 2100);
+    p.timeline = 3;
+    p.history.push(switch(2, 2000, None));
+    p.upstream = Some("pg2".into());
+    let d = replica("pg3").step(&Obs::new(1000, after_failover(), p.clone()).0);
+    assert_eq!(d.reason, Reason::Following { leader: "pg2".into(), upstream: "pg2".into() });
+    // Not streaming from the leader, the same facts are a promotion the
+    // cluster never had.
+    p.streaming = false;
+    let d = replica("pg3").step(&Obs::new(1000, after_failover(), p).0);
+    assert_eq!(acts(&d), vec![stop_fast()]);
+    assert_eq!(d.reason, Reason::StoppingToRewind { fork_lsn: 2000 });
+}
+
+#[test]
 fn rewind_source_is_the_leader_even_with_replicatefrom() {
     let o = Obs::new(1000, after_failover(), former_primary_stopped())
         .tags(|t| t.replicatefrom = Some("pg3".into()));

@@ -47,15 +47,32 @@ pub const TIMELINE_ORIGIN_FILE: &str = "keel.timeline_origin";
 /// every loop (a fork and exec each time); the control state follows from
 /// `pg_is_in_recovery()`, as pg_control's own would (`in production`, `in
 /// archive recovery`).
+///
+/// A standby's timeline as SQL shows it can go back: the WAL receiver's
+/// row disappears when its upstream stops or changes, and what is left
+/// (the last restartpoint's timeline, the minimum recovery point's) may be
+/// older than the timeline the server already replays. A replica that had
+/// followed a switchover would then seem to have written past the end of
+/// the previous timeline, and to have diverged from the cluster (rule 4):
+/// it would refuse to take over, or stop to rewind for nothing. Within one
+/// postmaster's life the replay timeline never goes back, so the observer
+/// keeps the highest timeline it saw that postmaster on ([`ReplayTimeline`]).
+/// Patroni asks the server instead (`IDENTIFY_SYSTEM` on a replication
+/// connection to itself); tokio-postgres cannot open one.
 pub struct Observer {
     session: probe::Session,
     /// pg_control as read while the postmaster with this PID answered.
     control: Option<(i64, PgControl)>,
+    replay_timeline: ReplayTimeline,
 }
 
 impl Observer {
     pub fn new(conn: ConnTarget) -> Observer {
-        Observer { session: probe::Session::new(conn), control: None }
+        Observer {
+            session: probe::Session::new(conn),
+            control: None,
+            replay_timeline: ReplayTimeline::default(),
+        }
     }
 
     /// The connection the facts are read on, for the agent's other
@@ -110,7 +127,18 @@ impl Observer {
         core.state =
             if sql.in_recovery { ControlState::InArchiveRecovery } else { ControlState::InProduction };
         facts.data = DataDir::Initialised(core);
+        let in_recovery = sql.in_recovery;
         fill_from_sql(&mut facts, sql);
+        let timeline = self.replay_timeline.observe(pid, in_recovery, facts.timeline);
+        if timeline != facts.timeline {
+            tracing::debug!(
+                sql = facts.timeline,
+                timeline,
+                "the standby's timeline as SQL shows it went back"
+            );
+            facts.timeline = timeline;
+            facts.history = history_on_disk(&ctl.data_dir, timeline);
+        }
         facts.timeline_origin = read_timeline_origin(&ctl.data_dir, facts.timeline);
         facts.backup_label = ctl.data_dir.join("backup_label").exists();
         facts
@@ -120,6 +148,38 @@ impl Observer {
     fn forget(&mut self) {
         self.session.close();
         self.control = None;
+        self.replay_timeline = ReplayTimeline::default();
+    }
+}
+
+/// The highest timeline one postmaster was seen on while in recovery. A
+/// standby's startup process moves to a newer timeline only after checking
+/// that it forks off at or after the point already replayed, and never
+/// back; so a timeline this postmaster showed (through its WAL receiver,
+/// its restartpoint or its minimum recovery point) is one it is on or
+/// past, for as long as it runs. A new postmaster starts from what pg_control
+/// says (the data directory may have been rewound or replaced in between),
+/// and a primary's timeline is read from the WAL it writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ReplayTimeline {
+    /// The postmaster's PID and the highest timeline seen on it.
+    seen: Option<(i64, u32)>,
+}
+
+impl ReplayTimeline {
+    /// The timeline to report for `postmaster`, which SQL shows on
+    /// `timeline`.
+    fn observe(&mut self, postmaster: i64, in_recovery: bool, timeline: u32) -> u32 {
+        if !in_recovery {
+            self.seen = None;
+            return timeline;
+        }
+        let highest = match self.seen {
+            Some((pid, seen)) if pid == postmaster => seen.max(timeline),
+            _ => timeline,
+        };
+        self.seen = Some((postmaster, highest));
+        highest
     }
 }
 
@@ -229,6 +289,27 @@ fn history_on_disk(data_dir: &Path, timeline: u32) -> Vec<TimelineSwitch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_standbys_timeline_never_goes_back_while_its_postmaster_runs() {
+        let mut replay = ReplayTimeline::default();
+        assert_eq!(replay.observe(100, true, 2), 2);
+        // The WAL receiver stopped: SQL falls back to the restartpoint's.
+        assert_eq!(replay.observe(100, true, 1), 2);
+        assert_eq!(replay.observe(100, true, 3), 3);
+        assert_eq!(replay.observe(100, true, 2), 3);
+    }
+
+    #[test]
+    fn a_new_postmaster_or_a_promotion_starts_the_timeline_afresh() {
+        let mut replay = ReplayTimeline::default();
+        assert_eq!(replay.observe(100, true, 3), 3);
+        // Restarted (maybe after a rewind onto an older timeline).
+        assert_eq!(replay.observe(200, true, 2), 2);
+        // Promoted: the primary's own timeline; later restarted as a standby.
+        assert_eq!(replay.observe(200, false, 4), 4);
+        assert_eq!(replay.observe(300, true, 3), 3);
+    }
 
     #[test]
     fn timeline_origin_line_parses_and_garbage_is_ignored() {

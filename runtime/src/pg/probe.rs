@@ -24,7 +24,8 @@ use super::sync_names::parse_sync_names;
 /// How to reach the local server. The probe reads `primary_conninfo` and
 /// the history file with `pg_read_file`: it needs a superuser (Patroni's
 /// `superuser` connection), or `pg_monitor`, `pg_read_all_settings` and
-/// `pg_read_server_files` plus EXECUTE on `pg_control_checkpoint()`.
+/// `pg_read_server_files` plus EXECUTE on `pg_control_checkpoint()` and
+/// `pg_control_recovery()`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnTarget {
     /// A socket directory (starts with `/`) or a host name or address.
@@ -56,7 +57,10 @@ impl ConnTarget {
 pub struct SqlFacts {
     pub in_recovery: bool,
     /// On a primary, the timeline of the WAL being written; on a standby,
-    /// the newer of the last restartpoint's and the WAL receiver's.
+    /// the newest of the last restartpoint's, the minimum recovery
+    /// point's and the WAL receiver's: each a timeline the server has
+    /// replayed or is about to, none of them necessarily the one it
+    /// replays now (see [`super::Observer`]).
     pub timeline: u32,
     /// `pg_current_wal_lsn()` on a primary, 0 on a standby.
     pub write_lsn: u64,
@@ -336,18 +340,23 @@ pub fn parse_conninfo(conninfo: &str) -> Option<BTreeMap<String, String>> {
 /// `pg_walfile_name()` fail during recovery, hence the CASEs (as Patroni's
 /// cluster-info query). The timeline of a primary comes from the name of
 /// the WAL file being written (right after a promotion the checkpoint still
-/// names the old one); a standby's from the newer of the restartpoint and
-/// the WAL receiver. Standby reply ages are computed by the primary, in
+/// names the old one); a standby's from the newest of the restartpoint,
+/// the minimum recovery point and the WAL receiver. A standby accepts
+/// connections only once it has replayed up to its minimum recovery point,
+/// so that point's timeline is one it reached; it moves with every buffer
+/// written during recovery, the restartpoint only every
+/// `checkpoint_timeout`. Standby reply ages are computed by the primary, in
 /// milliseconds, from the standbys' reply timestamps.
 const PROBE_SQL: &str = "\
 WITH s AS (
-  SELECT pg_is_in_recovery() AS in_recovery, (pg_control_checkpoint()).timeline_id AS checkpoint_tli
+  SELECT pg_is_in_recovery() AS in_recovery, (pg_control_checkpoint()).timeline_id AS checkpoint_tli,
+    (pg_control_recovery()).min_recovery_end_timeline AS min_recovery_tli
 ), f AS (
   SELECT s.in_recovery,
     CASE WHEN s.in_recovery THEN NULL ELSE pg_current_wal_lsn() END AS write_lsn,
     pg_last_wal_receive_lsn() AS receive_lsn,
     pg_last_wal_replay_lsn() AS replay_lsn,
-    GREATEST(s.checkpoint_tli, CASE WHEN s.in_recovery THEN w.received_tli
+    GREATEST(s.checkpoint_tli, CASE WHEN s.in_recovery THEN GREATEST(s.min_recovery_tli, w.received_tli)
       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END) AS timeline,
     w.status AS receiver_status, w.received_tli, w.sender_host, w.sender_port,
     current_setting('primary_conninfo') AS primary_conninfo,

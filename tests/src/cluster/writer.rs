@@ -107,9 +107,20 @@ impl WriteLog {
     /// The longest time between consecutive acknowledgements (`None` with
     /// fewer than two).
     pub fn longest_gap(&self) -> Option<Gap> {
+        self.gaps().into_iter().max_by_key(Gap::duration)
+    }
+
+    /// The longest time between consecutive acknowledgements among those
+    /// that end between `from` and `to` (the gap an event at `from`
+    /// caused, when the next event comes at `to`).
+    pub fn longest_gap_in(&self, from: Instant, to: Instant) -> Option<Gap> {
+        self.gaps().into_iter().filter(|g| g.to >= from && g.to <= to).max_by_key(Gap::duration)
+    }
+
+    fn gaps(&self) -> Vec<Gap> {
         let mut times: Vec<Instant> = self.acks.iter().map(|a| a.acked_at).collect();
         times.sort();
-        times.windows(2).map(|w| Gap { from: w[0], to: w[1] }).max_by_key(Gap::duration)
+        times.windows(2).map(|w| Gap { from: w[0], to: w[1] }).collect()
     }
 
     /// The first write sent at or after `t` that `node` acknowledged (any
