@@ -489,7 +489,10 @@ impl KeelCluster {
 
     /// Waits until the leader (by etcd) lists at least `count` standbys as
     /// `streaming` in `pg_stat_replication`; returns the leader and their
-    /// names (`application_name`, the member names).
+    /// names (`application_name`, the member names). Only members count:
+    /// the WAL stream of a base backup in progress shows as `streaming`
+    /// too (as `keel_basebackup_<member>`), before that member has a
+    /// server running.
     pub async fn wait_streaming_replicas(&self, count: usize, timeout: Duration) -> (String, Vec<String>) {
         let query = "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' ORDER BY 1";
         let deadline = Instant::now() + timeout;
@@ -499,8 +502,11 @@ impl KeelCluster {
                 None => "no leader in etcd".to_owned(),
                 Some(leader) => match self.sql(&leader, query).await {
                     Ok(rows) => {
-                        let names: Vec<String> =
-                            rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
+                        let names: Vec<String> = rows
+                            .into_iter()
+                            .filter_map(|r| r.into_iter().next().flatten())
+                            .filter(|name| self.nodes.iter().any(|n| n.name == *name))
+                            .collect();
                         if names.len() >= count {
                             return (leader, names);
                         }
