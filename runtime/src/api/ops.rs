@@ -645,6 +645,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.etcd3 != new.etcd3, "etcd3");
     check(old.bootstrap != new.bootstrap, "bootstrap");
     check(old.watchdog != new.watchdog, "watchdog");
+    check(old.log != new.log, "log");
     let mut old_api = old.restapi.clone();
     old_api.authentication = new.restapi.authentication.clone();
     old_api.allowlist = new.restapi.allowlist.clone();
