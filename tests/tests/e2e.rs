@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use keel_core::MemberRole;
-use keel_tests::cluster::{ClusterOptions, KeelCluster, WriteLog};
+use keel_tests::cluster::{procs, ClusterOptions, KeelCluster, KeelNode, WriteLog};
 
 /// initdb, two base backups and the first sync standby, on two cores.
 const BOOTSTRAP: Duration = Duration::from_secs(120);
@@ -26,6 +26,8 @@ const FAILOVER: Duration = Duration::from_secs(30);
 const REJOIN: Duration = Duration::from_secs(120);
 /// Writes on a new primary the checks want to see.
 const SETTLE: Duration = Duration::from_secs(2);
+/// A REST answer.
+const ANSWER: Duration = Duration::from_secs(5);
 /// What a loaded two-core machine adds to promotion and to the writer
 /// finding the new primary.
 const SLACK: Duration = Duration::from_secs(3);
@@ -93,6 +95,21 @@ fn assert_one_writer_at_a_time(cluster: &KeelCluster, log: &WriteLog) {
 
 fn era_nodes(log: &WriteLog) -> Vec<String> {
     log.eras().into_iter().map(|e| e.node).collect()
+}
+
+/// Waits until the agent's log, past its first `from` bytes, holds `text`;
+/// returns that part of the log.
+async fn wait_log(node: &KeelNode, from: usize, text: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let log = node.log();
+        let since = log.get(from..).unwrap_or_default();
+        if since.contains(text) {
+            return since.to_owned();
+        }
+        assert!(Instant::now() < deadline, "waited {timeout:?} for {text:?} in {}'s log", node.name);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 // --- 1. bootstrap ------------------------------------------------------------
@@ -448,4 +465,56 @@ async fn primary_cut_from_etcd_demotes_before_a_replica_is_promoted() {
     assert!(streaming.contains(&old), "{streaming:?}");
     cluster.wait_replicated(&log, &old, REJOIN).await;
     cluster.wait_replicated(&probes, &old, REJOIN).await;
+}
+
+// --- 7. a reload by signal, as Patroni's systemd unit sends it ---------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file_and_the_primary_keeps_running() {
+    let (cluster, leader) = healthy_three(options(false)).await;
+    let node = cluster.node(&leader);
+    let agent = node.agent_pid().expect("the leader's agent");
+    let postmaster = node.postmaster_pid().expect("the leader's postmaster");
+    let writer = cluster.writer();
+    writer.wait_for_ack(FAILOVER, "a first write", |a| a.node == leader).await;
+
+    // A change of the file, then SIGHUP: the new tags are published, in
+    // the member key and in /patroni.
+    let original = std::fs::read_to_string(&node.config_path).expect("the node's config");
+    let tagged = original.replace("tags: {}\n", "tags:\n  nosync: true\n  reloaded_by: sighup\n");
+    assert_ne!(tagged, original, "the harness's config has `tags: {{}}`");
+    std::fs::write(&node.config_path, &tagged).expect("write the config");
+    let log_at = node.log().len();
+    assert!(procs::signal(&[agent], "HUP"), "kill -HUP {agent}");
+    cluster
+        .wait_for(FAILOVER, "the reloaded tags in the leader's member key", |v| {
+            v.members.get(leader.as_str()).is_some_and(|m| m.tags.nosync)
+        })
+        .await;
+    let reloaded = wait_log(node, log_at, "SIGHUP: reloaded", FAILOVER).await;
+    println!("{}", reloaded.trim_end());
+    let tags = |body: &str| {
+        let status: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        status["tags"].clone()
+    };
+    let patroni = cluster.api_call(&leader, "GET", "/patroni", &[], None, ANSWER).await.unwrap();
+    assert_eq!(tags(&patroni.body), serde_json::json!({"nosync": true, "reloaded_by": "sighup"}));
+
+    // A file that does not load: reported, and the old config stays.
+    std::fs::write(&node.config_path, "scope: [unclosed\n").expect("write the config");
+    let log_at = node.log().len();
+    assert!(procs::signal(&[agent], "HUP"), "kill -HUP {agent}");
+    let refused = wait_log(node, log_at, "SIGHUP: reload failed, old config kept", FAILOVER).await;
+    println!("{}", refused.trim_end());
+    tokio::time::sleep(SETTLE).await;
+    let log = writer.stop().await;
+
+    println!("{}", log.summary(cluster.started()));
+    assert!(procs::is_alive(agent), "the agent died of SIGHUP");
+    assert_eq!(node.postmaster_pid(), Some(postmaster), "Postgres was restarted");
+    assert_eq!(cluster.leader().await.as_deref(), Some(leader.as_str()), "the leader changed");
+    assert_eq!(era_nodes(&log), [leader.as_str()], "writes went elsewhere");
+    assert!(log.failures.is_empty(), "writes failed: {}", log.summary(cluster.started()));
+    let patroni = cluster.api_call(&leader, "GET", "/patroni", &[], None, ANSWER).await.unwrap();
+    assert_eq!(tags(&patroni.body)["reloaded_by"], "sighup", "the old config's tags were kept");
 }

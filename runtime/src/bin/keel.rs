@@ -3,7 +3,7 @@
 //!
 //! `keel FILE` or `keel -c FILE`, as `patroni FILE`.
 //! SIGTERM (or SIGINT): stop Postgres, release the leader lock if held,
-//! exit 0.
+//! exit 0. SIGHUP: read the config file again, as `POST /reload` does.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -92,6 +92,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(path: PathBuf, loaded: Loaded) -> ExitCode {
+    // SIGHUP's default action ends the process, and with the agent its
+    // Postgres: taken over first. One that comes before etcd answers is
+    // kept and acted on once the reload can be.
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        error!("cannot install the SIGHUP handler");
+        return ExitCode::FAILURE;
+    };
     for w in &loaded.warnings {
         warn!("config: {w}");
     }
@@ -170,6 +177,18 @@ async fn run(path: PathBuf, loaded: Loaded) -> ExitCode {
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let ops = Ops::new(Box::new(store), tx.clone()).reload_from(path.clone(), environment(), cfg.clone());
     api.set_operations(ops);
+    // SIGHUP (Patroni's systemd unit reloads with `kill -HUP`) is the same
+    // reload as `POST /reload`; a file that does not load changes nothing.
+    let reloads = api.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            info!("SIGHUP: reading {} again", path.display());
+            match reloads.reload_config().await {
+                Ok(message) => info!("SIGHUP: {message}"),
+                Err(failed) => error!("SIGHUP: {}", failed.message),
+            }
+        }
+    });
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {
         error!("cannot install signal handlers");
