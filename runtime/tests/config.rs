@@ -244,7 +244,7 @@ fn unknown_keys_at_several_depths_warn_with_dotted_paths_and_still_load() {
 #[test]
 fn options_keel_ignores_are_known_and_do_not_warn() {
     let yaml = GUIDE_YAML.to_string()
-        + "log:\n  level: INFO\n  dir: /var/log/patroni\n  loggers: {urllib3: DEBUG}\n\
+        + "log:\n  level: INFO\n  type: plain\n\
            ctl:\n  insecure: false\n\
            watchdog:\n  mode: off\n  device: /dev/watchdog\n  safety_margin: 5\n\
            tags:\n  nofailover: false\n  noloadbalance: false\n  clonefrom: false\n  nosync: false\n";
@@ -267,6 +267,59 @@ fn options_keel_ignores_are_known_and_do_not_warn() {
         "YAML's `off` is false, which Patroni reads as off"
     );
     assert_eq!(loaded.config.postgresql.pg_ctl_timeout, 90);
+}
+
+#[test]
+fn log_keys_keel_does_not_honour_warn_once_each_with_their_path() {
+    let yaml = GUIDE_YAML.to_string()
+        + "log:\n  level: debug\n  type: json\n  format: '%(asctime)s %(message)s'\n  dateformat: '%H'\n  \
+           traceback_level: ERROR\n  max_queue_size: 1000\n  dir: /var/log/patroni\n  mode: 0o640\n  \
+           file_num: 4\n  file_size: 25000000\n  loggers: {urllib3: DEBUG}\n  \
+           static_fields: {app: patroni}\n  deduplicate_heartbeat_logs: true\n";
+    let loaded = parse(&yaml, &no_env()).unwrap();
+    assert_eq!(
+        loaded.warnings,
+        [
+            "log.traceback_level: not honoured, no equivalent in keel",
+            "log.format: not honoured, keel's log lines have a fixed format",
+            "log.dateformat: not honoured, keel's log lines have a fixed format",
+            "log.static_fields: not honoured, keel's log lines have a fixed format",
+            "log.max_queue_size: not honoured, no equivalent in keel",
+            "log.dir: not honoured, keel logs to its standard error only, not to files",
+            "log.mode: not honoured, keel logs to its standard error only, not to files",
+            "log.file_num: not honoured, keel logs to its standard error only, not to files",
+            "log.file_size: not honoured, keel logs to its standard error only, not to files",
+            "log.loggers: not honoured, KEEL_LOG sets levels per module",
+            "log.deduplicate_heartbeat_logs: not honoured, no equivalent in keel",
+        ]
+    );
+    let log = &loaded.config.log;
+    assert_eq!((log.tracing_level(), log.json()), (Some("debug"), true), "level and type are honoured");
+    // keelctl does not log through `log`: it hears none of this.
+    let dir = std::env::temp_dir().join(format!("keel-config-log-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("patroni.yml");
+    std::fs::write(&path, &yaml).unwrap();
+    let ctl = keel_runtime::config::load_for_ctl(&path, &no_env()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(ctl.warnings, Vec::<String>::new());
+}
+
+#[test]
+fn log_levels_map_to_keels_and_unknown_levels_and_types_are_refused() {
+    let with = |log: &str| GUIDE_YAML.to_string() + "log:\n" + log;
+    for (level, expected) in [("DEBUG", "debug"), ("INFO", "info"), ("WARNING", "warn"), ("ERROR", "error")] {
+        let loaded = parse(&with(&format!("  level: {level}\n")), &no_env()).unwrap();
+        assert_eq!(loaded.config.log.tracing_level(), Some(expected), "{level}");
+        assert_eq!(loaded.warnings, Vec::<String>::new(), "{level}");
+    }
+    let critical = parse(&with("  level: CRITICAL\n"), &no_env()).unwrap();
+    assert_eq!(critical.config.log.tracing_level(), Some("error"));
+    assert_eq!(critical.warnings, ["log.level: CRITICAL is logged as ERROR, keel's highest level"]);
+    let e = refused(&with("  level: LOUD\n"));
+    assert_eq!(e.to_string(), "log.level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got \"LOUD\"");
+    let e = refused(&with("  type: xml\n"));
+    assert_eq!(e.to_string(), "log.type: expected plain or json, got \"xml\"");
 }
 
 #[test]

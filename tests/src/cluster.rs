@@ -73,7 +73,16 @@ pub struct ClusterOptions {
     pub etcd_proxies: bool,
     /// `None`: the keel binary ([`keel_bin`]) with `--config <file>`.
     pub agent_command: Option<AgentCommand>,
+    /// The guide's authentication: connections over TCP (the replicas'
+    /// streams, pg_basebackup, pg_rewind, the harness's queries) need a
+    /// scram-sha-256 password, and pg_rewind connects as a user of its own
+    /// ([`REWIND_USER`], Patroni's `authentication.rewind`). Otherwise
+    /// loopback is trusted and pg_rewind connects as the superuser.
+    pub scram_auth: bool,
 }
+
+/// pg_rewind's user with [`ClusterOptions::scram_auth`], and its password.
+pub const REWIND_USER: (&str, &str) = ("rewind_user", "rewind_password");
 
 impl Default for ClusterOptions {
     fn default() -> Self {
@@ -86,6 +95,7 @@ impl Default for ClusterOptions {
             stagger: Duration::ZERO,
             etcd_proxies: false,
             agent_command: None,
+            scram_auth: false,
         }
     }
 }
@@ -114,10 +124,13 @@ pub struct ConfigSpec<'a> {
 }
 
 /// The node's Patroni-format YAML: TCP on 127.0.0.1, trust for everyone on
-/// loopback, the Postgres socket in the scratch directory.
+/// loopback (or scram-sha-256 over TCP, [`ClusterOptions::scram_auth`]), the
+/// Postgres socket in the scratch directory.
 pub fn config_yaml(spec: &ConfigSpec<'_>) -> String {
     let o = spec.options;
     let path = |p: PathBuf| yaml_quote(&p.to_string_lossy());
+    let (tcp_auth, (rewind_user, rewind_password)) =
+        if o.scram_auth { ("scram-sha-256", REWIND_USER) } else { ("trust", ("postgres", "postgres")) };
     format!(
         "scope: {scope}
 namespace: {NAMESPACE}
@@ -156,16 +169,16 @@ postgresql:
       username: replicator
       password: replicator
     rewind:
-      username: postgres
-      password: postgres
+      username: {rewind_user}
+      password: {rewind_password}
   parameters:
     unix_socket_directories: {sock}
     log_line_prefix: '%m [%p] '
     log_timezone: UTC
   pg_hba:
     - local all all trust
-    - host all all 127.0.0.1/32 trust
-    - host replication all 127.0.0.1/32 trust
+    - host all all 127.0.0.1/32 {tcp_auth}
+    - host replication all 127.0.0.1/32 {tcp_auth}
 tags: {{}}
 ",
         scope = yaml_quote(&o.scope),
@@ -489,7 +502,10 @@ impl KeelCluster {
 
     /// Waits until the leader (by etcd) lists at least `count` standbys as
     /// `streaming` in `pg_stat_replication`; returns the leader and their
-    /// names (`application_name`, the member names).
+    /// names (`application_name`, the member names). Only members count:
+    /// the WAL stream of a base backup in progress shows as `streaming`
+    /// too (as `keel_basebackup_<member>`), before that member has a
+    /// server running.
     pub async fn wait_streaming_replicas(&self, count: usize, timeout: Duration) -> (String, Vec<String>) {
         let query = "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' ORDER BY 1";
         let deadline = Instant::now() + timeout;
@@ -499,8 +515,11 @@ impl KeelCluster {
                 None => "no leader in etcd".to_owned(),
                 Some(leader) => match self.sql(&leader, query).await {
                     Ok(rows) => {
-                        let names: Vec<String> =
-                            rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
+                        let names: Vec<String> = rows
+                            .into_iter()
+                            .filter_map(|r| r.into_iter().next().flatten())
+                            .filter(|name| self.nodes.iter().any(|n| n.name == *name))
+                            .collect();
                         if names.len() >= count {
                             return (leader, names);
                         }

@@ -17,6 +17,7 @@ use keel_runtime::dcs::{Dcs, Keys, KvError};
 use keel_runtime::pg::{DataDirState, PgCtl, ServerConfig};
 use keel_tests::cluster::{
     config_yaml, procs, Ack, ClusterOptions, ConfigSpec, Endpoint, EtcdProxy, KeelCluster, WriteLog, Writer,
+    REWIND_USER,
 };
 use keel_tests::etcd::EtcdServer;
 use keel_tests::postgres::{PgNode, PG_TIMEOUT};
@@ -29,8 +30,8 @@ fn spec<'a>(options: &'a ClusterOptions, dir: &'a Path, bin_dir: &'a Path) -> Co
 fn node_config_loads_with_no_warning_and_means_what_the_harness_meant() {
     let dir = PathBuf::from("/tmp/keel-cluster-1-0/pg2");
     let bin_dir = PathBuf::from("/usr/lib/postgresql/15/bin");
-    for synchronous_mode in [false, true] {
-        let options = ClusterOptions { synchronous_mode, ..ClusterOptions::default() };
+    for (synchronous_mode, scram_auth) in [(false, false), (true, false), (false, true)] {
+        let options = ClusterOptions { synchronous_mode, scram_auth, ..ClusterOptions::default() };
         let yaml = config_yaml(&spec(&options, &dir, &bin_dir));
         let loaded = parse(&yaml, &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         assert_eq!(loaded.warnings, Vec::<String>::new(), "{yaml}");
@@ -66,9 +67,21 @@ fn node_config_loads_with_no_warning_and_means_what_the_harness_meant() {
         assert_eq!(pg.authentication.superuser.username, "postgres");
         assert_eq!(pg.authentication.superuser.password.as_deref(), Some("postgres"));
         assert_eq!(pg.authentication.replication.username, "replicator");
-        assert_eq!(pg.authentication.rewind.as_ref().map(|r| r.username.as_str()), Some("postgres"));
-        assert_eq!(pg.pg_hba.len(), 3);
-        assert!(pg.pg_hba.contains(&"host replication all 127.0.0.1/32 trust".to_owned()));
+        let rewind = pg.authentication.rewind.as_ref().expect("a rewind user");
+        let (tcp_auth, (rewind_user, rewind_password)) =
+            if scram_auth { ("scram-sha-256", REWIND_USER) } else { ("trust", ("postgres", "postgres")) };
+        assert_eq!(
+            (rewind.username.as_str(), rewind.password.as_deref()),
+            (rewind_user, Some(rewind_password))
+        );
+        assert_eq!(
+            pg.pg_hba,
+            [
+                "local all all trust".to_owned(),
+                format!("host all all 127.0.0.1/32 {tcp_auth}"),
+                format!("host replication all 127.0.0.1/32 {tcp_auth}"),
+            ]
+        );
         assert!(c.tags.to_core().can_fail_over());
     }
 }

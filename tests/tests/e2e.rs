@@ -12,10 +12,11 @@
 //! Settings (ClusterOptions' defaults): ttl 5 s, loop_wait 1 s,
 //! retry_timeout 2 s.
 
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use keel_core::MemberRole;
-use keel_tests::cluster::{ClusterOptions, KeelCluster, WriteLog};
+use keel_tests::cluster::{procs, ClusterOptions, KeelCluster, KeelNode, WriteLog, REWIND_USER};
 
 /// initdb, two base backups and the first sync standby, on two cores.
 const BOOTSTRAP: Duration = Duration::from_secs(120);
@@ -26,6 +27,8 @@ const FAILOVER: Duration = Duration::from_secs(30);
 const REJOIN: Duration = Duration::from_secs(120);
 /// Writes on a new primary the checks want to see.
 const SETTLE: Duration = Duration::from_secs(2);
+/// A REST answer.
+const ANSWER: Duration = Duration::from_secs(5);
 /// What a loaded two-core machine adds to promotion and to the writer
 /// finding the new primary.
 const SLACK: Duration = Duration::from_secs(3);
@@ -93,6 +96,27 @@ fn assert_one_writer_at_a_time(cluster: &KeelCluster, log: &WriteLog) {
 
 fn era_nodes(log: &WriteLog) -> Vec<String> {
     log.eras().into_iter().map(|e| e.node).collect()
+}
+
+/// Waits until the agent's log, past its first `from` bytes, holds `text`;
+/// returns that part of the log.
+async fn wait_log(node: &KeelNode, from: usize, text: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let log = node.log();
+        let since = log.get(from..).unwrap_or_default();
+        if since.contains(text) {
+            return since.to_owned();
+        }
+        assert!(Instant::now() < deadline, "waited {timeout:?} for {text:?} in {}'s log", node.name);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The first column of every row of `query` on `node`.
+async fn column(cluster: &KeelCluster, node: &str, query: &str) -> Vec<String> {
+    let rows = cluster.sql(node, query).await.unwrap_or_else(|e| panic!("{e}"));
+    rows.into_iter().map(|row| row.into_iter().next().flatten().unwrap_or_default()).collect()
 }
 
 // --- 1. bootstrap ------------------------------------------------------------
@@ -450,7 +474,7 @@ async fn primary_cut_from_etcd_demotes_before_a_replica_is_promoted() {
     cluster.wait_replicated(&probes, &old, REJOIN).await;
 }
 
-// --- 6. switchovers in quick succession --------------------------------------------
+// --- 7. switchovers in quick succession --------------------------------------------
 
 /// Waits until `leader` holds the leader key and streams to both other
 /// nodes, and in synchronous mode a standby is named in the sync key: the
@@ -594,4 +618,138 @@ async fn leader_killed_right_after_a_switchover_is_replaced_at_lease_expiry() {
     let overlaps = log.overlaps();
     assert!(overlaps.is_empty(), "two nodes accepted writes at once: {overlaps:#?}");
     assert_none_lost(&cluster, &new, &[&log]).await;
+}
+
+// --- 8. a reload by signal, as Patroni's systemd unit sends it ---------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file_and_the_primary_keeps_running() {
+    let (cluster, leader) = healthy_three(options(false)).await;
+    let node = cluster.node(&leader);
+    let agent = node.agent_pid().expect("the leader's agent");
+    let postmaster = node.postmaster_pid().expect("the leader's postmaster");
+    let writer = cluster.writer();
+    writer.wait_for_ack(FAILOVER, "a first write", |a| a.node == leader).await;
+
+    // A change of the file, then SIGHUP: the new tags are published, in
+    // the member key and in /patroni.
+    let original = std::fs::read_to_string(&node.config_path).expect("the node's config");
+    let tagged = original.replace("tags: {}\n", "tags:\n  nosync: true\n  reloaded_by: sighup\n");
+    assert_ne!(tagged, original, "the harness's config has `tags: {{}}`");
+    std::fs::write(&node.config_path, &tagged).expect("write the config");
+    let log_at = node.log().len();
+    assert!(procs::signal(&[agent], "HUP"), "kill -HUP {agent}");
+    cluster
+        .wait_for(FAILOVER, "the reloaded tags in the leader's member key", |v| {
+            v.members.get(leader.as_str()).is_some_and(|m| m.tags.nosync)
+        })
+        .await;
+    let reloaded = wait_log(node, log_at, "SIGHUP: reloaded", FAILOVER).await;
+    println!("{}", reloaded.trim_end());
+    let tags = |body: &str| {
+        let status: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        status["tags"].clone()
+    };
+    let patroni = cluster.api_call(&leader, "GET", "/patroni", &[], None, ANSWER).await.unwrap();
+    assert_eq!(tags(&patroni.body), serde_json::json!({"nosync": true, "reloaded_by": "sighup"}));
+
+    // A file that does not load: reported, and the old config stays.
+    std::fs::write(&node.config_path, "scope: [unclosed\n").expect("write the config");
+    let log_at = node.log().len();
+    assert!(procs::signal(&[agent], "HUP"), "kill -HUP {agent}");
+    let refused = wait_log(node, log_at, "SIGHUP: reload failed, old config kept", FAILOVER).await;
+    println!("{}", refused.trim_end());
+    tokio::time::sleep(SETTLE).await;
+    let log = writer.stop().await;
+
+    println!("{}", log.summary(cluster.started()));
+    assert!(procs::is_alive(agent), "the agent died of SIGHUP");
+    assert_eq!(node.postmaster_pid(), Some(postmaster), "Postgres was restarted");
+    assert_eq!(cluster.leader().await.as_deref(), Some(leader.as_str()), "the leader changed");
+    assert_eq!(era_nodes(&log), [leader.as_str()], "writes went elsewhere");
+    assert!(log.failures.is_empty(), "writes failed: {}", log.summary(cluster.started()));
+    let patroni = cluster.api_call(&leader, "GET", "/patroni", &[], None, ANSWER).await.unwrap();
+    assert_eq!(tags(&patroni.body)["reloaded_by"], "sighup", "the old config's tags were kept");
+}
+
+// --- 9. a former primary with writes nobody else has rejoins by pg_rewind ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diverged_former_primary_is_rewound_as_the_rewind_user_over_scram_and_streams_again() {
+    let opts = ClusterOptions { scram_auth: true, ..options(false) };
+    let (mut cluster, old) = healthy_three(opts).await;
+    let (rewind_user, _) = REWIND_USER;
+    // The guide's authentication: every TCP connection needs a password,
+    // and bootstrap created pg_rewind's user with a scram one.
+    let methods = "SELECT DISTINCT auth_method FROM pg_hba_file_rules WHERE type = 'host'";
+    assert_eq!(column(&cluster, &old, methods).await, ["scram-sha-256"]);
+    let password =
+        format!("SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = '{rewind_user}'");
+    assert_eq!(column(&cluster, &old, &password).await, ["t"], "{rewind_user} with a scram password");
+
+    cluster.sql(&old, "CREATE TABLE fork (what text); INSERT INTO fork VALUES ('common')").await.unwrap();
+    let rows = "SELECT what FROM fork ORDER BY what";
+    for replica in cluster.names().into_iter().filter(|n| *n != old) {
+        let deadline = Instant::now() + FAILOVER;
+        while column(&cluster, &replica, rows).await != ["common"] {
+            assert!(Instant::now() < deadline, "{replica} did not replay the common row");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // The replicas stop receiving (the leader's WAL senders are frozen),
+    // the leader commits a row of its own, and dies with its agent.
+    let senders: Vec<u32> = column(&cluster, &old, "SELECT pid FROM pg_stat_replication")
+        .await
+        .iter()
+        .map(|pid| pid.parse().expect("a pid"))
+        .collect();
+    assert_eq!(senders.len(), 2, "WAL senders: {senders:?}");
+    assert!(procs::signal(&senders, "STOP"), "kill -STOP {senders:?}");
+    cluster.sql(&old, "INSERT INTO fork VALUES ('diverged')").await.unwrap();
+    let postmaster = cluster.node(&old).postmaster_pid().expect("the leader's postmaster");
+    let fault = cluster.kill_agent(&old);
+    procs::signal(&[postmaster], "KILL");
+    // Frozen, the senders would never see their postmaster die, and would
+    // keep its shared memory from a new one.
+    procs::signal(&senders, "KILL");
+    let left = procs::wait_gone(&[&[postmaster][..], &senders].concat(), Duration::from_secs(10));
+    assert!(left.is_empty(), "still alive: {left:?}");
+    let view = cluster
+        .wait_for(FAILOVER, "a new leader", |v| v.leader_name().is_some_and(|l| l != old.as_str()))
+        .await;
+    let new = view.leader_name().expect("checked").to_owned();
+    println!(
+        "{old} killed with a row the replicas never received; {new} leads after {}",
+        secs(fault.elapsed())
+    );
+    cluster.wait_recovery_state(&new, false, FAILOVER).await;
+    assert_eq!(column(&cluster, &new, rows).await, ["common"]);
+
+    // pg_rewind rewrites the data directory in place; a base backup would
+    // empty it first, and its directories would be new ones.
+    let node = cluster.node(&old);
+    let base = node.data_dir.join("base");
+    let inode = std::fs::metadata(&base).expect("the data directory's base/").ino();
+    let log_at = node.log().len();
+    let back = Instant::now();
+    cluster.restart_agent(&old);
+    cluster.wait_recovery_state(&old, true, REJOIN).await;
+    let (leader, streaming) = cluster.wait_streaming_replicas(2, REJOIN).await;
+    let rejoined = back.elapsed();
+    assert_eq!(leader, new);
+    assert!(streaming.contains(&old), "{old} does not stream from {new}: {streaming:?}");
+    let node = cluster.node(&old);
+    let log = wait_log(node, log_at, "pg_rewind done", FAILOVER).await;
+    let done = log.lines().find(|l| l.contains("pg_rewind done")).unwrap_or_default();
+    println!("{old} rewound and streaming from {new} {} after its agent restarted: {done}", secs(rejoined));
+    assert!(!log.contains("pg_rewind failed"), "a rewind failed before one succeeded:\n{log}");
+    assert_eq!(std::fs::metadata(&base).expect("base/").ino(), inode, "{old}'s data directory was re-cloned");
+    assert_eq!(column(&cluster, &old, rows).await, ["common"], "{old} kept its diverged row");
+    let view = cluster
+        .wait_for(REJOIN, "the old primary published as a running replica", |v| {
+            v.members.get(old.as_str()).is_some_and(|m| m.role == MemberRole::Replica && m.is_running())
+        })
+        .await;
+    assert_eq!(view.leader_name(), Some(new.as_str()));
 }

@@ -235,7 +235,7 @@ impl LocalPostgres {
         if started.is_ok() && !standby && self.bootstrapped {
             self.bootstrapped = false;
             if let Err(e) = self.create_users().await {
-                warn!("creating the replication user failed: {e}");
+                warn!("creating the users failed: {e}");
                 return ActionResult::Failed;
             }
         }
@@ -251,30 +251,13 @@ impl LocalPostgres {
         }
     }
 
-    /// After bootstrap: the replication user, and the superuser's password.
+    /// After bootstrap: the superuser's password, the replication user,
+    /// and the rewind user (Patroni's `post_bootstrap`).
     async fn create_users(&self) -> Result<(), probe::ProbeError> {
-        let auth = &self.auth;
         let client = probe::connect(&self.setup.conn).await?;
-        let quote = |s: &str| s.replace('\'', "''");
-        let ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-        let mut sql = String::new();
-        if let Some(pw) = &auth.superuser.password {
-            sql.push_str(&format!(
-                "ALTER ROLE {} PASSWORD '{}';",
-                ident(&auth.superuser.username),
-                quote(pw)
-            ));
-        }
-        let repl = &auth.replication;
-        if !repl.username.is_empty() && repl.username != auth.superuser.username {
-            let pw =
-                repl.password.as_deref().map(|p| format!(" PASSWORD '{}'", quote(p))).unwrap_or_default();
-            sql.push_str(&format!("CREATE ROLE {} WITH REPLICATION LOGIN{pw};", ident(&repl.username)));
-        }
-        if !sql.is_empty() {
-            client.batch_execute(&sql).await.map_err(|e| probe::ProbeError::Query(e.to_string()))?;
-        }
-        info!("created the replication user");
+        let sql = users_sql(&self.auth);
+        client.batch_execute(&sql).await.map_err(|e| probe::ProbeError::Query(e.to_string()))?;
+        info!("set the superuser's password and created the replication and rewind users");
         Ok(())
     }
 
@@ -367,6 +350,58 @@ impl LocalPostgres {
     }
 }
 
+/// What bootstrap runs as the superuser, in one batch: the superuser's
+/// password; the replication user; and, when `authentication.rewind` names
+/// a user other than the superuser, that user with the grants pg_rewind
+/// needs to read the source's files (Patroni's `post_bootstrap`; without
+/// it every rewind fails with `role "…" does not exist` and the node is
+/// cloned again from scratch). Passwords are given in clear: the server
+/// stores them as `password_encryption` says (scram-sha-256 by default).
+/// Nothing of it reaches the server log, where a password would stay, nor
+/// waits for a synchronous standby, which a cluster just bootstrapped does
+/// not have yet.
+fn users_sql(auth: &PgAuthentication) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let password = |user: &PgUser| user.password.as_deref().map(|p| format!(" PASSWORD {}", quote(p)));
+    let mut sql = String::from(
+        "SET log_statement TO none; SET log_min_duration_statement TO -1; \
+         SET log_min_error_statement TO panic; SET synchronous_commit TO local;",
+    );
+    let superuser = &auth.superuser;
+    if let Some(password) = password(superuser) {
+        sql.push_str(&format!("ALTER ROLE {} WITH{password};", ident(&superuser.username)));
+    }
+    let replication = &auth.replication;
+    let own_replication_user = !replication.username.is_empty() && replication.username != superuser.username;
+    if own_replication_user {
+        let password = password(replication).unwrap_or_default();
+        sql.push_str(&format!(
+            "CREATE ROLE {} WITH REPLICATION LOGIN{password};",
+            ident(&replication.username)
+        ));
+    }
+    let rewind = auth.rewind.as_ref().filter(|r| r.username != superuser.username);
+    if let Some(rewind) = rewind {
+        let name = ident(&rewind.username);
+        // A replication user that also rewinds is created above, with its
+        // own password; it only needs the grants.
+        if !(own_replication_user && rewind.username == replication.username) {
+            let password = password(rewind).unwrap_or_default();
+            sql.push_str(&format!("CREATE ROLE {name} WITH LOGIN{password};"));
+        }
+        for function in [
+            "pg_ls_dir(text, boolean, boolean)",
+            "pg_stat_file(text, boolean)",
+            "pg_read_binary_file(text)",
+            "pg_read_binary_file(text, bigint, bigint, boolean)",
+        ] {
+            sql.push_str(&format!("GRANT EXECUTE ON FUNCTION pg_catalog.{function} TO {name};"));
+        }
+    }
+    sql
+}
+
 /// Empties a data directory (a failed or diverged copy) without removing
 /// the directory itself, whose owner the operator chose; Postgres wants it
 /// private. A missing one is left to pg_basebackup, which creates it so.
@@ -431,4 +466,70 @@ async fn server_info_on(client: &tokio_postgres::Client) -> Result<ServerInfo, P
         }
     }
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, password: Option<&str>) -> PgUser {
+        PgUser { username: name.into(), password: password.map(str::to_owned), ..PgUser::default() }
+    }
+
+    const QUIET: &str = "SET log_statement TO none; SET log_min_duration_statement TO -1; \
+                         SET log_min_error_statement TO panic; SET synchronous_commit TO local;";
+
+    const REWIND_GRANTS: [&str; 4] = [
+        "pg_ls_dir(text, boolean, boolean)",
+        "pg_stat_file(text, boolean)",
+        "pg_read_binary_file(text)",
+        "pg_read_binary_file(text, bigint, bigint, boolean)",
+    ];
+
+    fn grants(to: &str) -> String {
+        REWIND_GRANTS.map(|f| format!("GRANT EXECUTE ON FUNCTION pg_catalog.{f} TO {to};")).concat()
+    }
+
+    #[test]
+    fn bootstrap_creates_the_rewind_user_with_the_grants_pg_rewind_needs() {
+        let auth = PgAuthentication {
+            superuser: user("postgres", Some("su'pw")),
+            replication: user("replicator", Some("repl")),
+            rewind: Some(user("rewind_user", Some("rw"))),
+        };
+        let expected = format!(
+            "{QUIET}ALTER ROLE \"postgres\" WITH PASSWORD 'su''pw';\
+             CREATE ROLE \"replicator\" WITH REPLICATION LOGIN PASSWORD 'repl';\
+             CREATE ROLE \"rewind_user\" WITH LOGIN PASSWORD 'rw';{}",
+            grants("\"rewind_user\"")
+        );
+        assert_eq!(users_sql(&auth), expected);
+    }
+
+    #[test]
+    fn a_rewind_user_that_is_the_superuser_or_absent_creates_nothing_more() {
+        let mut auth = PgAuthentication {
+            superuser: user("postgres", None),
+            replication: user("replicator", None),
+            rewind: Some(user("postgres", Some("other"))),
+        };
+        let expected = format!("{QUIET}CREATE ROLE \"replicator\" WITH REPLICATION LOGIN;");
+        assert_eq!(users_sql(&auth), expected);
+        auth.rewind = None;
+        assert_eq!(users_sql(&auth), expected);
+    }
+
+    #[test]
+    fn a_rewind_user_that_is_the_replication_user_only_gets_the_grants() {
+        let auth = PgAuthentication {
+            superuser: user("postgres", None),
+            replication: user("repl\"user", Some("pw")),
+            rewind: Some(user("repl\"user", Some("pw"))),
+        };
+        let expected = format!(
+            "{QUIET}CREATE ROLE \"repl\"\"user\" WITH REPLICATION LOGIN PASSWORD 'pw';{}",
+            grants("\"repl\"\"user\"")
+        );
+        assert_eq!(users_sql(&auth), expected);
+    }
 }

@@ -121,12 +121,7 @@ impl Api {
     }
 
     pub(super) fn ops_or_503(&self) -> Result<&Ops, Refusal> {
-        self.ops.get().ok_or_else(|| {
-            refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "operations are not available: not connected to etcd yet",
-            )
-        })
+        self.ops.get().ok_or_else(|| refusal(StatusCode::SERVICE_UNAVAILABLE, NOT_CONNECTED))
     }
 }
 
@@ -608,14 +603,35 @@ pub async fn reinitialize(api: &Api, headers: &HeaderMap, raw: &[u8]) -> Respons
 /// while running: the tags and the REST API's authentication. A file that
 /// does not load changes nothing.
 pub async fn reload(api: &Api) -> Response {
-    let run = async {
-        let ops = api.ops_or_503()?;
+    match api.reload_config().await {
+        Ok(message) => text(StatusCode::ACCEPTED, message),
+        Err(failed) => text(failed.code, failed.message),
+    }
+}
+
+/// Why a reload changed nothing, with the status `POST /reload` answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadFailed {
+    pub code: StatusCode,
+    pub message: String,
+}
+
+impl Api {
+    /// Reads the config file again and applies it: the one reload of
+    /// `POST /reload` and of SIGHUP (Patroni's `reload_config` serves
+    /// both). Answers what was applied, and what waits for the next start.
+    pub async fn reload_config(&self) -> Result<String, ReloadFailed> {
+        let failed = |code, message: String| ReloadFailed { code, message };
+        let Some(ops) = self.ops.get() else {
+            return Err(failed(StatusCode::SERVICE_UNAVAILABLE, NOT_CONNECTED.to_owned()));
+        };
         let Some(source) = &ops.reload else {
-            return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "this node has no config file to reload"));
+            let message = "this node has no config file to reload".to_owned();
+            return Err(failed(StatusCode::SERVICE_UNAVAILABLE, message));
         };
         let loaded = config::load(&source.path, &source.env).map_err(|e| {
             let message = format!("reload failed, old config kept: {}: {e}", source.path.display());
-            refusal(StatusCode::BAD_REQUEST, message)
+            failed(StatusCode::BAD_REQUEST, message)
         })?;
         let new = loaded.config;
         let later = {
@@ -626,19 +642,19 @@ pub async fn reload(api: &Api) -> Response {
             tags: new.tags.clone(),
             restapi_auth: new.restapi.authentication.clone(),
         }));
-        ops.agent.send(command).await.map_err(|_| agent_gone())?;
-        answer.await.map_err(|_| agent_gone())?;
+        let gone = || failed(StatusCode::SERVICE_UNAVAILABLE, AGENT_GONE.to_owned());
+        ops.agent.send(command).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?;
         let access = Access::from_config(&new.restapi).await;
-        *api.access.write().unwrap_or_else(PoisonError::into_inner) = access;
-        api.status.write().unwrap_or_else(PoisonError::into_inner).member_tags = new.tags.to_member_tags();
+        *self.access.write().unwrap_or_else(PoisonError::into_inner) = access;
+        self.status.write().unwrap_or_else(PoisonError::into_inner).member_tags = new.tags.to_member_tags();
         let mut message = "reloaded: tags, restapi.authentication and allowlist applied".to_owned();
         if !later.is_empty() {
             message.push_str(&format!("; changed, applied at the next start of keel: {}", later.join(", ")));
         }
         *source.current.lock().unwrap_or_else(PoisonError::into_inner) = new;
-        Ok(text(StatusCode::ACCEPTED, message))
-    };
-    run.await.unwrap_or_else(Refusal::into_response)
+        Ok(message)
+    }
 }
 
 /// The sections of the local config that a reload does not apply.
@@ -657,6 +673,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.etcd3 != new.etcd3, "etcd3");
     check(old.bootstrap != new.bootstrap, "bootstrap");
     check(old.watchdog != new.watchdog, "watchdog");
+    check(old.log != new.log, "log");
     let mut old_api = old.restapi.clone();
     old_api.authentication = new.restapi.authentication.clone();
     old_api.allowlist = new.restapi.allowlist.clone();
@@ -731,8 +748,14 @@ async fn ask(ops: &Ops, request: Request, limit: Option<Duration>) -> Result<Rep
     }
 }
 
+/// What the operations answer before etcd is connected (503).
+const NOT_CONNECTED: &str = "operations are not available: not connected to etcd yet";
+
+/// What an operation answers when the agent no longer takes commands (503).
+const AGENT_GONE: &str = "the agent is shutting down";
+
 fn agent_gone() -> Refusal {
-    refusal(StatusCode::SERVICE_UNAVAILABLE, "the agent is shutting down")
+    refusal(StatusCode::SERVICE_UNAVAILABLE, AGENT_GONE)
 }
 
 fn action_result(reply: &Reply, pred: impl Fn(&Action) -> bool) -> Option<ActionResult> {

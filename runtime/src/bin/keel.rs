@@ -1,19 +1,20 @@
 //! `keel`: the node agent. Reads a Patroni-format config file, keeps this
 //! node's PostgreSQL in the cluster: bootstrap, follow, fail over, fence.
 //!
+//! `keel FILE` or `keel -c FILE`, as `patroni FILE`.
 //! SIGTERM (or SIGINT): stop Postgres, release the leader lock if held,
-//! exit 0.
+//! exit 0. SIGHUP: read the config file again, as `POST /reload` does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use keel_core::Request;
 use keel_runtime::agent::command::Command;
 use keel_runtime::agent::{environment, local::LocalPostgres, setup::Setup, Agent};
 use keel_runtime::api::{self, Access, Api, KvStore, NodeStatus, Ops};
-use keel_runtime::config;
+use keel_runtime::config::{self, Loaded};
 use keel_runtime::dcs::etcd::{EtcdKv, EtcdOptions, EtcdTls};
 use keel_runtime::dcs::{Dcs, Keys};
 use tokio::signal::unix::{signal, SignalKind};
@@ -22,23 +23,64 @@ use tracing::{error, info, warn};
 #[derive(Parser)]
 #[command(name = "keel", version, about = "keel: high availability for PostgreSQL (Patroni-compatible)")]
 struct Args {
-    /// The configuration file (Patroni's YAML format).
+    /// The configuration file (Patroni's YAML format), as `patroni FILE`.
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// The configuration file, as an option.
     #[arg(short, long, value_name = "FILE")]
-    config: PathBuf,
-    /// Log as JSON lines instead of text.
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of text (as `log.type: json`).
     #[arg(long)]
     log_json: bool,
 }
 
+impl Args {
+    /// The configuration file, given either way (or both ways, naming the
+    /// same file).
+    fn config_file(&self) -> Result<&Path, String> {
+        match (&self.file, &self.config) {
+            (Some(file), Some(config)) if !same_file(file, config) => Err(format!(
+                "two configuration files: {} and --config {}; give one",
+                file.display(),
+                config.display()
+            )),
+            (Some(file), _) | (None, Some(file)) => Ok(file),
+            (None, None) => Err("no configuration file: keel FILE, or keel --config FILE".into()),
+        }
+    }
+}
+
+/// The same path, or two paths to the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| "info".into());
+    let path = match args.config_file() {
+        Ok(path) => path.to_owned(),
+        Err(e) => Args::command().error(clap::error::ErrorKind::ArgumentConflict, e).exit(),
+    };
+    // The file says how to log (log.level, log.type): read it first, and
+    // report what it holds once logging is set up.
+    let loaded = config::load(&path, &environment());
+    let log = loaded.as_ref().ok().map(|l| &l.config.log);
+    let level = log.and_then(|log| log.tracing_level()).unwrap_or("info");
+    // KEEL_LOG, when set, wins over log.level (per-module directives).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG").unwrap_or_else(|_| level.into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
-    if args.log_json {
+    if args.log_json || log.is_some_and(|log| log.json()) {
         logs.json().init();
     } else {
         logs.init();
     }
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            error!("{}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -46,16 +88,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(args))
+    runtime.block_on(run(path, loaded))
 }
 
-async fn run(args: Args) -> ExitCode {
-    let loaded = match config::load(&args.config, &environment()) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            error!("{}: {e}", args.config.display());
-            return ExitCode::from(2);
-        }
+async fn run(path: PathBuf, loaded: Loaded) -> ExitCode {
+    // SIGHUP's default action ends the process, and with the agent its
+    // Postgres: taken over first. One that comes before etcd answers is
+    // kept and acted on once the reload can be.
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        error!("cannot install the SIGHUP handler");
+        return ExitCode::FAILURE;
     };
     for w in &loaded.warnings {
         warn!("config: {w}");
@@ -133,9 +175,20 @@ async fn run(args: Args) -> ExitCode {
     let store = KvStore::new(kv.clone(), keys.clone());
     let dcs = Dcs::new(kv, keys, &cfg.name, &setup.conn_url, &setup.api_url);
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let ops =
-        Ops::new(Box::new(store), tx.clone()).reload_from(args.config.clone(), environment(), cfg.clone());
+    let ops = Ops::new(Box::new(store), tx.clone()).reload_from(path.clone(), environment(), cfg.clone());
     api.set_operations(ops);
+    // SIGHUP (Patroni's systemd unit reloads with `kill -HUP`) is the same
+    // reload as `POST /reload`; a file that does not load changes nothing.
+    let reloads = api.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            info!("SIGHUP: reading {} again", path.display());
+            match reloads.reload_config().await {
+                Ok(message) => info!("SIGHUP: {message}"),
+                Err(failed) => error!("SIGHUP: {}", failed.message),
+            }
+        }
+    });
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {
         error!("cannot install signal handlers");
@@ -159,4 +212,30 @@ async fn run(args: Args) -> ExitCode {
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_file(argv: &[&str]) -> Result<PathBuf, String> {
+        let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
+        args.config_file().map(Path::to_owned)
+    }
+
+    #[test]
+    fn the_config_file_is_taken_as_an_argument_or_an_option() {
+        assert_eq!(config_file(&["keel", "patroni.yml"]), Ok(PathBuf::from("patroni.yml")));
+        assert_eq!(config_file(&["keel", "-c", "patroni.yml"]), Ok(PathBuf::from("patroni.yml")));
+        assert_eq!(config_file(&["keel", "--config", "a.yml", "a.yml"]), Ok(PathBuf::from("a.yml")));
+    }
+
+    #[test]
+    fn two_different_config_files_or_none_are_refused() {
+        let two = config_file(&["keel", "a.yml", "-c", "b.yml"]).unwrap_err();
+        assert_eq!(two, "two configuration files: a.yml and --config b.yml; give one");
+        let none = config_file(&["keel"]).unwrap_err();
+        assert_eq!(none, "no configuration file: keel FILE, or keel --config FILE");
+        assert!(config_file(&["keel", "a.yml", "b.yml"]).is_err(), "one positional argument");
+    }
 }

@@ -484,8 +484,9 @@ pub enum WatchdogMode {
     Required,
 }
 
-/// `log`: Patroni's logging. keel logs through `tracing` and reads only
-/// `level` for now; the rest is accepted so that it is not taken for typos.
+/// `log`: Patroni's logging. keel logs through `tracing` to its standard
+/// error and honours `level` and `type`; every other key set is accepted
+/// (it is not a typo) and warned about at startup ([`Log::unhonoured`]).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct Log {
@@ -503,6 +504,50 @@ pub struct Log {
     pub file_size: Option<Value>,
     pub loggers: Option<BTreeMap<String, Value>>,
     pub deduplicate_heartbeat_logs: Option<Value>,
+}
+
+impl Log {
+    /// The `tracing` level of `level` (Python's level names, which Patroni
+    /// takes, in any case); `None` when unset. CRITICAL and FATAL log at
+    /// ERROR, `tracing`'s highest level; the checks refuse other names.
+    pub fn tracing_level(&self) -> Option<&'static str> {
+        let level = self.level.as_deref()?.to_ascii_uppercase();
+        match level.as_str() {
+            "DEBUG" => Some("debug"),
+            "INFO" => Some("info"),
+            "WARN" | "WARNING" => Some("warn"),
+            "ERROR" | "CRITICAL" | "FATAL" => Some("error"),
+            _ => None,
+        }
+    }
+
+    /// `type: json` (Patroni 4's JSON logs): keel's JSON lines, as with
+    /// `--log-json`.
+    pub fn json(&self) -> bool {
+        self.kind.as_deref().is_some_and(|kind| kind.eq_ignore_ascii_case("json"))
+    }
+
+    /// The keys set in the file that keel does not honour, with why:
+    /// `(path, what keel does instead)`.
+    pub fn unhonoured(&self) -> Vec<(&'static str, &'static str)> {
+        const FORMAT: &str = "keel's log lines have a fixed format";
+        const FILES: &str = "keel logs to its standard error only, not to files";
+        const NONE: &str = "no equivalent in keel";
+        let set = [
+            ("log.traceback_level", self.traceback_level.is_some(), NONE),
+            ("log.format", self.format.is_some(), FORMAT),
+            ("log.dateformat", self.dateformat.is_some(), FORMAT),
+            ("log.static_fields", self.static_fields.is_some(), FORMAT),
+            ("log.max_queue_size", self.max_queue_size.is_some(), NONE),
+            ("log.dir", self.dir.is_some(), FILES),
+            ("log.mode", self.mode.is_some(), FILES),
+            ("log.file_num", self.file_num.is_some(), FILES),
+            ("log.file_size", self.file_size.is_some(), FILES),
+            ("log.loggers", self.loggers.is_some(), "KEEL_LOG sets levels per module"),
+            ("log.deduplicate_heartbeat_logs", self.deduplicate_heartbeat_logs.is_some(), NONE),
+        ];
+        set.into_iter().filter(|(_, on, _)| *on).map(|(path, _, why)| (path, why)).collect()
+    }
 }
 
 /// `citus`: Patroni's Citus integration, not supported by keel.

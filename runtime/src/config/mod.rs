@@ -242,6 +242,9 @@ fn parse_as(yaml: &str, env: &BTreeMap<String, String>, purpose: Purpose) -> Res
         Purpose::Ctl => config.validate_for_ctl()?,
     }
     warnings.extend(config.warnings());
+    if purpose == Purpose::Node {
+        warnings.extend(config.log_warnings());
+    }
     Ok(Loaded { config, warnings })
 }
 

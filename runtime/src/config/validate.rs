@@ -28,6 +28,7 @@ impl Config {
         self.validate_restapi()?;
         self.validate_etcd3()?;
         self.validate_bootstrap()?;
+        self.validate_log()?;
         if self.watchdog.safety_margin < -1 {
             let reason = format!("must be >= -1 (-1 means ttl/2), got {}", self.watchdog.safety_margin);
             return Err(ConfigError::new("watchdog.safety_margin", reason));
@@ -88,6 +89,38 @@ impl Config {
             required("postgresql.authentication.rewind.username", &rewind.username)?;
         }
         Ok(())
+    }
+
+    /// `log.level` and `log.type`, which keel honours: a value keel would
+    /// not know how to honour is refused, as Patroni's logging refuses it.
+    fn validate_log(&self) -> Result<(), ConfigError> {
+        let log = &self.log;
+        if let Some(level) = &log.level {
+            if log.tracing_level().is_none() {
+                let reason = format!("expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level:?}");
+                return Err(ConfigError::new("log.level", reason));
+            }
+        }
+        if let Some(kind) = &log.kind {
+            if !kind.eq_ignore_ascii_case("plain") && !kind.eq_ignore_ascii_case("json") {
+                return Err(ConfigError::new("log.type", format!("expected plain or json, got {kind:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The agent's warnings about `log`: every key set that keel does not
+    /// honour, and a level keel can only approach. keelctl does not log
+    /// through `log`, so it does not hear them.
+    pub(super) fn log_warnings(&self) -> Vec<String> {
+        let log = &self.log;
+        let mut warnings: Vec<String> =
+            log.unhonoured().into_iter().map(|(path, why)| format!("{path}: not honoured, {why}")).collect();
+        let level = log.level.as_deref().unwrap_or_default();
+        if ["CRITICAL", "FATAL"].iter().any(|name| level.eq_ignore_ascii_case(name)) {
+            warnings.insert(0, format!("log.level: {level} is logged as ERROR, keel's highest level"));
+        }
+        warnings
     }
 
     fn validate_restapi(&self) -> Result<(), ConfigError> {
