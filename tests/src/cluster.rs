@@ -22,7 +22,7 @@ pub mod procs;
 pub mod proxy;
 pub mod writer;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -73,6 +73,12 @@ pub struct ClusterOptions {
     pub etcd_proxies: bool,
     /// `None`: the keel binary ([`keel_bin`]) with `--config <file>`.
     pub agent_command: Option<AgentCommand>,
+    /// `pg_hba` in each node's file (`true`), or in `bootstrap.dcs`, so
+    /// that the dynamic configuration's `pg_hba` is the one in force.
+    pub local_pg_hba: bool,
+    /// Further `postgresql.parameters` in one node's file: node name →
+    /// (parameter, value as YAML).
+    pub node_parameters: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl Default for ClusterOptions {
@@ -86,6 +92,8 @@ impl Default for ClusterOptions {
             stagger: Duration::ZERO,
             etcd_proxies: false,
             agent_command: None,
+            local_pg_hba: true,
+            node_parameters: BTreeMap::new(),
         }
     }
 }
@@ -118,6 +126,21 @@ pub struct ConfigSpec<'a> {
 pub fn config_yaml(spec: &ConfigSpec<'_>) -> String {
     let o = spec.options;
     let path = |p: PathBuf| yaml_quote(&p.to_string_lossy());
+    let hba =
+        ["local all all trust", "host all all 127.0.0.1/32 trust", "host replication all 127.0.0.1/32 trust"];
+    let hba_lines = |indent: &str| hba.iter().map(|l| format!("{indent}  - {l}\n")).collect::<String>();
+    let (local_hba, dcs_hba) = if o.local_pg_hba {
+        (format!("  pg_hba:\n{}", hba_lines("  ")), String::new())
+    } else {
+        (String::new(), format!("      pg_hba:\n{}", hba_lines("      ")))
+    };
+    let extra_parameters: String = o
+        .node_parameters
+        .get(spec.name)
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| format!("    {name}: {value}\n"))
+        .collect();
     format!(
         "scope: {scope}
 namespace: {NAMESPACE}
@@ -139,7 +162,7 @@ bootstrap:
       use_pg_rewind: true
       parameters:
         wal_log_hints: 'on'
-  initdb:
+{dcs_hba}  initdb:
     - encoding: UTF8
     - data-checksums
 postgresql:
@@ -162,11 +185,7 @@ postgresql:
     unix_socket_directories: {sock}
     log_line_prefix: '%m [%p] '
     log_timezone: UTC
-  pg_hba:
-    - local all all trust
-    - host all all 127.0.0.1/32 trust
-    - host replication all 127.0.0.1/32 trust
-tags: {{}}
+{extra_parameters}{local_hba}tags: {{}}
 ",
         scope = yaml_quote(&o.scope),
         name = yaml_quote(spec.name),
