@@ -22,7 +22,7 @@ pub mod procs;
 pub mod proxy;
 pub mod writer;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -79,6 +79,12 @@ pub struct ClusterOptions {
     /// ([`REWIND_USER`], Patroni's `authentication.rewind`). Otherwise
     /// loopback is trusted and pg_rewind connects as the superuser.
     pub scram_auth: bool,
+    /// `pg_hba` in each node's file (`true`), or in `bootstrap.dcs`, so
+    /// that the dynamic configuration's `pg_hba` is the one in force.
+    pub local_pg_hba: bool,
+    /// Further `postgresql.parameters` in one node's file: node name →
+    /// (parameter, value as YAML).
+    pub node_parameters: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// pg_rewind's user with [`ClusterOptions::scram_auth`], and its password.
@@ -96,6 +102,8 @@ impl Default for ClusterOptions {
             etcd_proxies: false,
             agent_command: None,
             scram_auth: false,
+            local_pg_hba: true,
+            node_parameters: BTreeMap::new(),
         }
     }
 }
@@ -131,6 +139,24 @@ pub fn config_yaml(spec: &ConfigSpec<'_>) -> String {
     let path = |p: PathBuf| yaml_quote(&p.to_string_lossy());
     let (tcp_auth, (rewind_user, rewind_password)) =
         if o.scram_auth { ("scram-sha-256", REWIND_USER) } else { ("trust", ("postgres", "postgres")) };
+    let hba = [
+        "local all all trust".to_owned(),
+        format!("host all all 127.0.0.1/32 {tcp_auth}"),
+        format!("host replication all 127.0.0.1/32 {tcp_auth}"),
+    ];
+    let hba_lines = |indent: &str| hba.iter().map(|l| format!("{indent}  - {l}\n")).collect::<String>();
+    let (local_hba, dcs_hba) = if o.local_pg_hba {
+        (format!("  pg_hba:\n{}", hba_lines("  ")), String::new())
+    } else {
+        (String::new(), format!("      pg_hba:\n{}", hba_lines("      ")))
+    };
+    let extra_parameters: String = o
+        .node_parameters
+        .get(spec.name)
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| format!("    {name}: {value}\n"))
+        .collect();
     format!(
         "scope: {scope}
 namespace: {NAMESPACE}
@@ -152,7 +178,7 @@ bootstrap:
       use_pg_rewind: true
       parameters:
         wal_log_hints: 'on'
-  initdb:
+{dcs_hba}  initdb:
     - encoding: UTF8
     - data-checksums
 postgresql:
@@ -175,11 +201,7 @@ postgresql:
     unix_socket_directories: {sock}
     log_line_prefix: '%m [%p] '
     log_timezone: UTC
-  pg_hba:
-    - local all all trust
-    - host all all 127.0.0.1/32 {tcp_auth}
-    - host replication all 127.0.0.1/32 {tcp_auth}
-tags: {{}}
+{extra_parameters}{local_hba}tags: {{}}
 ",
         scope = yaml_quote(&o.scope),
         name = yaml_quote(spec.name),

@@ -84,6 +84,42 @@ async fn start_with_an_invalid_setting_fails_with_the_server_log_in_the_error() 
 }
 
 #[tokio::test]
+async fn settings_check_refuses_what_a_start_would_and_leaves_the_files_alone() {
+    let mut node = PgNode::new("pg1");
+    let unchecked = node.ctl.check_config(&node.config()).await;
+    assert!(matches!(unchecked, Err(PgCtlError::Refused(_))), "no data directory yet: {unchecked:?}");
+    node.initdb().await;
+    node.start(node.config()).await;
+    let conf = node.ctl.data_dir.join("postgresql.conf");
+    let written = std::fs::read_to_string(&conf).unwrap();
+
+    let mut good = node.config();
+    good.parameters.insert("work_mem".into(), "8MB".into());
+    node.ctl.check_config(&good).await.expect("work_mem = 8MB is fine, on a running server too");
+    for (name, value, said) in [
+        ("shared_buffers", "plenty", r#"invalid value for parameter "shared_buffers": "plenty""#),
+        ("work_mme", "8MB", r#"unrecognized configuration parameter "work_mme""#),
+        ("max_connections", "-1", r#"-1 is outside the valid range for parameter "max_connections""#),
+    ] {
+        let mut bad = node.config();
+        bad.parameters.insert(name.into(), value.into());
+        let err = node.ctl.check_config(&bad).await.expect_err(name);
+        assert!(matches!(err, PgCtlError::Refused(_)), "{err:?}");
+        assert!(err.to_string().starts_with("Postgres refuses the settings: "), "{err}");
+        assert!(err.to_string().contains(said), "{err}");
+    }
+
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), written, "postgresql.conf untouched");
+    let leftovers: Vec<_> = std::fs::read_dir(&node.ctl.data_dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.contains("keel"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(node.ctl.is_running());
+}
+
+#[tokio::test]
 async fn running_primary_is_probed_on_timeline_1_and_its_lsn_advances_with_writes() {
     let mut node = PgNode::new("pg1");
     node.initdb().await;

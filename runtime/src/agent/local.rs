@@ -6,14 +6,14 @@
 use std::time::{Duration, Instant};
 
 use keel_core::{Action, ActionResult, ClusterView, DemoteMode, PgFacts, StartAs, StopMode};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::exec::pg;
 use super::setup::{upstream, Setup};
 use super::{slots, Postgres, ServerInfo};
-use crate::config::{PgAuthentication, PgUser};
+use crate::config::{DynamicPostgresql, PgAuthentication, PgUser};
 use crate::pg::probe::{error_text, ProbeError};
-use crate::pg::{probe, Observer, PgCtlError, Upstream};
+use crate::pg::{probe, DataDirState, Observer, PgCtlError, ServerConfig, Upstream};
 
 pub struct LocalPostgres {
     setup: Setup,
@@ -31,6 +31,21 @@ pub struct LocalPostgres {
     /// The members whose slots were last found or created, on which
     /// postmaster, and when.
     slots_kept: Option<(i64, Instant, Vec<String>)>,
+    /// The dynamic `postgresql` section last applied or refused: the
+    /// settings are looked at again only when it changes.
+    dynamic_seen: Option<DynamicPostgresql>,
+}
+
+/// What became of a dynamic configuration.
+enum Applied {
+    /// In the files, and in force as far as a reload goes.
+    Done,
+    /// Postgres would not take it: the last good settings stay until the
+    /// configuration changes again.
+    Refused(String),
+    /// Something failed on the way (a write, the reload): tried again in
+    /// the next loop.
+    Failed(String),
 }
 
 /// How long a `server_info` answer is reused for the same postmaster: the
@@ -55,6 +70,7 @@ impl LocalPostgres {
             info: None,
             observer,
             slots_kept: None,
+            dynamic_seen: None,
         }
     }
 
@@ -110,6 +126,42 @@ impl Postgres for LocalPostgres {
             self.view = Some(view.clone());
         }
         self.apply_action(action).await
+    }
+
+    async fn apply_dynamic(&mut self, postgresql: &DynamicPostgresql) {
+        if self.dynamic_seen.as_ref() == Some(postgresql) {
+            return;
+        }
+        let mut wanted = self.setup.server.clone();
+        self.setup.local.merge(postgresql).apply_to(&mut wanted);
+        if wanted == self.setup.server {
+            self.dynamic_seen = Some(postgresql.clone());
+            return;
+        }
+        // Checked against the data directory once there is one; until
+        // then nothing runs with them, and a clone's first start keeps
+        // the settings the agent started with.
+        if !matches!(self.setup.ctl.data_dir_state(), Ok(DataDirState::Initialised)) {
+            return;
+        }
+        let changed = changed_settings(&self.setup.server, &wanted);
+        match self.write_checked(&wanted).await {
+            Applied::Done => {
+                info!(?changed, "applied the dynamic configuration");
+                self.setup.server = wanted;
+                // pending_restart is read again.
+                self.info = None;
+                self.dynamic_seen = Some(postgresql.clone());
+            }
+            Applied::Refused(why) => {
+                error!(
+                    ?changed,
+                    "dynamic configuration not applied, the last good settings stay in force: {why}"
+                );
+                self.dynamic_seen = Some(postgresql.clone());
+            }
+            Applied::Failed(why) => warn!(?changed, "applying the dynamic configuration failed: {why}"),
+        }
     }
 
     async fn keep_slots(&mut self, view: &ClusterView) {
@@ -192,6 +244,43 @@ impl LocalPostgres {
                 )
             }
             _ => ActionResult::Failed,
+        }
+    }
+
+    /// Writes `wanted` if Postgres takes it, and reloads a running server.
+    /// postgresql.conf is checked before it is written; pg_hba.conf and
+    /// pg_ident.conf only a running server can check (their views read
+    /// the files), so they are checked once written, and the last good
+    /// files are written back if Postgres finds an error in them.
+    async fn write_checked(&mut self, wanted: &ServerConfig) -> Applied {
+        let ctl = &self.setup.ctl;
+        match ctl.check_config(wanted).await {
+            Ok(()) => {}
+            Err(PgCtlError::Refused(why)) => return Applied::Refused(why),
+            Err(e) => return Applied::Failed(e.to_string()),
+        }
+        if let Err(e) = ctl.write_config(wanted) {
+            return Applied::Failed(e.to_string());
+        }
+        let Some(pid) = ctl.postmaster_pid() else { return Applied::Done };
+        let files_changed = wanted.hba != self.setup.server.hba || wanted.ident != self.setup.server.ident;
+        if files_changed {
+            let errors = self.observer.session().with(pid, file_errors).await;
+            let why = match errors {
+                Ok(errors) if errors.is_empty() => None,
+                Ok(errors) => Some(Applied::Refused(errors.join("; "))),
+                Err(e) => Some(Applied::Failed(format!("checking pg_hba.conf and pg_ident.conf: {e}"))),
+            };
+            if let Some(why) = why {
+                if let Err(e) = self.setup.ctl.write_config(&self.setup.server) {
+                    warn!("writing back the last good configuration failed: {e}");
+                }
+                return why;
+            }
+        }
+        match self.setup.ctl.reload().await {
+            Ok(()) => Applied::Done,
+            Err(e) => Applied::Failed(e.to_string()),
         }
     }
 
@@ -420,6 +509,50 @@ fn clear_dir(dir: &std::path::Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The names of the parameters, and the files, that differ between
+/// `old` and `new`, for the log.
+fn changed_settings(old: &ServerConfig, new: &ServerConfig) -> Vec<String> {
+    let names = old.parameters.keys().chain(new.parameters.keys()).collect::<std::collections::BTreeSet<_>>();
+    let mut changed: Vec<String> =
+        names.into_iter().filter(|n| old.parameters.get(*n) != new.parameters.get(*n)).cloned().collect();
+    if old.hba != new.hba {
+        changed.push("pg_hba.conf".into());
+    }
+    if old.ident != new.ident {
+        changed.push("pg_ident.conf".into());
+    }
+    changed
+}
+
+/// What Postgres finds wrong in pg_hba.conf and pg_ident.conf as they are
+/// on disk now (the views read the files), as `pg_hba.conf line 3: …`.
+/// (`pg_ident_file_mappings` is there from PostgreSQL 15 on.)
+async fn file_errors(client: &tokio_postgres::Client) -> Result<Vec<String>, ProbeError> {
+    let sql = "SELECT 'pg_hba.conf line ' || line_number || ': ' || error FROM pg_hba_file_rules \
+               WHERE error IS NOT NULL \
+               UNION ALL SELECT 'pg_ident.conf line ' || line_number || ': ' || error \
+               FROM pg_ident_file_mappings WHERE error IS NOT NULL";
+    let hba_only = "SELECT 'pg_hba.conf line ' || line_number || ': ' || error FROM pg_hba_file_rules \
+                    WHERE error IS NOT NULL";
+    let version = client
+        .simple_query("SHOW server_version_num")
+        .await
+        .map_err(|e| ProbeError::Query(error_text(&e)))?;
+    let version_num = version.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse::<u32>().ok()),
+        _ => None,
+    });
+    let sql = if version_num.is_some_and(|v| v >= 150_000) { sql } else { hba_only };
+    let messages = client.simple_query(sql).await.map_err(|e| ProbeError::Query(error_text(&e)))?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect())
 }
 
 /// The server's version and whether (and why) settings wait for a restart.

@@ -32,7 +32,7 @@ use tracing::{info, warn};
 
 use self::command::{Command, Order, Reply};
 use crate::api::{SharedStatus, StepReport};
-use crate::config::Config;
+use crate::config::{Config, DynamicPostgresql};
 use crate::dcs::codec::{self, MemberExtras};
 use crate::dcs::patroni::Snapshot;
 use crate::dcs::{Dcs, Kv, KvError};
@@ -200,6 +200,12 @@ pub trait Postgres {
     async fn server_info(&mut self) -> Option<ServerInfo> {
         None
     }
+    /// Brings the server's files in line with the dynamic configuration's
+    /// `postgresql` section (etcd's `config` key), as Patroni's
+    /// `reload_config` does on every node: a reload applies what it can,
+    /// and what needs a restart shows as pending restart. Settings
+    /// Postgres would refuse are not written; the last good ones stay.
+    async fn apply_dynamic(&mut self, _postgresql: &DynamicPostgresql) {}
 }
 
 /// What decides: keel-core's [`Node`] in production and in the
@@ -321,6 +327,7 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
             // (and its demote) past the lease deadline (found by keel-sim).
             let observed_at = Instant::now();
             let obs = self.observe().await;
+            self.apply_dynamic(&obs).await;
             let decision = self.node.step(&obs);
             self.log(&decision);
             self.publish(&obs, &decision);
@@ -437,6 +444,23 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
             }
         }
         None
+    }
+
+    /// The dynamic configuration's Postgres settings, before the step, so
+    /// that a start it decides runs with them. Only what etcd just answered
+    /// counts; an absent or invalid `config` key leaves the settings as
+    /// they are. It does work only in the loop after the key changed, and
+    /// never past [`Agent::deadline`], which leaves a leader the time to
+    /// demote gently (rule 1), as for the etcd read before it.
+    async fn apply_dynamic(&mut self, obs: &Observation) {
+        if !matches!(obs.dcs, DcsView::Reachable(_)) {
+            return;
+        }
+        let Some(settings) = self.snapshot.as_ref().and_then(|s| s.config.as_ref()) else { return };
+        let deadline = self.deadline();
+        if tokio::time::timeout(deadline, self.pg.apply_dynamic(&settings.postgresql)).await.is_err() {
+            warn!("applying the dynamic configuration took more than {} ms", deadline.as_millis());
+        }
     }
 
     /// On the leader: a slot for every member (see `slots`). A failure is

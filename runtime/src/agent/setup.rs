@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::config::{Config, PgUser};
+use crate::config::{Config, DynamicPostgresql, PgUser};
 use crate::pg::{ConnTarget, PgCtl, ServerConfig, Upstream};
 
 /// `host:port` split at the last colon.
@@ -28,6 +28,11 @@ pub fn guc(value: &Value) -> String {
 
 pub struct Setup {
     pub ctl: PgCtl,
+    /// What the local file says of `postgresql.parameters`, `pg_hba` and
+    /// `pg_ident`: it wins over the dynamic configuration.
+    pub local: LocalPgFiles,
+    /// Said once at start: local parameters that have no effect.
+    pub warnings: Vec<String>,
     pub conn: ConnTarget,
     pub server: ServerConfig,
     pub conn_url: String,
@@ -45,16 +50,16 @@ impl Setup {
         let bin_dir = pg.bin_dir.clone().unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
         let mut ctl = PgCtl::new(bin_dir, pg.data_dir.clone());
         ctl.command_timeout = Duration::from_secs(u64::try_from(pg.pg_ctl_timeout).unwrap_or(60).max(1));
-        let mut parameters: BTreeMap<String, String> =
-            cfg.bootstrap.dcs.postgresql.parameters.iter().map(|(k, v)| (k.clone(), guc(v))).collect();
-        parameters.extend(pg.parameters.iter().map(|(k, v)| (k.clone(), guc(v))));
+        let (local, warnings) = LocalPgFiles::new(cfg);
+        // Until the agent reads etcd's `config` key, bootstrap.dcs stands
+        // for it (it is what a bootstrap writes there).
+        let mut files = local.merge(&cfg.bootstrap.dcs.postgresql);
         let mut server = ServerConfig::new(&cfg.name, port);
         server.listen_addresses = listen_host;
-        if let Some(dir) = parameters.remove("unix_socket_directories") {
+        if let Some(dir) = files.parameters.remove("unix_socket_directories") {
             server.socket_dir = PathBuf::from(dir.split(',').next().unwrap_or_default().trim());
         }
-        server.parameters = parameters;
-        server.hba = if pg.pg_hba.is_empty() { cfg.bootstrap.pg_hba.clone() } else { pg.pg_hba.clone() };
+        files.apply_to(&mut server);
         let superuser = &pg.authentication.superuser;
         let mut conn = ConnTarget::socket(&server.socket_dir, port, &superuser.username);
         conn.password = superuser.password.clone();
@@ -65,6 +70,8 @@ impl Setup {
         }
         Ok(Setup {
             ctl,
+            local,
+            warnings,
             conn,
             server,
             conn_url: format!("postgres://{connect}/postgres"),
@@ -76,6 +83,100 @@ impl Setup {
             initdb: cfg.bootstrap.initdb.iter().map(|o| o.to_arg()).collect(),
             use_slots,
         })
+    }
+}
+
+/// Parameters that must hold the same value on every member (a standby
+/// refuses to run with less than its primary): as in Patroni, only the
+/// dynamic configuration sets them, and the local file's have no effect.
+/// keel sets `wal_level` itself (`pg::control::KEEL_OWNED_SETTINGS`).
+pub const SAME_ON_EVERY_MEMBER: [&str; 5] = [
+    "max_connections",
+    "max_locks_per_transaction",
+    "max_worker_processes",
+    "max_prepared_transactions",
+    "track_commit_timestamp",
+];
+
+/// The local file's `postgresql.parameters`, `pg_hba` and `pg_ident`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalPgFiles {
+    /// Without [`SAME_ON_EVERY_MEMBER`].
+    pub parameters: BTreeMap<String, String>,
+    /// Empty: not set locally (Patroni cannot tell an empty list from none
+    /// in a file either: it writes no line then).
+    pub hba: Vec<String>,
+    pub ident: Vec<String>,
+    /// Pre-2.0 Patroni's `bootstrap.pg_hba`, used when neither the local
+    /// file nor the dynamic configuration has `pg_hba`.
+    pub legacy_hba: Vec<String>,
+}
+
+/// What keel writes into postgresql.conf, pg_hba.conf and pg_ident.conf
+/// from the configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PgFiles {
+    pub parameters: BTreeMap<String, String>,
+    pub hba: Vec<String>,
+    pub ident: Vec<String>,
+}
+
+impl LocalPgFiles {
+    /// The local part of `cfg`, and a warning for each local parameter that
+    /// has no effect.
+    pub fn new(cfg: &Config) -> (LocalPgFiles, Vec<String>) {
+        let pg = &cfg.postgresql;
+        let mut warnings = Vec::new();
+        let mut parameters = BTreeMap::new();
+        for (name, value) in &pg.parameters {
+            if SAME_ON_EVERY_MEMBER.iter().any(|same| same.eq_ignore_ascii_case(name)) {
+                warnings.push(format!(
+                    "postgresql.parameters.{name}: must be the same on every member, so only the dynamic \
+                     configuration sets it (bootstrap.dcs, keelctl edit-config); the local value has no effect"
+                ));
+                continue;
+            }
+            parameters.insert(name.clone(), guc(value));
+        }
+        let local = LocalPgFiles {
+            parameters,
+            hba: pg.pg_hba.clone(),
+            ident: pg.pg_ident.clone(),
+            legacy_hba: cfg.bootstrap.pg_hba.clone(),
+        };
+        (local, warnings)
+    }
+
+    /// Patroni's effective configuration: the dynamic parameters with the
+    /// local ones over them (`config.py`, `_build_effective_configuration`);
+    /// the local `pg_hba` and `pg_ident` when set, else the dynamic ones.
+    pub fn merge(&self, dynamic: &DynamicPostgresql) -> PgFiles {
+        let mut parameters: BTreeMap<String, String> =
+            dynamic.parameters.iter().map(|(k, v)| (k.clone(), guc(v))).collect();
+        parameters.extend(self.parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let hba = match (&self.hba, &dynamic.pg_hba) {
+            (local, _) if !local.is_empty() => local.clone(),
+            (_, Some(dynamic)) => dynamic.clone(),
+            _ => self.legacy_hba.clone(),
+        };
+        let ident = match (&self.ident, &dynamic.pg_ident) {
+            (local, _) if !local.is_empty() => local.clone(),
+            (_, Some(dynamic)) => dynamic.clone(),
+            _ => Vec::new(),
+        };
+        PgFiles { parameters, hba, ident }
+    }
+}
+
+impl PgFiles {
+    /// Puts these files' contents into `server` (what keel writes).
+    /// `unix_socket_directories` is left out: the agent reaches Postgres
+    /// through the socket directory it started with ([`Setup::new`]).
+    pub fn apply_to(mut self, server: &mut ServerConfig) {
+        self.parameters.remove("unix_socket_directories");
+        server.parameters = self.parameters;
+        server.hba = self.hba;
+        server.ident = self.ident;
     }
 }
 
@@ -106,6 +207,88 @@ mod tests {
         assert_eq!((up.host.as_str(), up.port, up.user.as_str()), ("10.0.0.12", 5433, "replicator"));
         assert!(upstream("pg2", "http://x", &user).is_none());
         assert!(upstream("pg2", "postgres://host-without-port/postgres", &user).is_none());
+    }
+
+    fn config(postgresql: &str) -> Config {
+        let yaml = format!(
+            "scope: s\nname: pg1\nrestapi:\n  listen: 127.0.0.1:8008\netcd3:\n  hosts: 127.0.0.1:2379\n\
+             bootstrap:\n  pg_hba:\n    - legacy all all trust\n\
+             postgresql:\n  listen: 127.0.0.1:5432\n  data_dir: /d\n{postgresql}"
+        );
+        crate::config::parse(&yaml, &BTreeMap::new()).expect("valid config").config
+    }
+
+    fn dynamic(json: serde_json::Value) -> DynamicPostgresql {
+        serde_json::from_value(json).expect("valid dynamic postgresql section")
+    }
+
+    #[test]
+    fn local_parameters_win_over_dynamic_ones() {
+        let cfg = config("  parameters:\n    work_mem: 4MB\n    log_min_duration_statement: 100\n");
+        let (local, warnings) = LocalPgFiles::new(&cfg);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let files = local.merge(&dynamic(serde_json::json!({
+            "parameters": {"work_mem": "8MB", "shared_buffers": "256MB", "hot_standby_feedback": true}
+        })));
+        let expected: BTreeMap<String, String> = [
+            ("hot_standby_feedback", "on"),
+            ("log_min_duration_statement", "100"),
+            ("shared_buffers", "256MB"),
+            ("work_mem", "4MB"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(files.parameters, expected);
+    }
+
+    #[test]
+    fn local_values_of_parameters_every_member_shares_have_no_effect() {
+        let cfg = config("  parameters:\n    max_connections: 500\n    max_prepared_transactions: 10\n");
+        let (local, warnings) = LocalPgFiles::new(&cfg);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0]
+            .starts_with("postgresql.parameters.max_connections: must be the same on every member"));
+        let files = local.merge(&dynamic(serde_json::json!({"parameters": {"max_connections": 200}})));
+        assert_eq!(files.parameters.get("max_connections").map(String::as_str), Some("200"));
+        assert!(!files.parameters.contains_key("max_prepared_transactions"));
+    }
+
+    #[test]
+    fn local_pg_hba_and_pg_ident_win_else_the_dynamic_ones_else_bootstrap_pg_hba() {
+        let none = config("");
+        let (local, _) = LocalPgFiles::new(&none);
+        let with_dynamic = dynamic(serde_json::json!({
+            "pg_hba": ["host all all 0.0.0.0/0 md5"], "pg_ident": ["map os db"]
+        }));
+        let files = local.merge(&with_dynamic);
+        assert_eq!(files.hba, ["host all all 0.0.0.0/0 md5"]);
+        assert_eq!(files.ident, ["map os db"]);
+        let files = local.merge(&dynamic(serde_json::json!({})));
+        assert_eq!(files.hba, ["legacy all all trust"]);
+        assert!(files.ident.is_empty());
+
+        let own = config("  pg_hba:\n    - local all all peer\n  pg_ident:\n    - m a b\n");
+        let (local, _) = LocalPgFiles::new(&own);
+        let files = local.merge(&with_dynamic);
+        assert_eq!(
+            (files.hba, files.ident),
+            (vec!["local all all peer".to_owned()], vec!["m a b".to_owned()])
+        );
+    }
+
+    #[test]
+    fn socket_directory_stays_as_the_agent_started() {
+        let cfg = config("  parameters:\n    unix_socket_directories: /run/a\n");
+        let setup = Setup::new(&cfg).expect("setup");
+        assert_eq!(setup.server.socket_dir, PathBuf::from("/run/a"));
+        let mut server = setup.server.clone();
+        let mut files = setup.local.merge(&dynamic(serde_json::json!({"parameters": {"work_mem": "8MB"}})));
+        files.parameters.insert("unix_socket_directories".into(), "/elsewhere".into());
+        files.apply_to(&mut server);
+        assert_eq!(server.socket_dir, PathBuf::from("/run/a"));
+        assert!(!server.parameters.contains_key("unix_socket_directories"));
+        assert_eq!(server.parameters.get("work_mem").map(String::as_str), Some("8MB"));
     }
 
     #[test]

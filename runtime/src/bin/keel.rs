@@ -123,6 +123,9 @@ async fn run(path: PathBuf, loaded: Loaded) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for warning in &setup.warnings {
+        warn!("config: {warning}");
+    }
     // Bound before waiting for etcd: a port in use is a config error, and
     // HAProxy gets its 503s while the node waits.
     let listener = match api::bind(&cfg.restapi.listen).await {

@@ -172,6 +172,8 @@ pub struct ServerConfig {
     pub parameters: BTreeMap<String, String>,
     /// `pg_hba.conf`, line by line; empty leaves the file alone.
     pub hba: Vec<String>,
+    /// `pg_ident.conf`, line by line; empty leaves the file alone.
+    pub ident: Vec<String>,
 }
 
 impl ServerConfig {
@@ -190,6 +192,7 @@ impl ServerConfig {
             primary_slot_name: None,
             parameters: BTreeMap::new(),
             hba: Vec::new(),
+            ident: Vec::new(),
         }
     }
 }
@@ -228,6 +231,10 @@ impl Upstream {
 /// The first line of keel's `postgresql.conf`, which tells it apart from
 /// initdb's.
 pub const CONF_HEADER: &str = "# Written by keel: edits are overwritten.";
+
+/// Where [`PgCtl::check_config`] writes the file it checks, in the data
+/// directory.
+const CHECK_CONF: &str = "postgresql.keel-check.conf";
 
 /// The settings keel writes itself, which `parameters` cannot override.
 pub const KEEL_OWNED_SETTINGS: [&str; 15] = [
@@ -303,14 +310,47 @@ impl PgCtl {
             std::fs::rename(&conf, &base).map_err(|e| io_error(&conf, e))?;
         }
         self.write_owned_file(&conf, &render_postgresql_conf(config, &self.data_dir)?)?;
-        if !config.hba.is_empty() {
-            if let Some(bad) = config.hba.iter().find(|l| l.contains(['\n', '\r'])) {
-                return Err(PgCtlError::Refused(format!("pg_hba.conf line holds a line break: {bad:?}")));
+        for (name, lines) in [("pg_hba.conf", &config.hba), ("pg_ident.conf", &config.ident)] {
+            if !lines.is_empty() {
+                self.write_owned_file(&self.data_dir.join(name), &render_lines_file(name, lines)?)?;
             }
-            let hba = format!("{}\n{}\n", CONF_HEADER, config.hba.join("\n"));
-            self.write_owned_file(&self.data_dir.join("pg_hba.conf"), &hba)?;
         }
         Ok(())
+    }
+
+    /// Whether Postgres would start with `config`'s `postgresql.conf`:
+    /// `postgres -C` reads it as a start does (with `postgresql.base.conf`
+    /// and `postgresql.auto.conf`) and refuses a bad value or an unknown
+    /// parameter, without touching a running server. It needs an
+    /// initialised data directory (its `postgresql.base.conf`, and a
+    /// file written into an empty one would stop pg_basebackup). The error
+    /// names what Postgres refused.
+    pub async fn check_config(&self, config: &ServerConfig) -> Result<(), PgCtlError> {
+        let state = self.data_dir_state()?;
+        if state != DataDirState::Initialised {
+            return Err(PgCtlError::Refused(format!(
+                "cannot check settings: the data directory is {state:?}"
+            )));
+        }
+        let conf = render_postgresql_conf(config, &self.data_dir)?;
+        for (name, lines) in [("pg_hba.conf", &config.hba), ("pg_ident.conf", &config.ident)] {
+            render_lines_file(name, lines)?;
+        }
+        // In the data directory, so that its includes resolve as the real
+        // file's do.
+        let candidate = self.data_dir.join(CHECK_CONF);
+        self.write_owned_file(&candidate, &conf)?;
+        let mut args = self.dash_d();
+        args.extend(["-c".into(), format!("config_file={}", candidate.display()).into()]);
+        args.extend(["-C", "port"].map(OsString::from));
+        let checked = self.run("postgres", &args, self.command_timeout).await;
+        let _ = std::fs::remove_file(&candidate);
+        match checked {
+            Err(PgCtlError::Failed { stderr, .. }) => {
+                Err(PgCtlError::Refused(format!("Postgres refuses the settings: {}", refusals(&stderr))))
+            }
+            other => other.map(drop),
+        }
     }
 
     /// Creates or removes `standby.signal`: the next start is a standby.
@@ -785,6 +825,33 @@ pub fn render_postgresql_conf(config: &ServerConfig, data_dir: &Path) -> Result<
     Ok(out)
 }
 
+/// `pg_hba.conf` or `pg_ident.conf` (`name`) holding `lines`.
+fn render_lines_file(name: &str, lines: &[String]) -> Result<String, PgCtlError> {
+    if let Some(bad) = lines.iter().find(|l| l.contains(['\n', '\r'])) {
+        return Err(PgCtlError::Refused(format!("{name} line holds a line break: {bad:?}")));
+    }
+    Ok(format!("{}\n{}\n", CONF_HEADER, lines.join("\n")))
+}
+
+/// What Postgres said against a configuration file, one message after the
+/// other without timestamps (`LOG:  invalid value for parameter "work_mem":
+/// "banana"`), leaving out the notes about include files that are absent.
+fn refusals(stderr: &str) -> String {
+    let messages: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| {
+            let (_, message) = line.split_once("LOG:").or_else(|| line.split_once("FATAL:"))?;
+            Some(message.trim())
+        })
+        .filter(|m| !m.starts_with("skipping missing configuration file") && !m.contains("contains errors"))
+        .collect();
+    if messages.is_empty() {
+        stderr.trim().to_owned()
+    } else {
+        messages.join("; ")
+    }
+}
+
 /// A `postgresql.conf` string literal: backslash escapes are processed
 /// inside, and a line break must be escaped.
 fn conf_value(value: &str) -> String {
@@ -903,6 +970,18 @@ mod tests {
             config.parameters.insert(bad.into(), "x".into());
             assert!(render_postgresql_conf(&config, Path::new("/d")).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn refusals_keep_what_postgres_objected_to() {
+        let stderr = "2026-12-07 02:06:42.387 GMT [15584] LOG:  skipping missing configuration file \"/d/postgresql.base.conf\"\n\
+                      2026-12-07 02:06:42.387 GMT [15584] LOG:  invalid value for parameter \"work_mem\": \"banana\"\n\
+                      2026-12-07 02:06:42.387 GMT [15584] FATAL:  configuration file \"/d/x.conf\" contains errors\n";
+        assert_eq!(refusals(stderr), "invalid value for parameter \"work_mem\": \"banana\"");
+        assert_eq!(
+            refusals("postgres: could not access directory\n"),
+            "postgres: could not access directory"
+        );
     }
 
     #[test]
