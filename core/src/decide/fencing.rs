@@ -46,7 +46,9 @@ pub(super) fn decide(cx: &mut Ctx) -> Option<Verdict> {
 
 /// No usable DCS view: nobody promotes (rule 5). A leader with lease time
 /// left keeps serving (rule 6), and in failsafe mode asks every member to
-/// confirm it, which extends its lease.
+/// confirm it, which extends its lease. Failsafe covers an etcd that does
+/// not answer; Patroni also enters it when etcd answers reads but refuses
+/// writes, keel does not (README, Differences from Patroni).
 pub(super) fn dcs_unknown(cx: &mut Ctx) -> Verdict {
     let now = cx.now();
     if let DcsView::Reachable(v) = &cx.obs.dcs {

@@ -129,7 +129,10 @@ pub(super) fn failsafe_allows(cx: &Ctx, view: &ClusterView, name: &str) -> bool 
 
 /// In synchronous mode only a member of the sync key, or the leader it
 /// names, may lead (Patroni's `SyncState.matches(name, check_leader=True)`):
-/// only they are known to hold every acknowledged commit. A key naming no
+/// only they are known to hold every acknowledged commit. Patroni allows a
+/// manual failover (not a switchover) to an asynchronous replica, and lets
+/// a quorum non-voter race with one more vote; keel does neither, on
+/// purpose (README, Differences from Patroni): rule 2. A key naming no
 /// leader was never claimed, and a leader claims it before it sets
 /// `synchronous_standby_names`, so no commit waited for a standby: the usual
 /// rules pick, as Patroni's `is_healthiest_node` does. (Refusing left a

@@ -116,6 +116,9 @@ impl<'a> Ctx<'a> {
         cx.note_sync_names();
         // The view is read after the previous actions ran: a key that does
         // not name this node is a definite fact, the lock is gone (rule 6).
+        // A key that vanished counts too; Patroni re-creates it if nobody
+        // took it, keel does not on purpose (README, Differences from
+        // Patroni): every other member is racing for it in this instant.
         if view.is_some_and(|v| v.leader_name() != Some(prev.name.as_str()))
             && cx.next.lease_deadline_ms.is_some()
         {
