@@ -121,6 +121,12 @@ fn setup(sim: &AgentSimConfig, faults: Option<&[Fault]>) -> Setup {
     let (sync, strict, sync_mode, use_pg_rewind) =
         if rewind_drill { (false, false, "async", true) } else { (sync, strict, sync_mode, use_pg_rewind) };
     let failsafe = rng.chance(20);
+    // Patroni's defaults keep a diverged node's data until the operator
+    // acts; half the seeds let keel delete it instead.
+    // The rewind drill shows the fall back to a base backup, which the
+    // operator allows there.
+    let remove_on_failure = rng.chance(50) || rewind_drill;
+    let remove_on_diverged = rng.chance(50);
     let yaml: Vec<String> = (0..sim.nodes)
         .map(|i| {
             let ip = node_ip(i);
@@ -131,7 +137,9 @@ fn setup(sim: &AgentSimConfig, faults: Option<&[Fault]>) -> Setup {
                  bootstrap:\n  dcs:\n    ttl: {ttl}\n    loop_wait: {loop_wait}\n    retry_timeout: {retry_timeout}\n\
                  \x20   synchronous_mode: {sync}\n    synchronous_mode_strict: {strict}\n    failsafe_mode: {failsafe}\n\
                  \x20   postgresql:\n      use_pg_rewind: {use_pg_rewind}\n\
-                 postgresql:\n  listen: {ip}:5432\n  connect_address: {ip}:5432\n  data_dir: /sim/pg{n}\n",
+                 postgresql:\n  listen: {ip}:5432\n  connect_address: {ip}:5432\n  data_dir: /sim/pg{n}\n\
+                 \x20 remove_data_directory_on_rewind_failure: {remove_on_failure}\n\
+                 \x20 remove_data_directory_on_diverged_timelines: {remove_on_diverged}\n",
                 n = i + 1,
                 etcd = etcd::ETCD_ADDR,
             )
@@ -139,7 +147,8 @@ fn setup(sim: &AgentSimConfig, faults: Option<&[Fault]>) -> Setup {
         .collect();
     let first =
         keel_runtime::config::parse(&yaml[0], &BTreeMap::new()).expect("the simulator's config is valid");
-    let dynamic = first.config.bootstrap.dcs.to_core();
+    let mut dynamic = first.config.bootstrap.dcs.to_core();
+    first.config.local_over(&mut dynamic);
     let bound = dynamic.max_clock_drift_ppm as i64;
     let clocks = (0..sim.nodes)
         .map(|_| (rng.below(2 * bound as u64 + 1) as i64 - bound, rng.below(600_000) as i64 - 300_000))

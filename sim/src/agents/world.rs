@@ -444,10 +444,21 @@ impl World {
 
     /// Liveness, second half: every other node whose agent runs streams
     /// from the primary `p`.
+    ///
+    /// A node whose history really diverged from the primary's may stay
+    /// stopped, waiting for the operator, unless the operator allowed keel
+    /// to delete its data (`remove_data_directory_on_*`, Patroni's defaults
+    /// off): that is not a stall but the configured answer.
     pub fn check_streaming(&mut self, p: usize) {
         let streaming = self.streaming_from(p);
+        let may_wait = !(self.cfg.remove_data_directory_on_rewind_failure
+            && self.cfg.remove_data_directory_on_diverged_timelines);
+        let waits_for_operator = |w: &Self, i: usize| {
+            may_wait && w.pg[i].process == PgProcess::Stopped && !w.pg[i].wal.is_prefix_of(&w.pg[p].wal)
+        };
         let idle: Vec<String> = (0..self.names.len())
             .filter(|i| *i != p && self.agent_up[*i] && !streaming.contains(i))
+            .filter(|i| !waits_for_operator(self, *i))
             .map(|i| {
                 format!("{} ({:?}, upstream {:?})", self.names[i], self.pg[i].process, self.pg[i].upstream)
             })
