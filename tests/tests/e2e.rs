@@ -611,6 +611,8 @@ async fn watch_sync_takeover(cluster: &KeelCluster, candidate: &str, timeout: Du
 /// A `loop_wait` of 8 s makes a one-loop stall stand out in the printed
 /// gaps (not asserted: timings are printed, never asserted), apart from
 /// Postgres's own retry interval (`wal_retrieve_retry_interval`, 5 s).
+/// Every replica holds the other members' slots before a switchover, so
+/// that no standby finds its slot missing on the new leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_mode_switchovers_name_a_sync_standby_without_waiting_a_loop() {
     let opts = ClusterOptions {
@@ -623,7 +625,12 @@ async fn strict_mode_switchovers_name_a_sync_standby_without_waiting_a_loop() {
     let (cluster, first_leader) = healthy_three(opts).await;
     let writer = cluster.writer();
     writer.wait_for_ack(FAILOVER, "a first write", |a| a.node == first_leader).await;
+    for node in cluster.names() {
+        let others: Vec<String> = cluster.names().into_iter().filter(|n| *n != node).collect();
+        wait_slots(&cluster, &node, &others, FAILOVER).await;
+    }
     tokio::time::sleep(SETTLE).await;
+    let logs_from: Vec<usize> = cluster.nodes().iter().map(|n| n.log().len()).collect();
 
     let mut leader = first_leader;
     let mut rounds = Vec::new();
@@ -653,9 +660,43 @@ async fn strict_mode_switchovers_name_a_sync_standby_without_waiting_a_loop() {
         println!("switchover {} ({from} -> {to}): write gap {:.3} s", i + 1, gap.duration().as_secs_f64());
     }
     println!("{}", log.summary(cluster.started()));
+    let missing_slots: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .zip(&logs_from)
+        .flat_map(|(node, from)| {
+            let log = node.log();
+            let since = log.get(*from..).unwrap_or_default().to_owned();
+            since
+                .lines()
+                .filter(|l| l.contains("replication slot") && l.contains("does not exist"))
+                .map(|l| format!("{}: {l}", node.name))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(missing_slots.is_empty(), "a standby found its slot missing:\n{}", missing_slots.join("\n"));
     let overlaps = log.overlaps();
     assert!(overlaps.is_empty(), "two nodes accepted writes at once: {overlaps:#?}");
     assert_none_lost(&cluster, &leader, &[&log]).await;
+}
+
+/// Waits until `node` holds a physical replication slot for each of
+/// `members`.
+async fn wait_slots(cluster: &KeelCluster, node: &str, members: &[String], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let slots =
+            column(cluster, node, "SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical'")
+                .await;
+        if members.iter().all(|m| slots.contains(m)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {timeout:?} for {node} to hold slots for {members:?}; it holds {slots:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
