@@ -61,6 +61,8 @@ pub struct ClusterOptions {
     pub scope: String,
     /// `bootstrap.dcs.synchronous_mode`.
     pub synchronous_mode: bool,
+    /// `bootstrap.dcs.synchronous_mode_strict`.
+    pub synchronous_mode_strict: bool,
     /// `bootstrap.dcs.ttl`, `loop_wait`, `retry_timeout` (seconds).
     pub ttl_s: u64,
     pub loop_wait_s: u64,
@@ -95,6 +97,7 @@ impl Default for ClusterOptions {
         ClusterOptions {
             scope: "keel-e2e".into(),
             synchronous_mode: false,
+            synchronous_mode_strict: false,
             ttl_s: 5,
             loop_wait_s: 1,
             retry_timeout_s: 2,
@@ -174,6 +177,7 @@ bootstrap:
     retry_timeout: {retry}
     maximum_lag_on_failover: 1048576
     synchronous_mode: {sync}
+    synchronous_mode_strict: {strict}
     postgresql:
       use_pg_rewind: true
       parameters:
@@ -211,6 +215,7 @@ postgresql:
         loop_wait = o.loop_wait_s,
         retry = o.retry_timeout_s,
         sync = o.synchronous_mode,
+        strict = o.synchronous_mode_strict,
         pg = spec.pg_port,
         data = path(spec.dir.join("data")),
         bin = path(spec.bin_dir.to_owned()),

@@ -568,6 +568,137 @@ async fn switchovers_back_and_forth_restart_only_the_demoted_primary_and_judge_n
     assert_none_lost(&cluster, &leader, &[&log]).await;
 }
 
+/// When, after a switchover was asked for, the candidate took the leader
+/// key, left recovery, and wrote a sync key naming a standby (each the
+/// first poll that saw it).
+struct SyncTakeover {
+    leader_key: Instant,
+    promoted: Instant,
+    sync_named: Instant,
+}
+
+/// Polls etcd and the candidate's Postgres until the candidate leads with
+/// a sync key of its own naming a standby.
+async fn watch_sync_takeover(cluster: &KeelCluster, candidate: &str, timeout: Duration) -> SyncTakeover {
+    let deadline = Instant::now() + timeout;
+    let (mut leader_key, mut promoted) = (None, None);
+    loop {
+        let view = cluster.view().await.ok();
+        let now = Instant::now();
+        if view.as_ref().is_some_and(|v| v.leader_name() == Some(candidate)) {
+            leader_key.get_or_insert(now);
+        }
+        if promoted.is_none() && cluster.is_in_recovery(candidate).await == Ok(false) {
+            promoted = Some(Instant::now());
+        }
+        let named = view.as_ref().and_then(|v| v.sync.as_ref()).is_some_and(|s| {
+            s.leader.as_deref() == Some(candidate) && !s.members.is_empty() && !s.members.contains(candidate)
+        });
+        if let (Some(leader_key), Some(promoted), true) = (leader_key, promoted, named) {
+            return SyncTakeover { leader_key, promoted, sync_named: now };
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {timeout:?} for {candidate} to lead with a sync standby; etcd last said: {view:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 12, defect 9: in strict mode a new leader names a synchronous
+/// standby as soon as one streams to it, not a `loop_wait` later, so
+/// commits stop for the promotion and the standby's reconnection only.
+/// A `loop_wait` of 8 s makes a one-loop stall stand out in the printed
+/// gaps (not asserted: timings are printed, never asserted), apart from
+/// Postgres's own retry interval (`wal_retrieve_retry_interval`, 5 s).
+/// Every replica holds the other members' slots before a switchover, so
+/// that no standby finds its slot missing on the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_switchovers_name_a_sync_standby_without_waiting_a_loop() {
+    let opts = ClusterOptions {
+        synchronous_mode_strict: true,
+        ttl_s: 20,
+        loop_wait_s: 8,
+        retry_timeout_s: 3,
+        ..options(true)
+    };
+    let (cluster, first_leader) = healthy_three(opts).await;
+    let writer = cluster.writer();
+    writer.wait_for_ack(FAILOVER, "a first write", |a| a.node == first_leader).await;
+    for node in cluster.names() {
+        let others: Vec<String> = cluster.names().into_iter().filter(|n| *n != node).collect();
+        wait_slots(&cluster, &node, &others, FAILOVER).await;
+    }
+    tokio::time::sleep(SETTLE).await;
+    let logs_from: Vec<usize> = cluster.nodes().iter().map(|n| n.log().len()).collect();
+
+    let mut leader = first_leader;
+    let mut rounds = Vec::new();
+    for round in 1..=3 {
+        let view = cluster.view().await.expect("etcd answers");
+        let candidate =
+            view.sync.expect("a sync key").members.into_iter().next().expect("a sync standby named");
+        let asked = cluster.request_switchover(&leader, Some(&candidate)).await;
+        let takeover = watch_sync_takeover(&cluster, &candidate, FAILOVER).await;
+        wait_healthy_under(&cluster, &candidate, FAILOVER).await;
+        println!(
+            "round {round}: {leader} -> {candidate}: leader key after {}, promoted after {}, \
+             sync key naming a standby {} after the promotion",
+            secs(takeover.leader_key - asked),
+            secs(takeover.promoted - asked),
+            secs(takeover.sync_named.saturating_duration_since(takeover.promoted)),
+        );
+        rounds.push((asked, leader.clone(), candidate.clone()));
+        leader = candidate;
+        tokio::time::sleep(SETTLE).await;
+    }
+    let log = writer.stop().await;
+
+    for (i, (asked, from, to)) in rounds.iter().enumerate() {
+        let until = rounds.get(i + 1).map_or_else(Instant::now, |r| r.0);
+        let gap = log.longest_gap_in(*asked, until).expect("writes around the switchover");
+        println!("switchover {} ({from} -> {to}): write gap {:.3} s", i + 1, gap.duration().as_secs_f64());
+    }
+    println!("{}", log.summary(cluster.started()));
+    let missing_slots: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .zip(&logs_from)
+        .flat_map(|(node, from)| {
+            let log = node.log();
+            let since = log.get(*from..).unwrap_or_default().to_owned();
+            since
+                .lines()
+                .filter(|l| l.contains("replication slot") && l.contains("does not exist"))
+                .map(|l| format!("{}: {l}", node.name))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(missing_slots.is_empty(), "a standby found its slot missing:\n{}", missing_slots.join("\n"));
+    let overlaps = log.overlaps();
+    assert!(overlaps.is_empty(), "two nodes accepted writes at once: {overlaps:#?}");
+    assert_none_lost(&cluster, &leader, &[&log]).await;
+}
+
+/// Waits until `node` holds a physical replication slot for each of
+/// `members`.
+async fn wait_slots(cluster: &KeelCluster, node: &str, members: &[String], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let slots =
+            column(cluster, node, "SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical'")
+                .await;
+        if members.iter().all(|m| slots.contains(m)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {timeout:?} for {node} to hold slots for {members:?}; it holds {slots:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_right_after_a_switchover_is_replaced_at_lease_expiry() {
     let (mut cluster, old) = healthy_three(options(true)).await;

@@ -193,7 +193,8 @@ pub trait Postgres {
     }
     /// Carries out one Postgres action; `view` gives the members' addresses.
     async fn apply(&mut self, action: &Action, view: Option<&ClusterView>) -> ActionResult;
-    /// On the leader: a replication slot per member.
+    /// On the leader and on replicas that may be promoted: a replication
+    /// slot per other member.
     async fn keep_slots(&mut self, view: &ClusterView);
     /// The server's version and pending restart, for the REST status;
     /// `None` when unknown.
@@ -343,9 +344,15 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
             self.refresh_member(&obs, &decision).await;
             // Right after a promotion too: the replicas cannot stream to the
             // new primary (nor confirm its commits) until their slots exist.
+            // A replica that may be promoted keeps them as well, so that
+            // they exist before its promotion (see `slots`).
             let promoted =
                 self.outcomes.iter().any(|o| o.action == Action::Promote && o.result == ActionResult::Done);
-            if (obs.pg.is_running_primary() || promoted) && self.node.state().role == Role::Leader {
+            let role = self.node.state().role;
+            let leading = (obs.pg.is_running_primary() || promoted) && role == Role::Leader;
+            let may_lead =
+                obs.pg.is_running_replica() && role == Role::Replica && !self.cfg.tags.to_core().nofailover;
+            if leading || may_lead {
                 self.keep_slots().await;
             }
             if self.node.state().role == Role::Stopped && decision.actions.is_empty() {
@@ -463,8 +470,9 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
         }
     }
 
-    /// On the leader: a slot for every member (see `slots`). A failure is
-    /// logged; the next loop tries again.
+    /// On the leader, and on a replica that may be promoted: a slot for
+    /// every other member (see `slots`). A failure is logged; the next
+    /// loop tries again.
     async fn keep_slots(&mut self) {
         if let Some(snap) = &self.snapshot {
             self.pg.keep_slots(&snap.view).await;

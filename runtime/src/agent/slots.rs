@@ -4,6 +4,15 @@
 //! the slot of every member it sees; a replica names its own slot in
 //! `primary_slot_name`. Slots of members that left are kept (Patroni keeps
 //! them for `member_slots_ttl`), not yet dropped.
+//!
+//! A replica that may be promoted keeps the other members' slots too, as
+//! Patroni does (on PostgreSQL 11 and later): a standby that follows a new
+//! leader at once finds its slot there even before the promotion ended,
+//! instead of failing and waiting `wal_retrieve_retry_interval` (5 s) to
+//! try again, which in strict synchronous mode holds commits meanwhile.
+//! Unlike Patroni, which creates them reserving WAL and advances them to
+//! the leader's positions, keel creates them without reserving WAL, so
+//! they hold none until a standby streams through them.
 
 use std::collections::BTreeSet;
 
@@ -22,8 +31,9 @@ pub fn slot_name(member: &str) -> String {
         .collect()
 }
 
-/// Creates the missing slots of `members` (other than `me`) on the primary
-/// `client` is connected to; returns the names created.
+/// Creates the missing slots of `members` (other than `me`) on the server
+/// `client` is connected to (a primary or a standby), without reserving
+/// WAL; returns the names created.
 pub async fn ensure<'a>(
     client: &Client,
     members: impl Iterator<Item = &'a String>,
