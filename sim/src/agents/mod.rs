@@ -686,12 +686,14 @@ impl Faults {
             w.out.switchovers_requested += 1;
             let now = w.now_ms();
             let what = String::from_utf8_lossy(&value).into_owned();
+            let paused = w.paused;
             // Checked when a primary answered as it was made: carried out
             // or refused, a primary answers again.
             w.request = w.answering_primary().map(|_| world::PendingRequest {
                 what,
                 due_ms: now + in_ms.unwrap_or(0),
                 calm_ms: 0,
+                paused,
             });
         }
     }

@@ -100,6 +100,8 @@ pub struct PendingRequest {
     pub due_ms: u64,
     /// Time since then with etcd up and no failure active.
     pub calm_ms: u64,
+    /// It was made while the cluster was paused.
+    pub paused: bool,
 }
 
 /// HAProxy's check state of one server (the guide's `inter 3s fall 3
@@ -514,7 +516,8 @@ impl World {
     /// tags let it fail over; its Postgres runs with room for WAL; its
     /// history is that of the last primary (on its timeline, with
     /// `check_timeline`), at most `maximum_lag_on_failover` behind it; and
-    /// with synchronous replication, it has every acknowledged write.
+    /// with synchronous replication, it has every acknowledged write and
+    /// the sync key allows it (`sync_fit`).
     pub fn fit_candidates(&self) -> Vec<usize> {
         let Some(reference) = self.last_primary.map(|p| &self.pg[p]) else {
             return Vec::new();
@@ -532,9 +535,28 @@ impl World {
                     && (!self.cfg.check_timeline || pg.wal.timeline() == reference.wal.timeline())
                     && reference.wal.lsn().saturating_sub(pg.wal.lsn())
                         <= self.cfg.maximum_lag_on_failover_bytes
-                    && (!self.cfg.sync_enabled() || self.acked.iter().all(|(b, l)| pg.wal.contains(*b, *l)))
+                    && (!self.cfg.sync_enabled() || self.sync_fit(*i))
             })
             .collect()
+    }
+
+    /// With synchronous replication, `i` may lead as Patroni allows it: it
+    /// has every acknowledged write, and the sync key names it (as leader
+    /// or standby) or names no leader; or, in strict mode, the key names no
+    /// standby (issue 12 defect 5: the last synchronous standby, which has
+    /// every acknowledged commit, stays allowed).
+    fn sync_fit(&self, i: usize) -> bool {
+        let has_all = self.acked.iter().all(|(b, l)| self.pg[i].wal.contains(*b, *l));
+        let key = self.leader_key.replace("/leader", "/sync");
+        let Some(sync) =
+            self.kv.get(&key).and_then(|kv| keel_runtime::dcs::codec::parse_sync(&kv.value, 0).ok())
+        else {
+            return has_all;
+        };
+        let name = &self.names[i];
+        let named =
+            sync.leader.is_none() || sync.leader.as_ref() == Some(name) || sync.members.contains(name);
+        has_all && (named || (self.cfg.synchronous_mode_strict && sync.members.is_empty()))
     }
 
     /// The last decision `i`'s agent published (empty when it is down).
@@ -627,7 +649,7 @@ impl World {
                     "liveness: the request {} was neither carried out nor refused within {bound} ms of calm \
                      (failover key: {key}; {primary}{}; {})",
                     r.what,
-                    if self.paused { "; paused" } else { "" },
+                    if r.paused { "; made while paused" } else { "" },
                     says.join(", ")
                 ));
             } else {
