@@ -489,6 +489,7 @@ pub async fn drive_with(sim: AgentSimConfig, opts: RunOptions) -> Outcome {
         });
     }
 
+    lock(&world).clocks = clocks.clone();
     let mut fx = Faults {
         handle: handle.clone(),
         net: NetSim::current(),
@@ -687,6 +688,7 @@ impl Faults {
             let now = w.now_ms();
             let what = String::from_utf8_lossy(&value).into_owned();
             let paused = w.paused;
+            let scheduled_wall_ms = scheduled;
             // Checked when a primary answered as it was made: carried out
             // or refused, a primary answers again.
             w.request = w.answering_primary().map(|_| world::PendingRequest {
@@ -694,6 +696,7 @@ impl Faults {
                 due_ms: now + in_ms.unwrap_or(0),
                 calm_ms: 0,
                 paused,
+                scheduled_wall_ms,
             });
         }
     }

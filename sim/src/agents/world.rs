@@ -77,6 +77,8 @@ pub struct World {
     pub failures_active: usize,
     /// The progress checkers start here (after the cluster formed).
     pub checks_from_ms: u64,
+    /// Each node's clock (the schedule of a switchover is the leader's).
+    pub clocks: Vec<keel_runtime::agent::Clock>,
     /// The member that last accepted writes alone: the history a
     /// candidate must share.
     last_primary: Option<usize>,
@@ -102,6 +104,9 @@ pub struct PendingRequest {
     pub calm_ms: u64,
     /// It was made while the cluster was paused.
     pub paused: bool,
+    /// Its `scheduled_at`: due once the leader key holder's wall clock
+    /// reads it (clocks jump), not at `due_ms`.
+    pub scheduled_wall_ms: Option<i64>,
 }
 
 /// HAProxy's check state of one server (the guide's `inter 3s fall 3
@@ -160,6 +165,7 @@ impl World {
             paused: false,
             failures_active: 0,
             checks_from_ms: 0,
+            clocks: Vec::new(),
             last_primary: None,
             last_progress_ms: 0,
             leaderless_since: None,
@@ -634,7 +640,12 @@ impl World {
         if let Some(mut r) = self.request.take() {
             let bound = ttl + 2 * loop_wait + 2 * retry + 1_000;
             let open = self.failover_request().is_some() || primary.is_none();
-            if open && now >= r.due_ms && etcd_ok && self.failures_active == 0 {
+            let holder = holder.as_deref().and_then(|h| self.index(h));
+            let due = match (r.scheduled_wall_ms, holder.and_then(|h| self.clocks.get(h))) {
+                (Some(at), Some(clock)) => clock.wall_ms() >= at,
+                _ => now >= r.due_ms,
+            };
+            if open && due && etcd_ok && self.failures_active == 0 {
                 r.calm_ms += dt;
             }
             if !open {
