@@ -482,6 +482,12 @@ impl World {
             self.check_streaming(p);
             return;
         }
+        if self.fit_candidates().is_empty() {
+            // Tags, lag or the sync key leave nobody fit to lead (as in
+            // Patroni): the promise holds only with a fit candidate.
+            self.event("liveness: no writable primary, and no member fit to lead");
+            return;
+        }
         let states: Vec<String> = (0..self.names.len())
             .map(|i| {
                 format!(
