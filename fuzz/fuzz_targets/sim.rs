@@ -8,7 +8,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use keel_sim::faults::{self, Fault};
+use keel_sim::faults;
 use keel_sim::shrink::{faults_json, parse_faults};
 use keel_sim::trace::{self, Recorder};
 use libfuzzer_sys::fuzz_target;
