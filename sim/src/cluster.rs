@@ -43,6 +43,8 @@ pub struct Outcome {
     pub seed: u64,
     pub simulated_ms: u64,
     pub sync_mode: String,
+    /// The cluster's settings as `key=value` words (madsim simulator).
+    pub settings: String,
     pub steps: u64,
     pub failovers: u64,
     pub switchovers_requested: u64,
@@ -308,7 +310,10 @@ impl Cluster {
             | FaultKind::EtcdSlow { .. }
             | FaultKind::AgentShutdown { .. }
             | FaultKind::DiskFull { .. }
-            | FaultKind::OneWayCut { .. } => {}
+            | FaultKind::OneWayCut { .. }
+            | FaultKind::Failover { .. }
+            | FaultKind::ScheduledSwitchover { .. }
+            | FaultKind::Pause => {}
         }
     }
 
@@ -337,7 +342,10 @@ impl Cluster {
             | FaultKind::EtcdSlow { .. }
             | FaultKind::AgentShutdown { .. }
             | FaultKind::DiskFull { .. }
-            | FaultKind::OneWayCut { .. } => {}
+            | FaultKind::OneWayCut { .. }
+            | FaultKind::Failover { .. }
+            | FaultKind::ScheduledSwitchover { .. }
+            | FaultKind::Pause => {}
         }
     }
 

@@ -7,7 +7,35 @@ use serde::{Deserialize, Serialize};
 
 use crate::rng::SimRng;
 
+/// Fault targets named by role, resolved to a member when the fault starts
+/// (madsim simulator; fault files spell them `"node": "primary"`). They sit
+/// at the top of `usize`, where no member index reaches.
+///
+/// The node whose Postgres accepts writes (else the leader key's holder,
+/// else the first member).
+pub const PRIMARY: usize = usize::MAX;
+/// A member the sync key names (else any replica).
+pub const SYNC_STANDBY: usize = usize::MAX - 1;
+/// Any member but the primary, chosen from the seed.
+pub const REPLICA: usize = usize::MAX - 2;
+/// The member holding the leader key (else the first member).
+pub const LEADER_KEY_HOLDER: usize = usize::MAX - 3;
+
+/// Each role target with its name in fault files.
+pub const ROLES: [(usize, &str); 4] = [
+    (PRIMARY, "primary"),
+    (SYNC_STANDBY, "sync_standby"),
+    (REPLICA, "replica"),
+    (LEADER_KEY_HOLDER, "leader_key_holder"),
+];
+
+/// The name of role target `node`, if it is one.
+pub fn role_name(node: usize) -> Option<&'static str> {
+    ROLES.iter().find(|(n, _)| *n == node).map(|(_, name)| *name)
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum FaultKind {
     /// The node cannot reach etcd (both ways).
     EtcdPartition { node: usize },
@@ -19,8 +47,19 @@ pub enum FaultKind {
     PostgresCrash { node: usize },
     /// The machine dies: agent and Postgres; it comes back at the end.
     NodeCrash { node: usize },
-    /// An operator asks for a switchover (to a random member or the best).
+    /// An operator asks for a switchover (to a random member or the best):
+    /// the `failover` key with the leader's name, and the candidate's.
     Switchover { candidate: Option<usize> },
+    /// An operator asks for a failover to `candidate`, fit or not: the
+    /// `failover` key with the candidate's name only (as `keelctl failover
+    /// --candidate` and `POST /failover` write it). madsim simulator.
+    Failover { candidate: usize },
+    /// A switchover scheduled `in_ms` ahead by the leader's wall clock
+    /// (`scheduled_at`). madsim simulator.
+    ScheduledSwitchover { candidate: Option<usize>, in_ms: u64 },
+    /// Maintenance mode (`keelctl pause`: `pause: true` in the `config`
+    /// key) until the fault ends (`resume`). madsim simulator.
+    Pause,
     /// The agent process freezes (a long GC, a VM stall); Postgres runs on.
     /// Only in the madsim simulator, and shorter than the slack of the
     /// timing rule (ttl - loop_wait - 2 * retry_timeout): a longer pause
@@ -64,6 +103,9 @@ impl FaultKind {
             FaultKind::AgentShutdown { .. } => "agent-shutdown",
             FaultKind::DiskFull { .. } => "disk-full",
             FaultKind::OneWayCut { .. } => "one-way-cut",
+            FaultKind::Failover { .. } => "failover",
+            FaultKind::ScheduledSwitchover { .. } => "scheduled-switchover",
+            FaultKind::Pause => "pause",
         }
     }
 }
@@ -82,12 +124,42 @@ impl FaultKind {
             | FaultKind::AgentShutdown { node }
             | FaultKind::DiskFull { node }
             | FaultKind::OneWayCut { node, .. } => Some(node),
-            FaultKind::EtcdOutage | FaultKind::Switchover { .. } | FaultKind::EtcdSlow { .. } => None,
+            FaultKind::EtcdOutage
+            | FaultKind::Switchover { .. }
+            | FaultKind::Failover { .. }
+            | FaultKind::ScheduledSwitchover { .. }
+            | FaultKind::Pause
+            | FaultKind::EtcdSlow { .. } => None,
         }
+    }
+
+    /// Every member the fault names: the node it hits, a one-way cut's far
+    /// end, a request's candidate.
+    pub fn members_mut(&mut self) -> Vec<&mut usize> {
+        match self {
+            FaultKind::OneWayCut { node, to } => vec![node, to],
+            FaultKind::Switchover { candidate } | FaultKind::ScheduledSwitchover { candidate, .. } => {
+                candidate.iter_mut().collect()
+            }
+            FaultKind::Failover { candidate } => vec![candidate],
+            other => other.node_mut().into_iter().collect(),
+        }
+    }
+
+    /// An operator's request rather than a failure.
+    pub fn is_request(&self) -> bool {
+        matches!(
+            self,
+            FaultKind::Switchover { .. }
+                | FaultKind::Failover { .. }
+                | FaultKind::ScheduledSwitchover { .. }
+                | FaultKind::Pause
+        )
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Fault {
     pub start_ms: u64,
     pub end_ms: u64,
@@ -148,7 +220,8 @@ pub fn schedule_agents(
     while at < heal_by_ms {
         let node = rng.below(nodes as u64) as usize;
         let mut end = at + 1_000 + rng.below(39_000);
-        let kind = match rng.below(18) {
+        let candidate = rng.below(nodes as u64) as usize;
+        let kind = match rng.below(24) {
             0..=2 => FaultKind::EtcdPartition { node },
             3 => FaultKind::NodeIsolation { node },
             4 => FaultKind::EtcdOutage,
@@ -172,10 +245,54 @@ pub fn schedule_agents(
             },
             14..=15 => FaultKind::EtcdSlow { delay_ms: 50 + rng.below(2_000) },
             16 => FaultKind::DiskFull { node },
-            _ if nodes > 1 => {
+            17 if nodes > 1 => {
                 FaultKind::OneWayCut { node, to: (node + 1 + rng.below(nodes as u64 - 1) as usize) % nodes }
             }
-            _ => FaultKind::NodeIsolation { node },
+            17 => FaultKind::NodeIsolation { node },
+            // Requests to any member, fit or not (behind, diverged,
+            // nofailover, down, the leader itself): issue 12.
+            18..=19 => FaultKind::Failover { candidate },
+            20 => FaultKind::ScheduledSwitchover {
+                candidate: rng.chance(50).then_some(candidate),
+                in_ms: 1_000 + rng.below(60_000),
+            },
+            21 => {
+                // Maintenance mode, and a request with a candidate inside
+                // it (without one, Patroni refuses it while paused).
+                let request = if rng.chance(50) {
+                    FaultKind::Switchover { candidate: Some(candidate) }
+                } else {
+                    FaultKind::Failover { candidate }
+                };
+                let asked = at + 1_000 + rng.below(5_000);
+                if asked < heal_by_ms {
+                    faults.push(Fault {
+                        start_ms: asked,
+                        end_ms: (asked + 1_000).min(heal_by_ms),
+                        kind: request,
+                    });
+                }
+                end = at + 20_000 + rng.below(70_000);
+                FaultKind::Pause
+            }
+            _ => {
+                // The primary loses its synchronous standby (the standby's
+                // link, or all of the primary's), and a while later the
+                // primary itself: in strict mode the standby that has
+                // every acknowledged commit must still take over.
+                let cut = if rng.chance(50) { SYNC_STANDBY } else { PRIMARY };
+                let lost = at + 5_000 + rng.below(20_000);
+                let crash_end = lost + 30_000 + rng.below(60_000);
+                if lost < heal_by_ms {
+                    faults.push(Fault {
+                        start_ms: lost,
+                        end_ms: crash_end.min(heal_by_ms),
+                        kind: FaultKind::NodeCrash { node: PRIMARY },
+                    });
+                }
+                end = lost + 5_000;
+                FaultKind::NodeIsolation { node: cut }
+            }
         };
         faults.push(Fault { start_ms: at, end_ms: end.min(heal_by_ms), kind });
         at += 10_000 + rng.below(50_000);
@@ -200,5 +317,8 @@ pub fn schedule_agents(
         !matches!(f.kind, FaultKind::ProcessPause { .. })
             || etcd_faults.iter().all(|(start, end)| f.end_ms < *start || f.start_ms > *end + 60_000)
     });
+    // The schedule runs in time order (the compound draws push a later
+    // fault before an earlier one).
+    faults.sort_by_key(|f| f.start_ms);
     faults
 }

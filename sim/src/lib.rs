@@ -24,6 +24,7 @@ pub mod pg_model;
 pub mod replay;
 pub mod rng;
 pub mod scenarios;
+pub mod settings;
 pub mod shrink;
 pub mod timeline;
 pub mod trace;

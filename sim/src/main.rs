@@ -6,14 +6,18 @@
 //! core-level simulator (`keel_sim::cluster`), which steps keel-core alone
 //! and is the fast property harness.
 //!
-//! Exit codes: 0 all runs clean, 2 a safety (correctness) violation, 3 a
-//! liveness violation, 4 an engine invariant broke (a panic in keel-core).
+//! Exit codes: 0 all runs clean, 2 a safety (correctness) violation or a
+//! bad command line (clap's code; a bad `--set`, `--tag`, `--names` or
+//! fault file too), 3 a liveness violation, 4 an engine invariant broke
+//! (a panic in keel-core), 5 an assumption the checks rely on broke (a
+//! clock beyond `max_clock_drift`): not keel's fault.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use keel_sim::replay::ClusterArgs;
 use keel_sim::{Outcome, SimConfig};
 
 #[derive(Parser)]
@@ -36,19 +40,8 @@ enum Command {
         /// The first seed of a batch.
         #[arg(long, default_value_t = 1)]
         from: u64,
-        /// Database nodes in the cluster.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
-        nodes: u64,
-        /// Simulated seconds per run.
-        #[arg(long = "duration-s", default_value_t = 600, value_parser = clap::value_parser!(u64).range(120..=86_400))]
-        duration_s: u64,
-        /// No faults: a healthy cluster must never change leader.
-        #[arg(long)]
-        no_faults: bool,
-        /// A named failure drill instead of random faults (madsim build;
-        /// `--scenario list` lists them).
-        #[arg(long, conflicts_with = "no_faults")]
-        scenario: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
         /// Print every decision and fault (one seed).
         #[arg(long, requires = "seed")]
         verbose: bool,
@@ -61,10 +54,6 @@ enum Command {
         /// Start the trace at this simulated second.
         #[arg(long, default_value_t = 0)]
         trace_from_s: u64,
-        /// Carry out exactly these faults (a JSON list, as `shrink` writes)
-        /// instead of the seed's schedule (madsim build).
-        #[arg(long, requires = "seed", conflicts_with_all = ["no_faults", "scenario"], value_name = "FILE")]
-        faults: Option<std::path::PathBuf>,
     },
     /// Run one seed (madsim build) and write its event trace and timeline.
     Replay {
@@ -90,20 +79,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let command = Cli::parse().command;
-    let Command::Run {
-        seed,
-        seeds,
-        from,
-        nodes,
-        duration_s,
-        no_faults,
-        scenario,
-        verbose,
-        trace_node,
-        trace,
-        trace_from_s,
-        faults,
-    } = command
+    let Command::Run { seed, seeds, from, cluster, verbose, trace_node, trace, trace_from_s } = command
     else {
         return match command {
             Command::Replay { run, trace, timeline } => keel_sim::replay::replay(&run, trace, timeline),
@@ -111,37 +87,37 @@ fn main() -> ExitCode {
             Command::Run { .. } => unreachable!("handled above"),
         };
     };
-    if !cfg!(madsim) && faults.is_some() {
-        eprintln!("keel-sim: --faults runs in the madsim simulator: scripts/sim run --seed S --faults FILE");
+    let madsim_only = [
+        (cluster.faults.is_some(), "--faults"),
+        (!cluster.overrides().is_empty(), "--set, --tag and --names"),
+    ];
+    if let Some((_, what)) = madsim_only.iter().find(|(given, _)| *given && !cfg!(madsim)) {
+        eprintln!("keel-sim: {what} run in the madsim simulator: scripts/sim run ...");
         return ExitCode::from(1);
     }
-    let faults_path = faults.clone();
-    let faults = match faults.map(|path| keel_sim::replay::read_faults(&path, nodes as usize)).transpose() {
-        Ok(faults) => faults,
-        Err(code) => return code,
-    };
-    if let Some(name) = &scenario {
+    if let Some(name) = &cluster.scenario {
         if !cfg!(madsim) {
             eprintln!(
                 "keel-sim: named scenarios run in the madsim simulator: scripts/sim run --scenario {name}"
             );
             return ExitCode::from(1);
         }
-        let known = keel_sim::scenarios::SCENARIOS.iter().find(|(n, _, _)| n == name);
-        if known.is_none() {
+        if name == "list" || !keel_sim::scenarios::SCENARIOS.iter().any(|(n, _, _)| n == name) {
             if name != "list" {
                 eprintln!("keel-sim: no scenario named {name:?}; these exist:");
             }
             for (n, what, _) in keel_sim::scenarios::SCENARIOS {
                 eprintln!("  {n:<22} {what}");
             }
-            return ExitCode::from(u8::from(name != "list"));
+            return ExitCode::from(if name == "list" { 0 } else { 2 });
         }
     }
-    let nodes = scenario
-        .as_ref()
-        .and_then(|name| keel_sim::scenarios::SCENARIOS.iter().find(|(n, _, _)| n == name)?.2)
-        .map_or(nodes, |n| n as u64);
+    let duration_ms = cluster.duration_s * 1000;
+    let (nodes, faults) = match cluster.node_count().and_then(|n| Ok((n, cluster.read_faults(duration_ms)?)))
+    {
+        Ok(checked) => checked,
+        Err(e) => return keel_sim::replay::usage_error(&e),
+    };
     if cfg!(madsim) && trace_node.is_some() {
         eprintln!("keel-sim: --trace-node records keel-core steps: run the core-level simulator (cargo run -p keel-sim)");
         return ExitCode::from(1);
@@ -168,13 +144,16 @@ fn main() -> ExitCode {
     for s in first..first.saturating_add(count) {
         let config = SimConfig {
             seed: s,
-            nodes: nodes as usize,
-            duration_ms: duration_s * 1000,
-            faults: !no_faults,
+            nodes,
+            duration_ms,
+            faults: !cluster.no_faults,
             verbose,
             trace: traced.clone(),
         };
-        let outcome = run_seed(&config, scenario.as_deref(), faults.clone());
+        let outcome = match run_seed(&config, &cluster, faults.clone()) {
+            Ok(outcome) => outcome,
+            Err(e) => return keel_sim::replay::usage_error(&e),
+        };
         if seed.is_some() {
             print_run(&outcome);
         }
@@ -187,15 +166,16 @@ fn main() -> ExitCode {
             }
             println!("trace: {} lines in {}", outcome.trace.len(), path.display());
         }
-        let code = exit_code(&outcome, no_faults);
+        let mut code = keel_sim::replay::exit_code(&outcome);
+        if cluster.no_faults && outcome.failovers > 1 {
+            code = code.max(3);
+        }
         if code != 0 {
             worst = worst.max(code);
-            bad.push((s, outcome.violations.clone()));
-        }
-        add(&mut total, &outcome);
-        if code != 0 {
+            bad.push((s, outcome.violations.clone(), outcome.settings.clone()));
             bar.set_message(format!("{} failed", bad.len()));
         }
+        add(&mut total, &outcome);
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -217,17 +197,15 @@ fn main() -> ExitCode {
         "pg_rewind: {} failed (WAL recycled past the fork, or not rewindable), {} of those nodes reinitialized",
         total.rewinds_failed, total.reinitialized_after_failed_rewind
     );
-    for (s, violations) in &bad {
+    for (s, violations, settings) in &bad {
         println!("seed {s} FAILED:");
         for v in violations.iter().take(5) {
             println!("  {v}");
         }
-        let extra = match &scenario {
-            Some(name) => format!(" --scenario {name}"),
-            None if no_faults => " --no-faults".to_owned(),
-            None => faults_path.as_ref().map(|p| format!(" --faults {}", p.display())).unwrap_or_default(),
-        };
-        println!("  replay: {REPLAY} run --seed {s} --nodes {nodes} --duration-s {duration_s}{extra}");
+        if !settings.is_empty() {
+            println!("  settings: {settings}");
+        }
+        println!("  replay: {REPLAY} run --seed {s} {}", cluster.flags(None));
     }
     println!("{} passed, {} failed", count - bad.len() as u64, bad.len());
     ExitCode::from(worst)
@@ -241,30 +219,31 @@ const REPLAY: &str = "cargo run --release -p keel-sim --";
 #[cfg(madsim)]
 fn run_seed(
     config: &SimConfig,
-    scenario: Option<&str>,
+    cluster: &ClusterArgs,
     faults: Option<Vec<keel_sim::faults::Fault>>,
-) -> Outcome {
+) -> Result<Outcome, String> {
+    let sim = keel_sim::agents::AgentSimConfig {
+        seed: config.seed,
+        nodes: config.nodes,
+        duration_ms: config.duration_ms,
+        faults: config.faults,
+        verbose: config.verbose,
+        scenario: cluster.scenario.clone(),
+        settings: cluster.overrides(),
+    };
+    // The agent's own check of the settings, before the run.
+    keel_sim::agents::setup_checked(&sim)?;
     let opts = keel_sim::agents::RunOptions { faults, ..Default::default() };
-    keel_sim::agents::run_with(
-        &keel_sim::agents::AgentSimConfig {
-            seed: config.seed,
-            nodes: config.nodes,
-            duration_ms: config.duration_ms,
-            faults: config.faults,
-            verbose: config.verbose,
-            scenario: scenario.map(str::to_owned),
-        },
-        &opts,
-    )
+    Ok(keel_sim::agents::run_with(&sim, &opts))
 }
 
 #[cfg(not(madsim))]
 fn run_seed(
     config: &SimConfig,
-    _scenario: Option<&str>,
+    _cluster: &ClusterArgs,
     _faults: Option<Vec<keel_sim::faults::Fault>>,
-) -> Outcome {
-    keel_sim::run(config)
+) -> Result<Outcome, String> {
+    Ok(keel_sim::run(config))
 }
 
 fn print_run(o: &Outcome) {
@@ -272,24 +251,16 @@ fn print_run(o: &Outcome) {
     for f in &o.schedule {
         println!("  {f}");
     }
-    println!("trace hash {:016x}, {} engine steps", o.trace_hash, o.steps);
-}
-
-fn exit_code(o: &Outcome, no_faults: bool) -> u8 {
-    let mut code = 0;
-    for v in &o.violations {
-        code = code.max(if v.contains("engine invariant") {
-            4
-        } else if v.contains("liveness") {
-            3
-        } else {
-            2
-        });
+    if !o.settings.is_empty() {
+        println!("settings: {}", o.settings);
     }
-    if no_faults && o.failovers > 1 {
-        code = code.max(3);
+    // The core-level simulator counts keel-core steps; the agents under
+    // madsim step at their own pace, uncounted.
+    if cfg!(madsim) {
+        println!("trace hash {:016x}", o.trace_hash);
+    } else {
+        println!("trace hash {:016x}, {} engine steps", o.trace_hash, o.steps);
     }
-    code
 }
 
 fn add(total: &mut Outcome, o: &Outcome) {

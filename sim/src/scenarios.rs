@@ -4,8 +4,10 @@
 
 use crate::faults::{Fault, FaultKind};
 
-/// Stands for "the node holding the leader key" in a scenario's faults.
-pub const PRIMARY: usize = usize::MAX;
+/// Stands for "the node holding the leader key" in a scenario's faults
+/// (the role target `faults::LEADER_KEY_HOLDER`, resolved when the fault
+/// starts).
+pub const PRIMARY: usize = crate::faults::LEADER_KEY_HOLDER;
 
 /// Name, what it drills, and how many nodes it needs (`None`: any).
 pub const SCENARIOS: &[(&str, &str, Option<usize>)] = &[

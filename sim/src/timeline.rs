@@ -87,6 +87,22 @@ impl Page {
         }
     }
 
+    /// `text` written inside the span from..to of a lane at y, where it
+    /// fits.
+    fn span_text(&mut self, y: f64, (from, to): (u64, u64), text: &str) {
+        let (x0, x1) = (self.x(from), self.x(to));
+        if x1 - x0 < 7.0 * text.len() as f64 + 6.0 {
+            return;
+        }
+        let _ = writeln!(
+            self.svg,
+            r#"<text x="{:.1}" y="{:.1}" class="holder-name">{}</text>"#,
+            (x0 + x1) / 2.0,
+            y + LANE / 2.0 + 4.0,
+            esc(text)
+        );
+    }
+
     fn label(&mut self, y: f64, text: &str) {
         let _ = writeln!(
             self.svg,
@@ -129,6 +145,8 @@ pub fn render(events: &[TraceEvent]) -> String {
     let mut open: BTreeMap<String, (u64, String, String)> = BTreeMap::new();
     let mut roles: Vec<(String, Span)> = Vec::new();
     let mut holders: Vec<Span> = Vec::new();
+    // Who holds the key in each of those spans (written in the lane).
+    let mut holder_names: Vec<(u64, u64, Option<String>)> = Vec::new();
     let mut holder_open: Option<(u64, Option<String>)> = None;
     let mut faults: Vec<(Option<String>, Span)> = Vec::new();
     let mut fault_open: BTreeMap<String, (u64, u64, Option<String>, String)> = BTreeMap::new();
@@ -159,6 +177,7 @@ pub fn render(events: &[TraceEvent]) -> String {
             What::LeaderKey { holder } => {
                 if let Some((from, h)) = holder_open.take() {
                     holders.push(holder_span(from, e.t_ms, &h));
+                    holder_names.push((from, e.t_ms, h));
                 }
                 holder_open = Some((e.t_ms, holder.clone()));
             }
@@ -195,6 +214,7 @@ pub fn render(events: &[TraceEvent]) -> String {
     let roles = close(open, roles, end);
     if let Some((from, h)) = holder_open.take() {
         holders.push(holder_span(from, end, &h));
+        holder_names.push((from, end, h));
     }
     for (detail, (from, until, node, fault)) in fault_open {
         let title =
@@ -257,6 +277,9 @@ pub fn render(events: &[TraceEvent]) -> String {
     let y = lane_y(nodes.len());
     page.label(y, "leader key");
     page.spans(y, LANE, &holders, "holder");
+    for (from, to, holder) in &holder_names {
+        page.span_text(y, (*from, *to), holder.as_deref().unwrap_or("nobody"));
+    }
     // Faults that hit no single node.
     let y = lane_y(nodes.len() + 1);
     page.label(y, "cluster faults");
@@ -377,7 +400,7 @@ const CSS: &str = "body{font:13px system-ui,sans-serif;margin:16px;color:#222}\
 h1{font-size:18px}h2{font-size:15px;margin-top:20px}.config{color:#555}\
 .legend span{margin-right:14px}.legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-2px}\
 .fault-key{background:repeating-linear-gradient(45deg,#d32f2f 0 3px,transparent 3px 6px)}\
-svg text.lane{text-anchor:end;font-size:12px}svg text.tick{text-anchor:middle;font-size:11px;fill:#666}\
+svg text.lane{text-anchor:end;font-size:12px}svg text.holder-name{text-anchor:middle;font-size:11px;pointer-events:none}svg text.tick{text-anchor:middle;font-size:11px;fill:#666}\
 svg .grid{stroke:#ddd;stroke-width:1}svg .fault{fill:url(#hatch);stroke:#b71c1c;stroke-width:.5}\
 svg .reason{stroke:#333;stroke-width:.4}svg .violation{stroke:#d50000;stroke-width:2}\
 svg .violation-mark{fill:#d50000}svg rect:hover{stroke:#000;stroke-width:1}\
@@ -451,6 +474,8 @@ mod tests {
             "EtcdOutage",
             "split brain",
             "&lt;lease&gt; &amp; more",
+            // The leader key lane says who holds the key.
+            r#"class="holder-name">pg1<"#,
         ] {
             assert!(html.contains(needle), "{needle} missing");
         }

@@ -8,7 +8,15 @@ use keel_sim::agents::{drive, run, run_with, AgentSimConfig, RunOptions};
 use keel_sim::trace;
 
 fn config(seed: u64) -> AgentSimConfig {
-    AgentSimConfig { seed, nodes: 3, duration_ms: 300_000, faults: true, verbose: false, scenario: None }
+    AgentSimConfig {
+        seed,
+        nodes: 3,
+        duration_ms: 300_000,
+        faults: true,
+        verbose: false,
+        scenario: None,
+        ..Default::default()
+    }
 }
 
 #[test]

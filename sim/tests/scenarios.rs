@@ -12,6 +12,7 @@ fn drill(name: &str, seed: u64, nodes: usize) -> keel_sim::Outcome {
         faults: true,
         verbose: false,
         scenario: Some(name.to_owned()),
+        ..Default::default()
     })
 }
 

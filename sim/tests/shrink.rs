@@ -8,7 +8,15 @@ use keel_sim::agents::{run_with, AgentSimConfig, RunOptions};
 use keel_sim::shrink::{fails_with, shrink, target_kind};
 
 fn config(seed: u64) -> AgentSimConfig {
-    AgentSimConfig { seed, nodes: 3, duration_ms: 300_000, faults: true, verbose: false, scenario: None }
+    AgentSimConfig {
+        seed,
+        nodes: 3,
+        duration_ms: 300_000,
+        faults: true,
+        verbose: false,
+        scenario: None,
+        ..Default::default()
+    }
 }
 
 #[test]

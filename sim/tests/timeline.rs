@@ -14,6 +14,7 @@ fn the_timeline_of_a_seed_is_self_contained_with_every_lane_and_fault() {
         faults: true,
         verbose: false,
         scenario: None,
+        ..Default::default()
     };
     let outcome = run_with(&sim, &RunOptions { record: true, ..RunOptions::default() });
     let events = trace::parse(&trace::file_text(&outcome.trace)).unwrap();

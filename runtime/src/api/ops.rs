@@ -213,7 +213,7 @@ async fn manual_inner(
             return Err(refusal(StatusCode::PRECONDITION_FAILED, why));
         }
     }
-    let value = codec_failover(leader.as_deref(), candidate.as_deref(), scheduled_ms);
+    let value = codec::format_failover(leader.as_deref(), candidate.as_deref(), scheduled_ms);
     let key = ops.store.keys().failover();
     let put = Op::Put { key: key.clone(), value: value.clone(), lease: 0 };
     // Patroni's API writes the key unconditionally (`manual_failover`
@@ -345,22 +345,6 @@ pub fn parse_schedule(at: &str, noun: &str, now_wall_ms: i64) -> Result<i64, Ref
             "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601",
         )),
     }
-}
-
-/// The `failover` value Patroni's `manual_failover` writes: `leader`,
-/// `member` and `scheduled_at`, each only when set.
-fn codec_failover(leader: Option<&str>, candidate: Option<&str>, scheduled_ms: Option<i64>) -> Vec<u8> {
-    let mut value = serde_json::Map::new();
-    if let Some(l) = leader {
-        value.insert("leader".into(), json!(l));
-    }
-    if let Some(c) = candidate {
-        value.insert("member".into(), json!(c));
-    }
-    if let Some(ms) = scheduled_ms {
-        value.insert("scheduled_at".into(), json!(codec::format_timestamp(ms)));
-    }
-    Value::Object(value).to_string().into_bytes()
 }
 
 /// `DELETE /switchover`: removes a scheduled switchover, compare-and-swap

@@ -405,6 +405,22 @@ pub fn parse_failover(bytes: &[u8], revision: u64) -> Result<FailoverKey, String
     Ok(FailoverKey { leader, candidate, scheduled_at_wall_ms, revision })
 }
 
+/// The `failover` value Patroni's `manual_failover` writes: `leader`,
+/// `member` and `scheduled_at`, each only when set.
+pub fn format_failover(leader: Option<&str>, candidate: Option<&str>, scheduled_ms: Option<i64>) -> Vec<u8> {
+    let mut value = Map::new();
+    if let Some(l) = leader {
+        value.insert("leader".into(), json!(l));
+    }
+    if let Some(c) = candidate {
+        value.insert("member".into(), json!(c));
+    }
+    if let Some(ms) = scheduled_ms {
+        value.insert("scheduled_at".into(), json!(format_timestamp(ms)));
+    }
+    Value::Object(value).to_string().into_bytes()
+}
+
 /// An ISO 8601 time with its offset (Patroni refuses schedules without one).
 pub fn parse_timestamp_ms(text: &str) -> Result<i64, String> {
     let ts: jiff::Timestamp = text.trim().parse().map_err(|e| format!("bad time {text:?}: {e}"))?;

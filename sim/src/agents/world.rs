@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use keel_core::{DynamicConfig, PgProcess, StandbySyncState};
+use keel_core::{DynamicConfig, PgProcess, StandbySyncState, Tags};
 use keel_runtime::agent::command::Command;
 use keel_runtime::api::SharedStatus;
 use tokio::sync::mpsc;
@@ -65,6 +65,48 @@ pub struct World {
     pub haproxy: Vec<HaServer>,
     /// The server the client's connection through HAProxy is open to.
     pub session: Option<usize>,
+    /// Each member's tags, as its agent reads them.
+    pub tags: Vec<Tags>,
+    /// Members whose agent is frozen (a process pause).
+    pub frozen: BTreeSet<usize>,
+    /// Members cut off from etcd (either way).
+    pub etcd_cut: BTreeSet<usize>,
+    /// Maintenance mode: `pause` set in the `config` key.
+    pub paused: bool,
+    /// Failures active now (operator requests and pause left out).
+    pub failures_active: usize,
+    /// The progress checkers start here (after the cluster formed).
+    pub checks_from_ms: u64,
+    /// Each node's clock (the schedule of a switchover is the leader's).
+    pub clocks: Vec<keel_runtime::agent::Clock>,
+    /// The member that last accepted writes alone: the history a
+    /// candidate must share.
+    last_primary: Option<usize>,
+    /// The last progress check (ms).
+    last_progress_ms: u64,
+    /// Since when no writable primary answers while a fit candidate and
+    /// etcd are there; whether that period was reported.
+    leaderless_since: Option<(u64, bool)>,
+    /// The operator's request not yet carried out or refused.
+    pub request: Option<PendingRequest>,
+    /// Since when the sync key names only members that may not fail over
+    /// while one that may streams; whether it was reported.
+    sync_unfit_since: Option<(u64, bool)>,
+}
+
+/// An operator's switchover or failover request in the `failover` key.
+#[derive(Clone, Debug)]
+pub struct PendingRequest {
+    pub what: String,
+    /// When it is due (its `scheduled_at`, or when it was written).
+    pub due_ms: u64,
+    /// Time since then with etcd up and no failure active.
+    pub calm_ms: u64,
+    /// It was made while the cluster was paused.
+    pub paused: bool,
+    /// Its `scheduled_at`: due once the leader key holder's wall clock
+    /// reads it (clocks jump), not at `due_ms`.
+    pub scheduled_wall_ms: Option<i64>,
 }
 
 /// HAProxy's check state of one server (the guide's `inter 3s fall 3
@@ -117,6 +159,18 @@ impl World {
             trace: None,
             haproxy: vec![HaServer::default(); n],
             session: None,
+            tags: vec![Tags::new(); n],
+            frozen: BTreeSet::new(),
+            etcd_cut: BTreeSet::new(),
+            paused: false,
+            failures_active: 0,
+            checks_from_ms: 0,
+            clocks: Vec::new(),
+            last_primary: None,
+            last_progress_ms: 0,
+            leaderless_since: None,
+            request: None,
+            sync_unfit_since: None,
         }
     }
 
@@ -206,6 +260,8 @@ impl World {
             (0..self.names.len()).filter(|i| self.writable(*i)).map(|i| self.names[i].clone()).collect();
         if writable.len() > 1 {
             self.violation(format!("split brain: {} all accept writes", writable.join(", ")));
+        } else if !writable.is_empty() {
+            self.last_primary = self.index(&writable[0]);
         }
     }
 
@@ -426,6 +482,12 @@ impl World {
             self.check_streaming(p);
             return;
         }
+        if self.fit_candidates().is_empty() {
+            // Tags, lag or the sync key leave nobody fit to lead (as in
+            // Patroni): the promise holds only with a fit candidate.
+            self.event("liveness: no writable primary, and no member fit to lead");
+            return;
+        }
         let states: Vec<String> = (0..self.names.len())
             .map(|i| {
                 format!(
@@ -469,6 +531,196 @@ impl World {
                 "liveness: not streaming from the primary {primary}: {}",
                 idle.join(", ")
             ));
+        }
+    }
+
+    /// A member fit to lead now, by what the simulation knows (not by the
+    /// engine's rules): its agent runs, unfrozen and in reach of etcd; its
+    /// tags let it fail over; its Postgres runs with room for WAL; its
+    /// history is that of the last primary (on its timeline, with
+    /// `check_timeline`), at most `maximum_lag_on_failover` behind it; and
+    /// with synchronous replication, it has every acknowledged write and
+    /// the sync key allows it (`sync_fit`).
+    pub fn fit_candidates(&self) -> Vec<usize> {
+        let Some(reference) = self.last_primary.map(|p| &self.pg[p]) else {
+            return Vec::new();
+        };
+        (0..self.names.len())
+            .filter(|i| {
+                let pg = &self.pg[*i];
+                self.agent_up[*i]
+                    && !self.frozen.contains(i)
+                    && !self.etcd_cut.contains(i)
+                    && self.tags[*i].can_fail_over()
+                    && pg.is_running()
+                    && !pg.disk_full
+                    && pg.wal.is_prefix_of(&reference.wal)
+                    && (!self.cfg.check_timeline || pg.wal.timeline() == reference.wal.timeline())
+                    && reference.wal.lsn().saturating_sub(pg.wal.lsn())
+                        <= self.cfg.maximum_lag_on_failover_bytes
+                    && (!self.cfg.sync_enabled() || self.sync_fit(*i))
+            })
+            .collect()
+    }
+
+    /// With synchronous replication, `i` may lead as Patroni allows it: it
+    /// has every acknowledged write, and the sync key names it (as leader
+    /// or standby) or names no leader; or, in strict mode, the key names no
+    /// standby (issue 12 defect 5: the last synchronous standby, which has
+    /// every acknowledged commit, stays allowed).
+    fn sync_fit(&self, i: usize) -> bool {
+        let has_all = self.acked.iter().all(|(b, l)| self.pg[i].wal.contains(*b, *l));
+        let key = self.leader_key.replace("/leader", "/sync");
+        let Some(sync) =
+            self.kv.get(&key).and_then(|kv| keel_runtime::dcs::codec::parse_sync(&kv.value, 0).ok())
+        else {
+            return has_all;
+        };
+        let name = &self.names[i];
+        let named =
+            sync.leader.is_none() || sync.leader.as_ref() == Some(name) || sync.members.contains(name);
+        has_all && (named || (self.cfg.synchronous_mode_strict && sync.members.is_empty()))
+    }
+
+    /// The last decision `i`'s agent published (empty when it is down).
+    fn last_reason(&self, i: usize) -> String {
+        self.status[i].as_ref().map_or_else(String::new, |s| {
+            s.read().unwrap_or_else(PoisonError::into_inner).last_reason.clone()
+        })
+    }
+
+    /// The `failover` key's request, if one is there.
+    fn failover_request(&self) -> Option<String> {
+        let key = self.leader_key.replace("/leader", "/failover");
+        let kv = self.kv.get(&key)?;
+        let request = keel_runtime::dcs::codec::parse_failover(&kv.value, 0).ok()?;
+        let any =
+            request.leader.is_some() || request.candidate.is_some() || request.scheduled_at_wall_ms.is_some();
+        any.then(|| String::from_utf8_lossy(&kv.value).into_owned())
+    }
+
+    /// Liveness while it runs (every replication tick), issue 16 item 8:
+    /// - no leaderless period longer than ttl + loop_wait + retry_timeout
+    ///   while a fit candidate and etcd are there (not counted while the
+    ///   cluster is paused, or while a leader key holder runs: it may try
+    ///   to start its Postgres for `primary_start_timeout`);
+    /// - an operator's request is carried out or refused (the `failover`
+    ///   key gone, a primary answering) within ttl + 2 loop_wait +
+    ///   2 retry_timeout of calm (etcd up, no failure active) after it is
+    ///   due;
+    /// - the sync key never names only members that may not fail over for
+    ///   longer than two loops while one that may streams (issue 12
+    ///   defect 4).
+    pub fn check_progress(&mut self) {
+        let now = self.now_ms();
+        let dt = now.saturating_sub(self.last_progress_ms);
+        self.last_progress_ms = now;
+        if now < self.checks_from_ms {
+            return;
+        }
+        let (ttl, loop_wait, retry) = (self.cfg.ttl_ms, self.cfg.loop_wait_ms, self.cfg.retry_timeout_ms);
+        let primary = self.answering_primary();
+        let etcd_ok = !self.etcd_down && self.etcd_delay_ms == 0;
+        let holder = self.leader();
+        let holder_runs = holder
+            .as_deref()
+            .and_then(|h| self.index(h))
+            .is_some_and(|h| self.agent_up[h] && !self.frozen.contains(&h) && !self.etcd_cut.contains(&h));
+        let fit = if primary.is_none() && etcd_ok && !self.paused && !holder_runs {
+            Some(self.fit_candidates()).filter(|fit| !fit.is_empty())
+        } else {
+            None
+        };
+        match (fit, self.leaderless_since) {
+            (None, _) => self.leaderless_since = None,
+            (Some(_), None) => self.leaderless_since = Some((now, false)),
+            (Some(c), Some((since, false))) if now - since > ttl + loop_wait + retry + 1_000 => {
+                self.leaderless_since = Some((since, true));
+                let request = self.failover_request().unwrap_or_else(|| "none".to_owned());
+                let could: Vec<String> =
+                    c.iter().map(|i| format!("{} says {:?}", self.names[*i], self.last_reason(*i))).collect();
+                let sync_key = self.leader_key.replace("/leader", "/sync");
+                let sync = self
+                    .kv
+                    .get(&sync_key)
+                    .map_or("none".into(), |kv| String::from_utf8_lossy(&kv.value).into_owned());
+                let what = format!(
+                    "liveness: no writable primary for over ttl + loop_wait + retry_timeout ({} ms) while etcd \
+                     answered and these could lead: {} (failover key: {request}; sync key: {sync})",
+                    ttl + loop_wait + retry,
+                    could.join("; ")
+                );
+                self.violation(what);
+            }
+            (Some(_), Some(_)) => {}
+        }
+        if let Some(mut r) = self.request.take() {
+            let bound = ttl + 2 * loop_wait + 2 * retry + 1_000;
+            let open = self.failover_request().is_some() || primary.is_none();
+            let holder = holder.as_deref().and_then(|h| self.index(h));
+            let due = match (r.scheduled_wall_ms, holder.and_then(|h| self.clocks.get(h))) {
+                (Some(at), Some(clock)) => clock.wall_ms() >= at,
+                _ => now >= r.due_ms,
+            };
+            if open && due && etcd_ok && self.failures_active == 0 {
+                r.calm_ms += dt;
+            }
+            if !open {
+                // Carried out or refused.
+            } else if r.calm_ms > bound {
+                let key = self.failover_request().unwrap_or_else(|| "gone".to_owned());
+                let primary = if primary.is_some() { "a primary answers" } else { "no primary answers" };
+                let says: Vec<String> = (0..self.names.len())
+                    .map(|i| format!("{}: {:?}", self.names[i], self.last_reason(i)))
+                    .collect();
+                self.violation(format!(
+                    "liveness: the request {} was neither carried out nor refused within {bound} ms of calm \
+                     (failover key: {key}; {primary}{}; {})",
+                    r.what,
+                    if r.paused { "; made while paused" } else { "" },
+                    says.join(", ")
+                ));
+            } else {
+                self.request = Some(r);
+            }
+        }
+        self.check_sync_fit(primary, now);
+    }
+
+    /// Issue 12 defect 4: a member that may not fail over is never the only
+    /// synchronous standby while one that may streams.
+    fn check_sync_fit(&mut self, primary: Option<usize>, now: u64) {
+        let unfit_only = primary.filter(|_| self.cfg.sync_enabled()).and_then(|p| {
+            let key = self.leader_key.replace("/leader", "/sync");
+            let sync = keel_runtime::dcs::codec::parse_sync(&self.kv.get(&key)?.value, 0).ok()?;
+            let named: Vec<usize> = sync.members.iter().filter_map(|m| self.index(m)).collect();
+            let only_unfit = sync.leader.as_deref() == Some(self.names[p].as_str())
+                && !named.is_empty()
+                && named.iter().all(|i| !self.tags[*i].can_fail_over());
+            let able = self
+                .streaming_from(p)
+                .into_iter()
+                .find(|s| self.tags[*s].can_fail_over() && !self.tags[*s].nosync && !named.contains(s));
+            only_unfit.then_some(()).and(able).map(|a| (named, a))
+        });
+        match (unfit_only, self.sync_unfit_since) {
+            (None, _) => self.sync_unfit_since = None,
+            (Some(_), None) => self.sync_unfit_since = Some((now, false)),
+            (Some((named, able)), Some((since, false)))
+                if now - since > 2 * self.cfg.loop_wait_ms + self.cfg.retry_timeout_ms + 1_000 =>
+            {
+                self.sync_unfit_since = Some((since, true));
+                let named: Vec<&str> = named.iter().map(|i| self.names[*i].as_str()).collect();
+                let what = format!(
+                    "liveness: for {} ms the sync key names only {}, which may not fail over, while {} streams \
+                     and may",
+                    now - since,
+                    named.join(", "),
+                    self.names[able]
+                );
+                self.violation(what);
+            }
+            (Some(_), Some(_)) => {}
         }
     }
 
