@@ -1,11 +1,11 @@
 //! Pause (maintenance) mode: no automatic action except keeping the lock,
-//! publishing state and pointing running replicas at the leader, as in
-//! Patroni. What the operator asks for still
+//! publishing state, managing the synchronous standbys and pointing running
+//! replicas at the leader, as in Patroni. What the operator asks for still
 //! happens: restart and reinitialize (handled before this), and a
 //! switchover to a named candidate, which Patroni allows while paused.
 //! Fencing still runs before this (see `fencing.rs`): safety does not pause.
 
-use super::{election, follow, leader, switchover, Ctx, Verdict};
+use super::{election, follow, leader, switchover, sync, Ctx, Verdict};
 use crate::dcs::ClusterView;
 use crate::decision::{Action, Reason};
 use crate::pg::PgProcess;
@@ -35,7 +35,17 @@ pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Verdict {
             }
             PgProcess::RunningPrimary | PgProcess::Starting => {}
         }
-        let actions = vec![Action::RenewLease { optime_lsn: cx.optime() }];
+        let mut actions = vec![Action::RenewLease { optime_lsn: cx.optime() }];
+        if cx.obs.pg.is_running_primary() {
+            // Patroni keeps managing the synchronous standbys while paused
+            // (`enforce_primary_role` runs `process_sync_replication`):
+            // otherwise a sync standby lost during maintenance holds every
+            // commit in strict mode until resume.
+            if let Some((sync_actions, reason)) = sync::decide(cx, view) {
+                actions.extend(sync_actions);
+                return (actions, reason);
+            }
+        }
         return (actions, Reason::Paused { leader: true });
     }
     if view.leader.is_none() && candidate == Some(cx.me()) {

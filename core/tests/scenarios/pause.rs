@@ -300,3 +300,19 @@ fn paused_switchover_runs_from_request_to_promotion() {
     let d = pg2.step(&o.0);
     assert!(acts(&d).contains(&Action::Promote), "{:?}", acts(&d));
 }
+
+/// Patroni's `enforce_primary_role` runs `process_sync_replication` while
+/// paused: a lost sync standby is replaced during maintenance too.
+#[test]
+fn paused_leader_still_replaces_a_sync_standby_that_went_silent() {
+    let mut v = with_sync(paused(cluster()), "pg1", &["pg2"]);
+    v = with_config(v, |c| c.synchronous_mode = SyncMode::On);
+    let mut p = primary_pg(1000);
+    let mut silent = standby("pg2", 1000, StandbySyncState::Sync);
+    silent.reply_age_ms = TTL_MS;
+    p.replication = vec![silent, standby("pg3", 1000, StandbySyncState::Potential)];
+    p.sync_standby_names = names(&["pg2"], 1);
+    let d = leader("pg1", VALIDITY_MS).step(&Obs::new(5_000, v, p).0);
+    let removed = Action::WriteSyncKey { members: set(&[]), quorum: None, expected_revision: Some(95) };
+    assert_eq!(acts(&d), vec![renew(1000), removed]);
+}

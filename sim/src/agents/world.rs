@@ -565,9 +565,10 @@ impl World {
 
     /// With synchronous replication, `i` may lead as Patroni allows it: it
     /// has every acknowledged write, and the sync key names it (as leader
-    /// or standby) or names no leader; or, in strict mode, the key names no
-    /// standby (issue 12 defect 5: the last synchronous standby, which has
-    /// every acknowledged commit, stays allowed).
+    /// or standby) or names no leader. A strict key naming no standby lets
+    /// nobody but its leader lead, in Patroni as in keel (the engine cannot
+    /// know who holds the commits then); keel keeps the last synchronous
+    /// standby named instead (issue 12 defect 5, core scenario tests).
     fn sync_fit(&self, i: usize) -> bool {
         let has_all = self.acked.iter().all(|(b, l)| self.pg[i].wal.contains(*b, *l));
         let key = self.leader_key.replace("/leader", "/sync");
@@ -579,7 +580,7 @@ impl World {
         let name = &self.names[i];
         let named =
             sync.leader.is_none() || sync.leader.as_ref() == Some(name) || sync.members.contains(name);
-        has_all && (named || (self.cfg.synchronous_mode_strict && sync.members.is_empty()))
+        has_all && named
     }
 
     /// The last decision `i`'s agent published (empty when it is down).
@@ -684,11 +685,15 @@ impl World {
                 self.request = Some(r);
             }
         }
-        self.check_sync_fit(primary, now);
+        let primary_sees_etcd =
+            primary.filter(|p| etcd_ok && !self.etcd_cut.contains(p) && !self.frozen.contains(p));
+        self.check_sync_fit(primary_sees_etcd, now);
     }
 
     /// Issue 12 defect 4: a member that may not fail over is never the only
-    /// synchronous standby while one that may streams.
+    /// synchronous standby while one that may streams. Counted only while
+    /// the primary's agent runs and reaches etcd: without it the leader
+    /// cannot rewrite the sync key.
     fn check_sync_fit(&mut self, primary: Option<usize>, now: u64) {
         let unfit_only = primary.filter(|_| self.cfg.sync_enabled()).and_then(|p| {
             let key = self.leader_key.replace("/leader", "/sync");
@@ -697,10 +702,22 @@ impl World {
             let only_unfit = sync.leader.as_deref() == Some(self.names[p].as_str())
                 && !named.is_empty()
                 && named.iter().all(|i| !self.tags[*i].can_fail_over());
-            let able = self
-                .streaming_from(p)
-                .into_iter()
-                .find(|s| self.tags[*s].can_fail_over() && !self.tags[*s].nosync && !named.contains(s));
+            // Only a standby the leader can see and hear: with its member
+            // key gone (cut from etcd), or its replies lost (a one-way cut
+            // towards the primary), it is no candidate (rule 8).
+            let visible = |s: usize| {
+                let key = self.leader_key.replace("/leader", &format!("/members/{}", self.names[s]));
+                self.kv.get(&key).is_some_and(|kv| {
+                    keel_runtime::dcs::codec::parse_member(&kv.value).is_ok_and(|m| m.is_running())
+                })
+            };
+            let able = self.streaming_from(p).into_iter().find(|s| {
+                self.tags[*s].can_fail_over()
+                    && !self.tags[*s].nosync
+                    && !named.contains(s)
+                    && visible(*s)
+                    && self.reaches(*s, p)
+            });
             only_unfit.then_some(()).and(able).map(|a| (named, a))
         });
         match (unfit_only, self.sync_unfit_since) {
