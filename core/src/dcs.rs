@@ -251,4 +251,11 @@ impl DynamicConfig {
         let margin = crate::time::drift_margin_ms(self.ttl_ms, self.max_clock_drift_ppm);
         self.ttl_ms.saturating_sub(margin)
     }
+
+    /// When the lease has this little time left without a confirmed renewal,
+    /// the leader demotes gently while it still can (rule 6): `retry_timeout`,
+    /// at most half the lease.
+    pub fn gentle_demote_ms(&self) -> u64 {
+        self.retry_timeout_ms.min(self.lease_validity_ms() / 2)
+    }
 }

@@ -273,6 +273,30 @@ impl fmt::Display for DataRemoval {
     }
 }
 
+/// Why a diverged node cannot rewind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NoRewind {
+    /// `use_pg_rewind` is off.
+    Disabled,
+    /// Neither `wal_log_hints` nor data checksums are on: pg_rewind refuses.
+    NotRewindable,
+    /// A rewind ran and the history still diverges.
+    StillDiverged,
+    /// The rewind failed.
+    Failed,
+}
+
+impl fmt::Display for NoRewind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NoRewind::Disabled => "use_pg_rewind is off",
+            NoRewind::NotRewindable => "neither wal_log_hints nor data checksums are on",
+            NoRewind::StillDiverged => "a rewind already ran and the history still diverges",
+            NoRewind::Failed => "the rewind failed",
+        })
+    }
+}
+
 /// Why a decision was made. `Display` reads as an operator's log line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reason {
@@ -316,7 +340,7 @@ pub enum Reason {
     WritingInitializeKey,
     SeedingConfig,
     SyncChange { change: String },
-    SyncBlocked { why: String },
+    SyncStrictWithoutStandby,
     PrimaryDown { down_ms: u64, timeout_ms: u64 },
     PrimaryStartTimedOut { down_ms: u64 },
     PrimaryStartFailed,
@@ -342,8 +366,8 @@ pub enum Reason {
     RecoveringBeforeRewind,
     RecoveringCrashedPrimary,
     Rewinding { source: String, fork_lsn: u64 },
-    RewindImpossible { why: String },
-    DivergedWaitingForOperator { why: String, setting: DataRemoval },
+    RewindImpossible { why: NoRewind },
+    DivergedWaitingForOperator { why: NoRewind, setting: DataRemoval },
     WaitingForPostgres,
 }
 
@@ -444,7 +468,7 @@ impl fmt::Display for Reason {
             WritingInitializeKey => write!(f, "leader: recording the system identifier in the initialize key"),
             SeedingConfig => write!(f, "leader: the config key is missing, writing bootstrap.dcs"),
             SyncChange { change } => write!(f, "sync: {change}"),
-            SyncBlocked { why } => write!(f, "sync: {why}"),
+            SyncStrictWithoutStandby => write!(f, "sync: strict mode and no healthy standby: commits wait"),
             PrimaryDown { down_ms, timeout_ms } => write!(
                 f,
                 "starting Postgres as primary: it has been down {} (primary_start_timeout {})",

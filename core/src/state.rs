@@ -106,4 +106,11 @@ impl State {
     pub fn lease_remaining_ms(&self, now_ms: u64) -> Option<u64> {
         self.lease_deadline_ms.filter(|d| *d > now_ms).map(|d| d - now_ms)
     }
+
+    /// Time left at `now_ms` until the gentle demote point
+    /// ([`DynamicConfig::gentle_demote_ms`] before the lease deadline), zero
+    /// once past it; `None` without a lease.
+    pub fn gentle_demote_in_ms(&self, now_ms: u64, cfg: &DynamicConfig) -> Option<u64> {
+        self.lease_deadline_ms.map(|d| d.saturating_sub(cfg.gentle_demote_ms()).saturating_sub(now_ms))
+    }
 }

@@ -32,7 +32,7 @@ pub(super) fn decide(cx: &mut Ctx) -> Option<Verdict> {
         return immediate(Reason::LockLost { holder });
     }
     let remaining_ms = deadline - now;
-    if remaining_ms <= cx.gentle_demote_ms() {
+    if remaining_ms <= cx.cfg.gentle_demote_ms() {
         // On shutdown the gentle demote is the final stop.
         let mode = if cx.next.shutdown { DemoteMode::Offline } else { DemoteMode::Graceful };
         let mut actions = vec![Action::Demote { mode }];

@@ -6,7 +6,7 @@
 
 use super::{rewind, Ctx, Verdict};
 use crate::dcs::{ClusterView, MemberRole};
-use crate::decision::{Action, DataRemoval, Reason, StartAs, StopMode};
+use crate::decision::{Action, DataRemoval, NoRewind, Reason, StartAs, StopMode};
 use crate::pg::{ControlState, DataDir, PgProcess};
 use crate::role::Role;
 
@@ -78,9 +78,9 @@ fn repair(cx: &mut Ctx, leader: &str, fork_lsn: u64) -> Verdict {
         unreachable!("bootstrap handles an empty data directory before following");
     };
     let impossible = if !cx.cfg.use_pg_rewind {
-        Some("use_pg_rewind is off")
+        Some(NoRewind::Disabled)
     } else if !control.rewindable() {
-        Some("neither wal_log_hints nor data checksums are on")
+        Some(NoRewind::NotRewindable)
     } else {
         None
     };
@@ -89,13 +89,13 @@ fn repair(cx: &mut Ctx, leader: &str, fork_lsn: u64) -> Verdict {
     // asynchronous mode can hold acknowledged writes: only where the
     // operator allowed it (Patroni's `remove_data_directory_on_*`, off by
     // default); otherwise the node stays stopped and says why.
-    let reinit = |cx: &mut Ctx, why: &str, allowed: bool, setting: DataRemoval| {
+    let reinit = |cx: &mut Ctx, why: NoRewind, allowed: bool, setting: DataRemoval| {
         if allowed {
             cx.next.role = Role::Cloning;
-            let reason = Reason::RewindImpossible { why: why.to_owned() };
+            let reason = Reason::RewindImpossible { why };
             return (vec![Action::Reinitialize { source: source.clone() }], reason);
         }
-        (Vec::new(), Reason::DivergedWaitingForOperator { why: why.to_owned(), setting })
+        (Vec::new(), Reason::DivergedWaitingForOperator { why, setting })
     };
     if let Some(why) = impossible {
         let allowed = cx.cfg.remove_data_directory_on_diverged_timelines;
@@ -103,11 +103,10 @@ fn repair(cx: &mut Ctx, leader: &str, fork_lsn: u64) -> Verdict {
     }
     let allowed = cx.cfg.remove_data_directory_on_rewind_failure;
     if cx.next.rewind_attempted {
-        let why = "a rewind already ran and the history still diverges";
-        return reinit(cx, why, allowed, DataRemoval::OnRewindFailure);
+        return reinit(cx, NoRewind::StillDiverged, allowed, DataRemoval::OnRewindFailure);
     }
     if cx.next.rewind_failed && allowed {
-        return reinit(cx, "the rewind failed", true, DataRemoval::OnRewindFailure);
+        return reinit(cx, NoRewind::Failed, true, DataRemoval::OnRewindFailure);
     }
     if !control.state.is_clean() {
         return (vec![Action::RecoverCrash], Reason::RecoveringBeforeRewind);

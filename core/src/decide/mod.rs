@@ -261,13 +261,6 @@ impl<'a> Ctx<'a> {
         self.obs.outcomes.iter().find(|o| pred(&o.action)).map(|o| o.result)
     }
 
-    /// When the lease has this little time left without a confirmed renewal,
-    /// the leader demotes gently while it still can (rule 6): `retry_timeout`,
-    /// at most half the lease.
-    pub fn gentle_demote_ms(&self) -> u64 {
-        self.cfg.retry_timeout_ms.min(self.cfg.lease_validity_ms() / 2)
-    }
-
     pub fn optime(&self) -> u64 {
         self.obs.pg.wal_position()
     }
@@ -376,12 +369,12 @@ impl<'a> Ctx<'a> {
         }
         let now = self.now();
         let mut wake = self.cfg.loop_wait_ms;
-        if let Some(deadline) = self.next.lease_deadline_ms {
-            let gentle_at = deadline.saturating_sub(self.gentle_demote_ms());
+        match self.next.gentle_demote_in_ms(now, &self.cfg) {
+            None => {}
             // Past that point (a gentle demote failed): retry soon, not in a
             // busy loop.
-            let until = if gentle_at > now { gentle_at - now } else { MIN_RETRY_MS };
-            wake = wake.min(until);
+            Some(0) => wake = wake.min(MIN_RETRY_MS),
+            Some(until) => wake = wake.min(until),
         }
         if self.sync_standby_wanted() {
             wake = wake.min(SYNC_LOOK_AGAIN_MS);

@@ -133,8 +133,7 @@ fn on_step(cx: &Ctx, key: &SyncKey, desired: Vec<String>) -> Option<Verdict> {
         return Some((write_key(key, members, None), Reason::SyncChange { change }));
     }
     if desired.is_empty() && cx.cfg.synchronous_mode_strict {
-        let why = "strict mode and no healthy standby: commits wait".to_owned();
-        return Some((Vec::new(), Reason::SyncBlocked { why }));
+        return Some((Vec::new(), Reason::SyncStrictWithoutStandby));
     }
     None
 }

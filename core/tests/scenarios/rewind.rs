@@ -302,9 +302,10 @@ fn rewind_that_left_history_diverged_is_followed_by_reinitialize_where_allowed()
     );
     let d = n.step(&o.0);
     assert_eq!(acts(&d), vec![reinit_from("pg2")]);
+    assert_eq!(d.reason, Reason::RewindImpossible { why: NoRewind::StillDiverged });
     assert_eq!(
-        d.reason,
-        Reason::RewindImpossible { why: "a rewind already ran and the history still diverges".into() }
+        d.reason.to_string(),
+        "cannot rewind (a rewind already ran and the history still diverges); reinitializing"
     );
     assert_eq!(n.state().role, Role::Cloning);
 }
@@ -407,7 +408,7 @@ fn without_use_pg_rewind_diverged_node_reinitializes_from_leader_where_allowed()
     let mut n = replica("pg1");
     let d = n.step(&Obs::new(1000, v, former_primary_stopped()).0);
     assert_eq!(acts(&d), vec![reinit_from("pg2")]);
-    assert_eq!(d.reason, Reason::RewindImpossible { why: "use_pg_rewind is off".into() });
+    assert_eq!(d.reason, Reason::RewindImpossible { why: NoRewind::Disabled });
     assert_eq!(n.state().role, Role::Cloning);
 }
 
@@ -616,7 +617,7 @@ fn without_use_pg_rewind_diverged_node_stays_stopped_and_waits_for_the_operator_
     let v = with_config(after_failover(), |c| c.use_pg_rewind = false);
     let d = replica("pg1").step(&Obs::new(1000, v, former_primary_stopped()).0);
     assert_eq!(acts(&d), vec![]);
-    let why = "use_pg_rewind is off".to_owned();
+    let why = NoRewind::Disabled;
     assert_eq!(
         d.reason,
         Reason::DivergedWaitingForOperator { why, setting: DataRemoval::OnDivergedTimelines }

@@ -466,10 +466,8 @@ fn strict_mode_without_standbys_blocks_writes_with_a_placeholder() {
     // With the placeholder in place, commits wait: nothing more to change.
     let d = step(&mut n, 2000, &v, leader_pg(Vec::new(), placeholder));
     assert_eq!(acts(&d), vec![renew(1000)]);
-    assert_eq!(
-        d.reason,
-        Reason::SyncBlocked { why: "strict mode and no healthy standby: commits wait".into() }
-    );
+    assert_eq!(d.reason, Reason::SyncStrictWithoutStandby);
+    assert_eq!(d.reason.to_string(), "sync: strict mode and no healthy standby: commits wait");
 }
 
 /// Defect 5 of issue 12: the key was emptied, so nobody could take over

@@ -120,7 +120,20 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
             // unconfirmed, the leader demotes at its deadline, which is safe.
             #[cfg(not(feature = "io"))]
             Action::CheckFailsafe { .. } => ActionResult::Failed,
-            _ => {
+            // Postgres carries these out (`LocalPostgres::apply_action`,
+            // keel-sim's model).
+            Action::Bootstrap
+            | Action::CloneFrom { .. }
+            | Action::Promote
+            | Action::Demote { .. }
+            | Action::StartPostgres { .. }
+            | Action::StopPostgres { .. }
+            | Action::RestartPostgres
+            | Action::Follow { .. }
+            | Action::RecoverCrash
+            | Action::Rewind { .. }
+            | Action::Reinitialize { .. }
+            | Action::SetSyncStandbyNames(_) => {
                 let view = self.snapshot.as_ref().map(|s| &s.view);
                 self.pg.apply(action, view).await
             }

@@ -27,10 +27,8 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
         // retry_timeout on etcd; the lease is the real bound (the caller
         // cuts the action at the lease deadline), less the time a gentle
         // demote needs if the answers do not come.
-        let cfg = self.config();
-        let gentle_ms = cfg.retry_timeout_ms.min(cfg.lease_validity_ms() / 2);
-        let left_ms = self.node.state().lease_remaining_ms(self.clock.now_ms()).unwrap_or(0);
-        let deadline = Duration::from_millis(left_ms.saturating_sub(gentle_ms).max(100));
+        let until_gentle = self.node.state().gentle_demote_in_ms(self.clock.now_ms(), self.config());
+        let deadline = Duration::from_millis(until_gentle.unwrap_or(0).max(100));
         let (conn_url, api_url) = Setup::new(&self.cfg).map(|s| (s.conn_url, s.api_url)).unwrap_or_default();
         let body = json!({"name": self.cfg.name, "conn_url": conn_url, "api_url": api_url, "slots": {}});
         let tls = match tls::client_config(&self.cfg.restapi) {

@@ -243,7 +243,24 @@ impl LocalPostgres {
                     "set synchronous_standby_names",
                 )
             }
-            _ => ActionResult::Failed,
+            // The agent carries these out against etcd and the REST API
+            // (`Agent::apply` in exec.rs); one reaching Postgres is a bug.
+            Action::TakeInitializeKey
+            | Action::CancelInitialize { .. }
+            | Action::WriteInitializeKey { .. }
+            | Action::WriteClusterConfig
+            | Action::AcquireLease
+            | Action::RenewLease { .. }
+            | Action::ReleaseLease { .. }
+            | Action::PublishMember(_)
+            | Action::WriteSyncKey { .. }
+            | Action::ClearFailoverRequest { .. }
+            | Action::WriteHistory { .. }
+            | Action::WriteFailsafeKey { .. }
+            | Action::CheckFailsafe { .. } => {
+                error!(?action, "not a Postgres action: refused");
+                ActionResult::Failed
+            }
         }
     }
 

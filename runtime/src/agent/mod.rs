@@ -371,10 +371,8 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
         let mut ms = cfg.retry_timeout_ms.max(1);
         // A lease that just ran out counts as none left: the step that
         // demotes must not wait a whole retry_timeout for etcd first.
-        if let Some(deadline) = self.node.state().lease_deadline_ms {
-            let left = deadline.saturating_sub(self.clock.now_ms());
-            let gentle = cfg.retry_timeout_ms.min(cfg.lease_validity_ms() / 2);
-            ms = ms.min(left.saturating_sub(gentle).max(100));
+        if let Some(until_gentle) = self.node.state().gentle_demote_in_ms(self.clock.now_ms(), cfg) {
+            ms = ms.min(until_gentle.max(100));
         }
         self.clock.to_runtime(Duration::from_millis(ms))
     }
@@ -611,8 +609,9 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
         if matches!(action, Demote { .. } | StopPostgres { .. }) {
             return None;
         }
-        let deadline = self.node.state().lease_deadline_ms?;
-        let left = deadline.saturating_sub(self.clock.now_ms());
+        let state = self.node.state();
+        state.lease_deadline_ms?;
+        let left = state.lease_remaining_ms(self.clock.now_ms()).unwrap_or(0);
         Some(self.clock.to_runtime(Duration::from_millis(left)))
     }
 

@@ -93,7 +93,30 @@ impl Postgres for SimPostgres {
                 return self.copy_from(source, BASE_BACKUP, false).await;
             }
             Action::Rewind { source } => return self.copy_from(source, REWIND, true).await,
-            _ => {}
+            // Below, under the world's lock.
+            Action::Bootstrap
+            | Action::Promote
+            | Action::Demote { .. }
+            | Action::StartPostgres { .. }
+            | Action::StopPostgres { .. }
+            | Action::RestartPostgres
+            | Action::Follow { .. }
+            | Action::RecoverCrash
+            | Action::SetSyncStandbyNames(_) => {}
+            // The agent carries these out against etcd (exec.rs).
+            Action::TakeInitializeKey
+            | Action::CancelInitialize { .. }
+            | Action::WriteInitializeKey { .. }
+            | Action::WriteClusterConfig
+            | Action::AcquireLease
+            | Action::RenewLease { .. }
+            | Action::ReleaseLease { .. }
+            | Action::PublishMember(_)
+            | Action::WriteSyncKey { .. }
+            | Action::ClearFailoverRequest { .. }
+            | Action::WriteHistory { .. }
+            | Action::WriteFailsafeKey { .. }
+            | Action::CheckFailsafe { .. } => {}
         }
         let mut w = lock(&self.world);
         let i = self.node;
@@ -154,8 +177,28 @@ impl Postgres for SimPostgres {
                 w.pg[i].sync_names = names.clone();
                 ActionResult::Done
             }
-            // DCS actions never reach Postgres.
-            _ => ActionResult::Failed,
+            // Carried out above, before the lock was taken.
+            Action::CloneFrom { .. } | Action::Reinitialize { .. } | Action::Rewind { .. } => {
+                unreachable!("{action:?} returned above")
+            }
+            // The agent carries these out against etcd (exec.rs): one
+            // reaching the model of Postgres is a bug in the agent.
+            Action::TakeInitializeKey
+            | Action::CancelInitialize { .. }
+            | Action::WriteInitializeKey { .. }
+            | Action::WriteClusterConfig
+            | Action::AcquireLease
+            | Action::RenewLease { .. }
+            | Action::ReleaseLease { .. }
+            | Action::PublishMember(_)
+            | Action::WriteSyncKey { .. }
+            | Action::ClearFailoverRequest { .. }
+            | Action::WriteHistory { .. }
+            | Action::WriteFailsafeKey { .. }
+            | Action::CheckFailsafe { .. } => {
+                w.violation(format!("{name}: the DCS action {action:?} reached Postgres"));
+                ActionResult::Failed
+            }
         };
         let text = format!("{name} {action:?} -> {result:?}");
         w.event(&text);
