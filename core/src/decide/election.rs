@@ -60,9 +60,10 @@ pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Verdict {
 /// lock to the requested candidate (or, for a leader stepping down, to any
 /// fit member) while it is fit, but not for ever. A candidate unfit by its
 /// key leaves the usual race, lag limit included (Patroni drops the lag
-/// check then; keel keeps the operator's bound on lost writes, on purpose). A request that nobody
-/// carries out within a TTL (the candidate died, or refuses itself on facts
-/// the others cannot see) is cleared, and the usual race runs (rule 10).
+/// check then; keel keeps the operator's bound on lost writes, on
+/// purpose). A request that nobody carries out within a TTL (the candidate
+/// died, or refuses itself on facts the others cannot see) is cleared, and
+/// the usual race runs (rule 10).
 fn failover_request(cx: &mut Ctx, view: &ClusterView, switching_away: bool) -> Option<Verdict> {
     let request = view.failover.as_ref()?;
     let waiting_for = match request.candidate.as_deref() {
