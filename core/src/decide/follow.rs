@@ -39,6 +39,7 @@ pub(super) fn decide(cx: &mut Ctx, view: &ClusterView, leader: &str) -> Verdict 
         return (vec![Action::RecoverCrash], Reason::RecoveringCrashedPrimary);
     }
     cx.next.rewind_attempted = false;
+    cx.next.rewind_failed = false;
     let upstream = upstream(cx, view, leader);
     match pg.process {
         PgProcess::Stopped => {

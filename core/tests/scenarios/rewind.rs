@@ -623,3 +623,20 @@ fn without_use_pg_rewind_diverged_node_stays_stopped_and_waits_for_the_operator_
         Reason::DivergedWaitingForOperator { why, setting: DataRemoval::OnDivergedTimelines }
     );
 }
+
+/// A failure is forgotten once the history no longer diverges, so that a
+/// later divergence gets its rewind before any removal of data.
+#[test]
+fn a_failed_rewind_is_forgotten_once_the_node_follows_the_leader() {
+    let mut n = replica("pg1");
+    n.step(&Obs::new(1000, on_failure(after_failover()), former_primary_stopped()).0);
+    let o = Obs::new(2000, after_failover(), former_primary_stopped()).outcome(
+        rewind_from("pg2"),
+        ActionResult::Failed,
+        1000,
+    );
+    n.step(&o.0);
+    assert!(n.state().rewind_failed);
+    n.step(&Obs::new(3000, after_failover(), on_timeline_2(PgProcess::RunningReplica, 1300)).0);
+    assert!(!n.state().rewind_failed);
+}
