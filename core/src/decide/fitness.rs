@@ -122,9 +122,11 @@ pub(super) fn anyone_else_fit(cx: &Ctx, view: &ClusterView, except: Option<&str>
 
 /// In failsafe mode only the members the leader last listed in `failsafe`
 /// may take the lock (Patroni's `/failsafe` key): only they answer its
-/// pings, so only they know whether it still holds on without etcd.
+/// pings, so only they know whether it still holds on without etcd. An
+/// empty key lists nobody and restricts nobody, as in Patroni (`if
+/// failsafe_members and name not in failsafe_members`).
 pub(super) fn failsafe_allows(cx: &Ctx, view: &ClusterView, name: &str) -> bool {
-    !cx.cfg.failsafe_mode || view.failsafe.as_ref().is_none_or(|f| f.contains(name))
+    !cx.cfg.failsafe_mode || view.failsafe.as_ref().is_none_or(|f| f.is_empty() || f.contains(name))
 }
 
 /// In synchronous mode only a member of the sync key, or the leader it

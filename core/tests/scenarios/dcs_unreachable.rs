@@ -379,6 +379,17 @@ fn failsafe_mode_member_missing_from_failsafe_key_does_not_race() {
 }
 
 #[test]
+fn failsafe_mode_with_an_empty_failsafe_key_restricts_nobody() {
+    // An empty `failsafe` key lists nobody; Patroni then lets everyone race
+    // (`if failsafe_members and name not in failsafe_members`), and so does
+    // keel: pg2, the healthiest, takes the lock.
+    let mut v = with_config(no_leader(cluster()), |c| c.failsafe_mode = true);
+    v.failsafe = Some(set(&[]));
+    let d = replica("pg2").step(&Obs::new(1_000, v, replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![Action::AcquireLease]);
+}
+
+#[test]
 fn stale_view_is_treated_as_unreachable_by_a_replica() {
     let mut n = replica("pg2");
     let mut v = no_leader(cluster());
