@@ -24,9 +24,17 @@ pub struct State {
     pub config: DynamicConfig,
     /// The other members in the last view: whom failsafe mode must hear from.
     pub known_members: BTreeSet<String>,
-    /// The leader's last known WAL position, for the failover lag check when
-    /// `status` is missing.
+    /// The highest WAL position known for the current leader's era (its
+    /// member key, and `status` once that leader wrote it): the failover
+    /// lag check's reference. It starts afresh when another leader is seen,
+    /// so that a position on a branch the new leader's promotion cut off
+    /// never holds up the next race.
     pub last_leader_lsn: u64,
+    /// The `status` optime seen when the current leader was first seen: a
+    /// value from the era before it, ignored until that leader rewrites
+    /// `status`.
+    #[serde(default)]
+    pub optime_before_leader: Option<u64>,
     /// The last leader seen, to count leader changes.
     pub last_leader: Option<String>,
     pub leader_changes: u64,
@@ -87,6 +95,7 @@ impl State {
             config: DynamicConfig::default(),
             known_members: BTreeSet::new(),
             last_leader_lsn: 0,
+            optime_before_leader: None,
             last_leader: None,
             leader_changes: 0,
             primary_down_since_ms: None,

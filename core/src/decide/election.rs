@@ -103,7 +103,7 @@ fn failover_revision(view: &ClusterView) -> u64 {
 /// votes and the ranking against the others.
 pub(super) fn fitness(cx: &Ctx, view: &ClusterView, manual: bool) -> Result<(), Unfit> {
     let me = Candidate::me(cx);
-    let reference = view.optime_lsn.unwrap_or(0).max(cx.prev.last_leader_lsn);
+    let reference = cx.next.last_leader_lsn;
     fitness::fit_to_lead(cx, view, &me, (!manual).then_some(reference))?;
     if !manual {
         rank(cx, view)?;

@@ -136,16 +136,23 @@ impl<'a> Ctx<'a> {
         self.next.known_members =
             view.members.keys().chain(listed).filter(|m| **m != self.prev.name).cloned().collect();
         if let Some(leader) = view.leader_name() {
-            if let Some(m) = view.members.get(leader) {
-                self.next.last_leader_lsn = self.next.last_leader_lsn.max(m.lsn);
-            }
             if self.prev.last_leader.as_deref() != Some(leader) {
                 self.next.last_leader = Some(leader.to_owned());
                 self.next.leader_changes += 1;
+                // A new era: what the last leader reached may lie on a branch
+                // this one's promotion cut off (a manual failover to a
+                // lagging member); `status` still holds it until the new
+                // leader's first renewal rewrites it.
+                self.next.last_leader_lsn = 0;
+                self.next.optime_before_leader = view.optime_lsn;
+            }
+            if let Some(m) = view.members.get(leader) {
+                self.next.last_leader_lsn = self.next.last_leader_lsn.max(m.lsn);
             }
         }
-        if let Some(optime) = view.optime_lsn {
+        if let Some(optime) = view.optime_lsn.filter(|o| self.next.optime_before_leader != Some(*o)) {
             self.next.last_leader_lsn = self.next.last_leader_lsn.max(optime);
+            self.next.optime_before_leader = None;
         }
     }
 

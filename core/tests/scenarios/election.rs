@@ -481,3 +481,38 @@ fn other_member_with_higher_priority_at_an_equal_position_wins_the_race() {
     let d = race("pg2", v, replica_pg(1000));
     assert_eq!(d.reason, behind("pg3"));
 }
+
+/// pg3 knew pg1 as leader at 2 001 000; pg2, 2 MB behind, then took over by
+/// a manual failover and vanished before its first renewal rewrote
+/// `status`, which still holds pg1's position on the branch pg2's
+/// promotion cut off.
+fn after_a_failover_to_a_lagging_member() -> (Node, ClusterView) {
+    let mut n = replica("pg3");
+    let mut v = with_leader(at(cluster(), "pg1", 2_001_000), "pg1");
+    v.optime_lsn = Some(2_001_000);
+    n.step(&Obs::new(1000, v.clone(), replica_pg(1000)).0);
+    v = with_leader(at(v, "pg2", 1000), "pg2");
+    v.members.remove("pg1");
+    v.revision += 1;
+    n.step(&Obs::new(2000, v.clone(), replica_pg(1000)).0);
+    v.leader = None;
+    v.members.remove("pg2");
+    v.revision += 1;
+    (n, v)
+}
+
+#[test]
+fn status_from_before_a_failover_to_a_lagging_member_does_not_hold_up_the_next_race() {
+    let (mut n, v) = after_a_failover_to_a_lagging_member();
+    let d = n.step(&Obs::new(3000, v, replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![Action::AcquireLease], "{}", reason(&d));
+}
+
+#[test]
+fn status_rewritten_by_the_new_leader_is_the_lag_reference() {
+    let (mut n, mut v) = after_a_failover_to_a_lagging_member();
+    v.optime_lsn = Some(1000 + 3_000_000);
+    let d = n.step(&Obs::new(3000, v, replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![]);
+    assert_eq!(d.reason, unfit(Unfit::Lagging { lag_bytes: 3_000_000, max_bytes: 1_048_576 }));
+}
