@@ -709,6 +709,7 @@ impl Faults {
                 calm_ms: 0,
                 paused,
                 scheduled_wall_ms,
+                excused: false,
             });
         }
     }

@@ -107,6 +107,11 @@ pub struct PendingRequest {
     /// Its `scheduled_at`: due once the leader key holder's wall clock
     /// reads it (clocks jump), not at `due_ms`.
     pub scheduled_wall_ms: Option<i64>,
+    /// A failure was active at some point while the cluster was paused
+    /// and the request pending: it may have taken the primary away
+    /// (fencing, or a paused lock holder's Postgres stopping), and paused,
+    /// nobody promotes again on their own.
+    pub excused: bool,
 }
 
 /// HAProxy's check state of one server (the guide's `inter 3s fall 3
@@ -540,7 +545,8 @@ impl World {
     /// history is that of the last primary (on its timeline, with
     /// `check_timeline`), at most `maximum_lag_on_failover` behind it; and
     /// with synchronous replication, it has every acknowledged write and
-    /// the sync key allows it (`sync_fit`).
+    /// the sync key allows it (`sync_fit`); in failsafe mode, the
+    /// `failsafe` key lists it (`failsafe_allows`).
     pub fn fit_candidates(&self) -> Vec<usize> {
         let Some(reference) = self.last_primary.map(|p| &self.pg[p]) else {
             return Vec::new();
@@ -559,8 +565,46 @@ impl World {
                     && reference.wal.lsn().saturating_sub(pg.wal.lsn())
                         <= self.cfg.maximum_lag_on_failover_bytes
                     && (!self.cfg.sync_enabled() || self.sync_fit(*i))
+                    && self.failsafe_allows(*i)
             })
             .collect()
+    }
+
+    /// Whether fit candidate `i` waits, by the race's rule (Patroni's and
+    /// keel's), for a member that cannot lead now but whose member key
+    /// says it runs, may fail over and is ahead of `i` on the same or a
+    /// newer timeline: a member cut from
+    /// etcd, frozen, or just dead, whose key has not expired yet (at most
+    /// `ttl`). Promoting `i` then could lose what only that member has.
+    fn held_back(&self, i: usize, fit: &[usize]) -> bool {
+        let (position, timeline) = (self.pg[i].wal.lsn(), self.pg[i].wal.timeline());
+        (0..self.names.len()).filter(|j| *j != i && !fit.contains(j)).any(|j| {
+            let key = self.leader_key.replace("/leader", &format!("/members/{}", self.names[j]));
+            self.kv.get(&key).is_some_and(|kv| {
+                keel_runtime::dcs::codec::parse_member(&kv.value).is_ok_and(|m| {
+                    m.is_running()
+                        && m.tags.can_fail_over()
+                        && u64::from(m.timeline) >= u64::from(timeline)
+                        && m.lsn > position
+                })
+            })
+        })
+    }
+
+    /// In failsafe mode only the members the leader last listed in the
+    /// `failsafe` key may lead (Patroni's rule, and keel's): a member left
+    /// out cannot have answered the old leader's failsafe pings, so the old
+    /// leader may still be running as primary without etcd. An empty key
+    /// restricts nobody.
+    fn failsafe_allows(&self, i: usize) -> bool {
+        if !self.cfg.failsafe_mode {
+            return true;
+        }
+        let key = self.leader_key.replace("/leader", "/failsafe");
+        self.kv
+            .get(&key)
+            .and_then(|kv| keel_runtime::dcs::codec::parse_failsafe(&kv.value).ok())
+            .is_none_or(|listed| listed.is_empty() || listed.contains(&self.names[i]))
     }
 
     /// With synchronous replication, `i` may lead as Patroni allows it: it
@@ -602,7 +646,8 @@ impl World {
 
     /// Liveness while it runs (every replication tick), issue 16 item 8:
     /// - no leaderless period longer than ttl + loop_wait + retry_timeout
-    ///   while a fit candidate and etcd are there (not counted while the
+    ///   while a fit candidate and etcd are there (not counted while every
+    ///   fit candidate is `held_back` by a member key, nor while the
     ///   cluster is paused, or while a leader key holder runs: it may try
     ///   to start its Postgres for `primary_start_timeout`);
     /// - an operator's request is carried out or refused (the `failover`
@@ -628,7 +673,9 @@ impl World {
             .and_then(|h| self.index(h))
             .is_some_and(|h| self.agent_up[h] && !self.frozen.contains(&h) && !self.etcd_cut.contains(&h));
         let fit = if primary.is_none() && etcd_ok && !self.paused && !holder_runs {
-            Some(self.fit_candidates()).filter(|fit| !fit.is_empty())
+            let fit = self.fit_candidates();
+            let free = fit.iter().any(|i| !self.held_back(*i, &fit));
+            Some(fit).filter(|_| free)
         } else {
             None
         };
@@ -657,13 +704,21 @@ impl World {
         }
         if let Some(mut r) = self.request.take() {
             let bound = ttl + 2 * loop_wait + 2 * retry + 1_000;
-            let open = self.failover_request().is_some() || primary.is_none();
+            // Carried out or refused, the key is gone and a primary answers
+            // again, unless the cluster is paused and a failure may have
+            // taken the primary away meanwhile.
+            r.excused |= self.paused && self.failures_active > 0;
+            let open =
+                self.failover_request().is_some() || (primary.is_none() && !(self.paused && r.excused));
             let holder = holder.as_deref().and_then(|h| self.index(h));
             let due = match (r.scheduled_wall_ms, holder.and_then(|h| self.clocks.get(h))) {
                 (Some(at), Some(clock)) => clock.wall_ms() >= at,
                 _ => now >= r.due_ms,
             };
-            if open && due && etcd_ok && self.failures_active == 0 {
+            // Paused, scheduled actions wait (Patroni's
+            // `should_run_scheduled_action`, and keel).
+            let waits = self.paused && r.scheduled_wall_ms.is_some();
+            if open && due && etcd_ok && self.failures_active == 0 && !waits {
                 r.calm_ms += dt;
             }
             if !open {
