@@ -157,6 +157,30 @@ fn guide_bootstrap_section_keeps_initdb_pg_hba_and_parameters() {
 }
 
 #[test]
+fn guide_bootstrap_dcs_goes_to_the_config_key_as_written() {
+    // Patroni writes `bootstrap.dcs` to the `config` key as it stands in
+    // the file: no defaults filled in (no `pause: false`), no keel keys.
+    let written: Value = serde_json::from_slice(&guide().config.bootstrap.config_key_json()).unwrap();
+    assert_eq!(
+        written,
+        json!({
+            "ttl": 30, "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576,
+            "synchronous_mode": true, "synchronous_mode_strict": false,
+            "postgresql": {"use_pg_rewind": true, "parameters": {
+                "max_connections": 200, "shared_buffers": "16GB", "effective_cache_size": "48GB",
+                "wal_level": "replica", "max_wal_senders": 10, "max_replication_slots": 10,
+                "hot_standby": "on", "wal_log_hints": "on", "archive_mode": "on",
+                "archive_command": "wal-g wal-push %p"}}
+        })
+    );
+    let without = parse(&guide_with("    ttl: 30", ""), &no_env()).unwrap();
+    assert!(serde_json::from_slice::<Value>(&without.config.bootstrap.config_key_json())
+        .unwrap()
+        .get("ttl")
+        .is_none());
+}
+
+#[test]
 fn guide_dynamic_settings_convert_to_core_milliseconds() {
     let dcs = guide().config.bootstrap.dcs;
     assert_eq!(dcs.synchronous_mode, SynchronousMode::On);

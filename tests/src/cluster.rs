@@ -448,6 +448,12 @@ impl KeelCluster {
         Ok(self.observer.read().await?.view)
     }
 
+    /// The `config` key as stored; `Null` when absent or invalid, or when
+    /// etcd does not answer.
+    pub async fn config_key(&self) -> serde_json::Value {
+        self.observer.read().await.ok().and_then(|snap| snap.config_stored).unwrap_or_default()
+    }
+
     /// The leader key's holder; `None` also when etcd does not answer.
     pub async fn leader(&self) -> Option<String> {
         self.view().await.ok()?.leader.map(|l| l.name)

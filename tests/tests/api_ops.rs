@@ -60,6 +60,33 @@ async fn switchover_through_the_api_moves_the_leader_and_loses_no_acknowledged_w
     let version: u32 = version.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{}", status.body));
     assert!((150_000..160_000).contains(&version), "PostgreSQL 15: {}", status.body);
 
+    // GET /config is the key as the bootstrapping node wrote it from
+    // bootstrap.dcs: no defaults filled in, no keys of keel's (Patroni).
+    let a = cluster.api_call(&leader, "GET", "/config", &[], None, QUICK).await.expect("answer");
+    let shown: serde_json::Value = serde_json::from_str(&a.body).expect("JSON");
+    let keys: Vec<&str> = shown.as_object().expect("an object").keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "loop_wait",
+            "maximum_lag_on_failover",
+            "postgresql",
+            "retry_timeout",
+            "synchronous_mode",
+            "synchronous_mode_strict",
+            "ttl"
+        ],
+        "{shown}"
+    );
+    // Pause and resume through PATCH, as patronictl does: `pause` is gone
+    // afterwards, not `false`.
+    for patch in [r#"{"pause": true}"#, r#"{"pause": null}"#] {
+        let a = cluster.api_call(&leader, "PATCH", "/config", &[], Some(patch), QUICK).await.expect("answer");
+        assert_eq!(a.code, 200, "{}", a.body);
+    }
+    let stored = cluster.config_key().await;
+    assert!(stored.get("pause").is_none(), "{stored}");
+
     // PATCH /config round trip: set, read back from etcd and GET /config,
     // delete with null; an invalid patch changes nothing.
     let patch = r#"{"maximum_lag_on_failover": 2097152}"#;

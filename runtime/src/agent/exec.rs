@@ -93,7 +93,7 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
                 kv(bounded(d, self.dcs.write_initialize(*system_id)).await)
             }
             Action::WriteClusterConfig => {
-                let json = serde_json::to_vec(&self.cfg.bootstrap.dcs).unwrap_or_default();
+                let json = self.cfg.bootstrap.config_key_json();
                 kv(bounded(d, self.dcs.write_config_if_absent(json)).await)
             }
             Action::PublishMember(status) => {

@@ -9,9 +9,10 @@ use serde_json::{json, Map, Value};
 use super::status::NodeStatus;
 use crate::dcs::codec::{self, encode_tags, format_timestamp, state_name};
 
-/// `GET /cluster` (Patroni's `cluster_as_json`): the members, leader first
-/// then by name, with their role, state (a replica's replication state),
-/// addresses, timeline, lag, pending and scheduled restart, and every tag.
+/// `GET /cluster` (Patroni's `cluster_as_json`): the members by name, with
+/// their role, state (a replica's replication state), addresses,
+/// timeline, positions and lags, pending and scheduled restart, and every
+/// tag.
 /// `None` before the agent's first DCS read.
 pub fn cluster_json(s: &NodeStatus) -> Option<Value> {
     let snap = s.snapshot.as_ref()?;
@@ -20,7 +21,7 @@ pub fn cluster_json(s: &NodeStatus) -> Option<Value> {
     // The leader's position: what it published in `status`, else what its
     // member key says.
     let leader_lsn = view.optime_lsn.or_else(|| leader.and_then(|l| view.members.get(l)).map(|m| m.lsn));
-    let mut members: Vec<(bool, &String, Value)> = view
+    let mut members: Vec<(&String, Value)> = view
         .members
         .iter()
         .map(|(name, m)| {
@@ -49,14 +50,29 @@ pub fn cluster_json(s: &NodeStatus) -> Option<Value> {
                 out.insert("timeline".into(), json!(m.timeline));
             }
             if !is_leader {
-                // Patroni: leader position minus the member's, never
-                // negative; "unknown" without a position (keel's member
-                // keys read a missing position as 0).
-                let lag = match leader_lsn {
-                    Some(at) if m.lsn > 0 => json!(at.saturating_sub(m.lsn)),
-                    _ => json!("unknown"),
-                };
-                out.insert("lag".into(), lag);
+                // Patroni (`cluster_as_json`): for the position, and the
+                // received and replayed ones, the LSN and its lag behind
+                // the leader's (never negative); "unknown" for both
+                // without a position. A key without the field-by-field
+                // positions (built in code) has only `m.lsn`.
+                let positions = details.map(|d| d.positions).unwrap_or_default();
+                let known = |lsn: Option<u64>| lsn.filter(|l| *l > 0);
+                let fallback = known(Some(m.lsn));
+                for (prefix, lsn) in [
+                    ("receive_", known(positions.receive_lsn)),
+                    ("replay_", known(positions.replay_lsn)),
+                    ("", known(positions.lsn).or(fallback)),
+                ] {
+                    let (lsn_value, lag_value) = match lsn {
+                        Some(lsn) => {
+                            let lag = leader_lsn.unwrap_or(0).saturating_sub(lsn);
+                            (json!(keel_core::Lsn(lsn).to_string()), json!(lag))
+                        }
+                        None => (json!("unknown"), json!("unknown")),
+                    };
+                    out.insert(format!("{prefix}lsn"), lsn_value);
+                    out.insert(format!("{prefix}lag"), lag_value);
+                }
             }
             match details {
                 Some(d) => {
@@ -77,12 +93,12 @@ pub fn cluster_json(s: &NodeStatus) -> Option<Value> {
                     out.insert("tags".into(), encode_tags(&m.tags));
                 }
             }
-            (!is_leader, name, Value::Object(out))
+            (name, Value::Object(out))
         })
         .collect();
-    members.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    members.sort_by(|a, b| a.0.cmp(b.0));
     let mut out = Map::new();
-    out.insert("members".into(), Value::Array(members.into_iter().map(|(_, _, m)| m).collect()));
+    out.insert("members".into(), Value::Array(members.into_iter().map(|(_, m)| m).collect()));
     out.insert("scope".into(), json!(s.scope));
     if s.paused {
         out.insert("pause".into(), json!(true));
@@ -110,11 +126,14 @@ pub fn history_json(s: &NodeStatus) -> Option<Vec<u8>> {
     s.snapshot.as_ref().map(|snap| codec::encode_history(&snap.history))
 }
 
-/// `GET /config`: the dynamic configuration with Patroni's defaults filled
-/// in. `None` (Patroni's 502) when the view has no valid `config`.
+/// `GET /config`: the `config` key as stored, as Patroni answers it
+/// (`cluster.config.data`): no defaults filled in, so that after `resume`
+/// `pause` is absent, not `false`. `None` (Patroni's 502) when the view
+/// has no valid `config`.
 pub fn config_json(s: &NodeStatus) -> Option<Value> {
-    let settings = s.snapshot.as_ref()?.config.as_ref()?;
-    serde_json::to_value(settings).ok()
+    let snap = s.snapshot.as_ref()?;
+    snap.config.as_ref()?;
+    snap.config_stored.clone()
 }
 
 /// Patroni's role names in `/cluster`: the leader key's holder is the
@@ -162,6 +181,7 @@ mod tests {
 
     use super::*;
     use crate::config::dynamic_from_json;
+    use crate::dcs::codec::Positions;
     use crate::dcs::codec::{HistoryEntry, MemberDetails, MemberExtras};
     use crate::dcs::patroni::Snapshot;
 
@@ -214,7 +234,9 @@ mod tests {
                 timestamp: None,
             },
         ];
-        let config = dynamic_from_json(br#"{"ttl": 40, "synchronous_mode": true}"#).expect("config");
+        let stored = br#"{"ttl": 40, "synchronous_mode": true}"#;
+        let config = dynamic_from_json(stored).expect("config");
+        let config_stored = serde_json::from_slice(stored).ok();
         // pg2 reports what Patroni's touch_member adds: it streams, waits
         // for a restart, has one scheduled, and carries a custom tag. pg3's
         // key has no details (as if only keel-core's facts were read).
@@ -229,16 +251,23 @@ mod tests {
             pause: false,
             tags: object(json!({"dc": "eu"})),
         };
+        pg2.positions = Positions { lsn: Some(900), receive_lsn: Some(950), replay_lsn: Some(900) };
         let pg1 = MemberDetails { state: "running".into(), ..MemberDetails::default() };
         let member_details = BTreeMap::from([("pg1".to_owned(), pg1), ("pg2".to_owned(), pg2)]);
-        s.snapshot =
-            Some(Snapshot { view, config: Some(config), history, warnings: Vec::new(), member_details });
+        s.snapshot = Some(Snapshot {
+            view,
+            config: Some(config),
+            config_stored,
+            history,
+            warnings: Vec::new(),
+            member_details,
+        });
         s.synchronous_mode = SyncMode::On;
         s
     }
 
     #[test]
-    fn cluster_lists_leader_first_with_patroni_roles_addresses_and_lag() {
+    fn cluster_lists_members_by_name_with_patroni_roles_addresses_positions_and_lags() {
         let json = cluster_json(&status_with_view()).expect("a view");
         assert_eq!(json["scope"], "demo");
         assert!(json.get("pause").is_none(), "{json}");
@@ -259,13 +288,16 @@ mod tests {
                 "name": "pg2", "role": "sync_standby", "state": "streaming",
                 "api_url": "http://10.0.0.5433:8008/patroni", "host": "10.0.0.5433", "port": 5433,
                 "timeline": 3, "lag": 100, "tags": {"dc": "eu"}, "pending_restart": true,
+                "lsn": "0/384", "receive_lsn": "0/3B6", "receive_lag": 50, "replay_lsn": "0/384", "replay_lag": 100,
                 "pending_restart_reason": {"max_connections": {"old_value": "100", "new_value": "200"}},
                 "scheduled_restart": {"schedule": "2026-11-26T03:00:00+00:00"},
             })
         );
         assert_eq!(members[2]["role"], "replica");
         assert_eq!(members[2]["state"], "stopped");
-        assert_eq!(members[2]["lag"], "unknown");
+        for field in ["lag", "lsn", "receive_lag", "receive_lsn", "replay_lag", "replay_lsn"] {
+            assert_eq!(members[2][field], "unknown", "{field}");
+        }
         assert_eq!(members[2]["tags"], json!({"nofailover": true}));
     }
 
@@ -307,11 +339,9 @@ mod tests {
     }
 
     #[test]
-    fn config_is_the_dynamic_config_with_defaults_or_none_without_one() {
+    fn config_is_the_stored_key_without_defaults_or_none_without_one() {
         let json = config_json(&status_with_view()).expect("a config");
-        assert_eq!(json["ttl"], 40);
-        assert_eq!(json["loop_wait"], 10);
-        assert_eq!(json["synchronous_mode"], true);
+        assert_eq!(json, json!({"ttl": 40, "synchronous_mode": true}));
         let mut s = status_with_view();
         if let Some(snap) = s.snapshot.as_mut() {
             snap.config = None;

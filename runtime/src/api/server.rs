@@ -349,8 +349,10 @@ mod tests {
             reason: "no recovery target specified".into(),
             timestamp: Some("2024-01-01T00:00:00+00:00".into()),
         }];
-        let config = dynamic_from_json(br#"{"ttl": 30, "loop_wait": 10}"#).expect("config");
-        Snapshot { view, config: Some(config), history, ..Snapshot::default() }
+        let stored = br#"{"ttl": 30, "loop_wait": 10}"#;
+        let config = dynamic_from_json(stored).expect("config");
+        let config_stored = serde_json::from_slice(stored).ok();
+        Snapshot { view, config: Some(config), config_stored, history, ..Snapshot::default() }
     }
 
     #[tokio::test]

@@ -162,8 +162,13 @@ impl<'de> Deserialize<'de> for Etcd3 {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct Bootstrap {
-    /// Written to etcd's `config` key by the node that bootstraps the cluster.
+    /// The cluster's settings at bootstrap, as keel reads them.
     pub dcs: DynamicSettings,
+    /// `bootstrap.dcs` as the file (and environment) wrote it: what the
+    /// node that bootstraps the cluster writes to etcd's `config` key, as
+    /// Patroni does (no defaults filled in, no keys of keel's).
+    #[serde(skip)]
+    pub dcs_as_written: Value,
     /// `initdb` (the default) or the name of a custom method section.
     pub method: Option<String>,
     #[serde(deserialize_with = "initdb_options")]
@@ -178,6 +183,19 @@ pub struct Bootstrap {
     /// (`bootstrap.<method>.command`, ...).
     #[serde(flatten)]
     pub methods: BTreeMap<String, Value>,
+}
+
+impl Bootstrap {
+    /// The `config` key the node that bootstraps the cluster writes:
+    /// `bootstrap.dcs` as written. A configuration built in code rather
+    /// than read from a file has no written form: its settings then.
+    pub fn config_key_json(&self) -> Vec<u8> {
+        match &self.dcs_as_written {
+            written @ Value::Object(_) => serde_json::to_vec(written),
+            _ => serde_json::to_vec(&self.dcs),
+        }
+        .unwrap_or_else(|_| b"{}".to_vec())
+    }
 }
 
 /// One `bootstrap.initdb` entry.

@@ -236,7 +236,9 @@ fn parse_as(yaml: &str, env: &BTreeMap<String, String>, purpose: Purpose) -> Res
     env::apply(&mut doc, env)?;
     drop_nulls(&mut doc);
     let mut warnings = Vec::new();
-    let config: Config = from_value(doc, &mut warnings)?;
+    let dcs_as_written = doc.pointer("/bootstrap/dcs").cloned();
+    let mut config: Config = from_value(doc, &mut warnings)?;
+    config.bootstrap.dcs_as_written = dcs_as_written.unwrap_or_else(|| Value::Object(Default::default()));
     match purpose {
         Purpose::Node => config.validate()?,
         Purpose::Ctl => config.validate_for_ctl()?,

@@ -204,6 +204,17 @@ pub struct MemberDetails {
     pub extras: MemberExtras,
     /// Fields that could not be read, each with why; they count as absent.
     pub warnings: Vec<String>,
+    /// `xlog_location`, `receive_lsn` and `replay_lsn` as written (Patroni's
+    /// `Member.lsn`, `receive_lsn`, `replay_lsn`), for `GET /cluster`.
+    pub positions: Positions,
+}
+
+/// A member's WAL positions as its key states them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Positions {
+    pub lsn: Option<u64>,
+    pub receive_lsn: Option<u64>,
+    pub replay_lsn: Option<u64>,
 }
 
 /// The tags a member publishes: the configured ones as written (custom
@@ -297,7 +308,14 @@ pub fn parse_member_key(bytes: &[u8]) -> Result<MemberKey, String> {
             None
         }
     };
-    Ok(MemberKey { member, details: MemberDetails { state: state_text, version, extras, warnings } })
+    let position = |k: &str| map.get(k).and_then(uint);
+    let positions = Positions {
+        lsn: position("xlog_location"),
+        receive_lsn: position("receive_lsn"),
+        replay_lsn: position("replay_lsn"),
+    };
+    let details = MemberDetails { state: state_text, version, extras, warnings, positions };
+    Ok(MemberKey { member, details })
 }
 
 /// `members/<name>` as Patroni's `touch_member` writes it: the optional

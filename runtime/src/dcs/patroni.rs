@@ -25,9 +25,13 @@ use crate::config::DynamicSettings;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub view: ClusterView,
-    /// `config` in Patroni's JSON form, for `GET /config`; `None` when
-    /// absent or invalid, as `view.config`.
+    /// `config` as keel reads it (Patroni's defaults filled in); `None`
+    /// when absent or invalid, as `view.config`.
     pub config: Option<DynamicSettings>,
+    /// `config` as stored, for `GET /config`: Patroni returns the key's
+    /// JSON, without defaults and without keys of keel's. Set with
+    /// `config`.
+    pub config_stored: Option<serde_json::Value>,
     /// `history` with the reasons and times Patroni recorded.
     pub history: Vec<HistoryEntry>,
     /// Keys that could not be read, with why; they count as absent.
@@ -134,6 +138,7 @@ impl<K: Kv> Dcs<K> {
                 let settings = crate::config::dynamic_from_json(value).map_err(|e| e.to_string())?;
                 view.config = Some(settings.to_core());
                 snap.config = Some(settings);
+                snap.config_stored = serde_json::from_slice(value).ok();
             }
             "sync" => view.sync = Some(codec::parse_sync(value, revision)?),
             "failover" => view.failover = Some(codec::parse_failover(value, revision)?),

@@ -23,9 +23,10 @@ pub fn parse_lsn(text: &str) -> Result<u64, LsnError> {
     }
 }
 
-/// Formats as Postgres does: upper-case hex, no padding (`0/3000060`).
+/// Formats as Postgres does: upper-case hex, no padding (`0/3000060`);
+/// keel-core's [`keel_core::Lsn`] is the one definition.
 pub fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+    keel_core::Lsn(lsn).to_string()
 }
 
 /// Text that is not an LSN (the first 40 characters of it).
