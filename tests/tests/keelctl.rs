@@ -28,9 +28,9 @@ async fn ctl(cluster: &KeelCluster, args: &[&str], input: &str) -> CtlOutput {
     keelctl(&argv, input).await
 }
 
-/// What changes from run to run, replaced by as many letters so that the
-/// table keeps its layout: the system identifier, the Postgres ports, and
-/// the values of the "Lag in MB" column.
+/// What changes from run to run, replaced by letters so that the table
+/// keeps its layout: the system identifier, the Postgres ports, and the
+/// values of the position and lag columns (L and N).
 fn redact(text: &str, cluster: &KeelCluster, system_id: &str) -> String {
     let mut text = text.replace(system_id, &"N".repeat(system_id.len()));
     for node in cluster.nodes() {
@@ -39,9 +39,13 @@ fn redact(text: &str, cluster: &KeelCluster, system_id: &str) -> String {
     }
     let lines = text.lines().map(|line| {
         let mut cells: Vec<String> = line.split('|').map(str::to_owned).collect();
-        if cells.len() > 7 && cells[6].trim().parse::<u64>().is_ok() {
-            let width = cells[6].len();
-            cells[6] = format!("{:>width$}", "N ");
+        if cells.len() > 10 && cells[1].trim().starts_with("pg") {
+            for (at, letter) in [(6, "L "), (7, "N "), (8, "L "), (9, "N ")] {
+                if !cells[at].trim().is_empty() {
+                    let width = cells[at].len();
+                    cells[at] = format!("{letter:>width$}");
+                }
+            }
         }
         cells.join("|")
     });
@@ -69,7 +73,7 @@ async fn keelctl_operates_a_three_node_cluster() {
     let started = Instant::now();
     loop {
         let json = ctl(&cluster, &["list", "-f", "json"], "").await;
-        if json.ok().matches(r#""State":"streaming""#).count() == 2 {
+        if json.ok().matches(r#""State": "streaming""#).count() == 2 {
             break;
         }
         assert!(started.elapsed() < REACT, "the replicas' keys never said streaming: {}", json.stdout);
@@ -81,8 +85,8 @@ async fn keelctl_operates_a_three_node_cluster() {
     let out = ctl(&cluster, &["list"], "").await;
     insta::assert_snapshot!("list", redact(out.ok(), &cluster, &system_id));
     let json = ctl(&cluster, &["list", "-f", "json"], "").await;
-    assert_eq!(json.ok().matches(r#""Role":"Leader""#).count(), 1, "{}", json.stdout);
-    assert_eq!(json.ok().matches(r#""Role":"Replica""#).count(), 2, "{}", json.stdout);
+    assert_eq!(json.ok().matches(r#""Role": "Leader""#).count(), 1, "{}", json.stdout);
+    assert_eq!(json.ok().matches(r#""Role": "Replica""#).count(), 2, "{}", json.stdout);
 
     // --dcs-url and --scope instead of the file; a refused switchover is
     // one line on stderr and exit code 1.

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::status::NodeStatus;
 use crate::dcs::codec::{self, encode_tags, format_timestamp, state_name};
+use crate::dcs::patroni::Snapshot;
 
 /// `GET /cluster` (Patroni's `cluster_as_json`): the members by name, with
 /// their role, state (a replica's replication state), addresses,
@@ -16,6 +17,14 @@ use crate::dcs::codec::{self, encode_tags, format_timestamp, state_name};
 /// `None` before the agent's first DCS read.
 pub fn cluster_json(s: &NodeStatus) -> Option<Value> {
     let snap = s.snapshot.as_ref()?;
+    Some(cluster_as_json(&s.scope, snap, s.synchronous_mode, s.paused))
+}
+
+/// Patroni's `cluster_as_json` over one read of the scope, with the
+/// synchronous mode and pause the reader goes by: `GET /cluster`, and
+/// what keelctl's `list` and `topology` show (as patronictl builds its
+/// tables from it).
+pub fn cluster_as_json(scope: &str, snap: &Snapshot, synchronous_mode: SyncMode, paused: bool) -> Value {
     let view = &snap.view;
     let leader = view.leader_name();
     // The leader's position: what it published in `status`, else what its
@@ -28,7 +37,7 @@ pub fn cluster_json(s: &NodeStatus) -> Option<Value> {
             let is_leader = leader == Some(name.as_str());
             let mut out = Map::new();
             out.insert("name".into(), json!(name));
-            out.insert("role".into(), json!(cluster_role(view, s.synchronous_mode, name, is_leader)));
+            out.insert("role".into(), json!(cluster_role(view, synchronous_mode, name, is_leader)));
             let details = snap.member_details.get(name);
             // Patroni: a replica's replication state (`streaming`, `in
             // archive recovery`) stands for its state; else the state word
@@ -99,8 +108,8 @@ pub fn cluster_json(s: &NodeStatus) -> Option<Value> {
     members.sort_by(|a, b| a.0.cmp(b.0));
     let mut out = Map::new();
     out.insert("members".into(), Value::Array(members.into_iter().map(|(_, m)| m).collect()));
-    out.insert("scope".into(), json!(s.scope));
-    if s.paused {
+    out.insert("scope".into(), json!(scope));
+    if paused {
         out.insert("pause".into(), json!(true));
     }
     if let Some(failover) = &view.failover {
@@ -116,7 +125,7 @@ pub fn cluster_json(s: &NodeStatus) -> Option<Value> {
             out.insert("scheduled_switchover".into(), Value::Object(scheduled));
         }
     }
-    Some(Value::Object(out))
+    Value::Object(out)
 }
 
 /// `GET /history`: the `history` key's lines as Patroni wrote them,

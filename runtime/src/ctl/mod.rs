@@ -67,6 +67,19 @@ pub enum Command {
         cluster: Option<String>,
         #[arg(short = 'f', long, value_enum, default_value_t = Format::Pretty)]
         format: Format,
+        /// Show the pending restart, scheduled restart and tag columns even
+        /// when no member fills them.
+        #[arg(short = 'e', long)]
+        extended: bool,
+        /// Print the time (UTC; patronictl prints local time) before the listing.
+        #[arg(short = 't', long)]
+        timestamp: bool,
+        /// List again every 2 seconds.
+        #[arg(short = 'W')]
+        watch_2s: bool,
+        /// List again every so many seconds.
+        #[arg(short = 'w', long, value_name = "SECONDS")]
+        watch: Option<f64>,
     },
     /// The members as a replication tree: the leader, then who streams from whom.
     Topology { cluster: Option<String> },

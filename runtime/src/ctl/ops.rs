@@ -25,6 +25,8 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(90);
 /// `GET /patroni`, as Patroni's own 2 s status requests.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 const CONFIRM_REMOVE: &str = "Yes I am aware";
+/// What click's `clear()` writes on a terminal.
+const CLEAR_SCREEN: &str = "\x1b[2J\x1b[1;1H";
 
 pub async fn dispatch<K: Kv>(
     cluster: &Cluster<K>,
@@ -34,9 +36,24 @@ pub async fn dispatch<K: Kv>(
 ) -> Result<(), CtlError> {
     let rest = &target.rest;
     match command {
-        Command::List { format, .. } => {
-            let snap = read(cluster, console).await?;
-            console.print(&show::list(&cluster.scope, &snap, format)?)
+        Command::List { format, extended, timestamp, watch_2s, watch, .. } => {
+            // patronictl's `watching`: `-W` is every 2 s, `-w` every so
+            // many seconds; the screen is cleared before each listing.
+            let every = watch.or(watch_2s.then_some(2.0)).filter(|s| *s > 0.0).map(Duration::from_secs_f64);
+            loop {
+                if every.is_some() {
+                    console.print(CLEAR_SCREEN)?;
+                }
+                if timestamp {
+                    console.line(&jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S").to_string())?;
+                }
+                let snap = read(cluster, console).await?;
+                console.print(&show::list(&cluster.scope, &snap, format, extended)?)?;
+                match every {
+                    Some(every) => tokio::time::sleep(every).await,
+                    None => return Ok(()),
+                }
+            }
         }
         Command::Topology { .. } => {
             let snap = read(cluster, console).await?;
@@ -545,7 +562,7 @@ async fn switchover<K: Kv>(
         Ok(answer) if answer.status == 200 || answer.status == 202 => {
             console.line(&format!("{} {}", timestamp(), answer.body))?;
             let snap = read(cluster, console).await?;
-            return console.print(&show::list(&cluster.scope, &snap, Format::Pretty)?);
+            return console.print(&show::list(&cluster.scope, &snap, Format::Pretty, false)?);
         }
         // An agent that does not serve the operation (404, 405, 501): the
         // request goes through etcd instead, as for an unreachable one.
@@ -613,7 +630,7 @@ async fn through_etcd<K: Kv>(
                     timestamp(),
                     started.elapsed().as_secs_f64()
                 ))?;
-                return console.print(&show::list(&cluster.scope, &now, Format::Pretty)?);
+                return console.print(&show::list(&cluster.scope, &now, Format::Pretty, false)?);
             }
             // The leader refused the request: it cleared the key and kept the lock.
             Some(same) if now.view.failover.is_none() => {
@@ -809,7 +826,7 @@ async fn remove<K: Kv>(cluster: &Cluster<K>, console: &mut Console<'_>) -> Resul
     {
         fail!("cluster {scope} has no keys in etcd under {}", cluster.keys().prefix());
     }
-    console.print(&show::list(&scope, &snap, Format::Pretty)?)?;
+    console.print(&show::list(&scope, &snap, Format::Pretty, false)?)?;
     if console.ask("Please confirm the cluster name to remove", None)? != scope {
         fail!("Cluster names specified do not match");
     }

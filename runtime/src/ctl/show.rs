@@ -3,27 +3,34 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use keel_core::{MemberRole, SyncMode};
+use keel_core::SyncMode;
 use serde_json::{json, Map, Value};
 
 use super::table::{Align, Table};
 use super::{CtlError, Format};
+use crate::api::cluster::cluster_as_json;
 use crate::dcs::codec;
 use crate::dcs::patroni::Snapshot;
 
-/// One member as patronictl shows it.
+/// One member as patronictl 4 shows it (`output_members`), built from
+/// the same `cluster_as_json` as `GET /cluster`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemberRow {
     pub name: String,
-    /// `host:port` of its `conn_url`.
+    /// The host, with `:port` when some member is not on 5432 or two
+    /// share a host (patronictl's rule).
     pub host: String,
     /// `Leader`, `Sync Standby`, `Quorum Standby` or `Replica`.
-    pub role: &'static str,
+    pub role: String,
     /// As `GET /cluster` shows it: a replica's replication state
     /// (`streaming`, `in archive recovery`), else the state it wrote.
     pub state: String,
-    pub timeline: u32,
-    pub lag: Lag,
+    pub timeline: Option<u64>,
+    /// The received and replayed positions, each with its lag in MB;
+    /// empty for the leader, `unknown` positions with empty lags for a
+    /// member without them.
+    pub receive: (Value, Value),
+    pub replay: (Value, Value),
     /// Every tag the member published (custom ones included), in Patroni's
     /// JSON form.
     pub tags: Map<String, Value>,
@@ -36,97 +43,84 @@ pub struct MemberRow {
     pub upstream: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lag {
-    /// The leader: no lag to show.
-    None,
-    Bytes(u64),
-    /// No WAL position published.
-    Unknown,
+/// The members, by name, as patronictl lists them.
+pub fn member_rows(scope: &str, snap: &Snapshot) -> Vec<MemberRow> {
+    let mode = snap.view.config.as_ref().map_or(SyncMode::Off, |c| c.synchronous_mode);
+    let paused = snap.config.as_ref().is_some_and(|c| c.pause);
+    let cluster = cluster_as_json(scope, snap, mode, paused);
+    let members: Vec<&Map<String, Value>> =
+        cluster["members"].as_array().into_iter().flatten().filter_map(Value::as_object).collect();
+    let with_host: Vec<&&Map<String, Value>> = members.iter().filter(|m| m.contains_key("host")).collect();
+    let hosts: BTreeSet<&str> = with_host.iter().filter_map(|m| m["host"].as_str()).collect();
+    let append_port = with_host.iter().any(|m| m.get("port").is_some_and(|p| p != &json!(5432)))
+        || hosts.len() < with_host.len();
+    members.into_iter().map(|m| member_row(m, append_port)).collect()
 }
 
-impl Lag {
-    /// patronictl's "Lag in MB": rounded megabytes.
-    fn mb(self) -> Option<Value> {
-        match self {
-            Lag::None => None,
-            Lag::Bytes(bytes) => Some(json!(bytes.saturating_add(1 << 19) >> 20)),
-            Lag::Unknown => Some(json!("unknown")),
+fn member_row(m: &Map<String, Value>, append_port: bool) -> MemberRow {
+    let text = |key: &str| m.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let field = |key: &str| m.get(key).cloned().unwrap_or_else(|| json!(""));
+    let mut receive = (field("receive_lsn"), field("receive_lag"));
+    let mut replay = (field("replay_lsn"), field("replay_lag"));
+    // patronictl's compatibility with a `/cluster` that has only `lsn`.
+    let lsn = field("lsn");
+    if receive.0 == "unknown" && replay.0 == "unknown" && lsn != "" && lsn != "unknown" {
+        if text("state") == "streaming" {
+            receive = (lsn, field("lag"));
+        } else {
+            replay = (lsn, field("lag"));
         }
+    }
+    let in_mb = |lag: Value| match lag.as_u64() {
+        Some(bytes) => json!(round_half_even(bytes as f64 / 1024.0 / 1024.0)),
+        None if lag == "unknown" => json!(""),
+        None => lag,
+    };
+    let mut host = text("host");
+    if append_port && !host.is_empty() {
+        if let Some(port) = m.get("port").and_then(Value::as_u64) {
+            host = format!("{host}:{port}");
+        }
+    }
+    let tags = m.get("tags").and_then(Value::as_object).cloned().unwrap_or_default();
+    let pending_restart_reason = m
+        .get("pending_restart_reason")
+        .and_then(Value::as_object)
+        .map(|reasons| reasons.iter().map(|(param, diff)| param_diff(param, diff)).collect())
+        .unwrap_or_default();
+    MemberRow {
+        name: text("name"),
+        host,
+        role: title_case(&text("role").replace('_', " ")),
+        state: text("state"),
+        timeline: m.get("timeline").and_then(Value::as_u64),
+        receive: (receive.0, in_mb(receive.1)),
+        replay: (replay.0, in_mb(replay.1)),
+        upstream: tags.get("replicatefrom").and_then(Value::as_str).map(str::to_owned),
+        tags,
+        pending_restart: m.get("pending_restart").is_some_and(|p| p == &json!(true)),
+        pending_restart_reason,
+        scheduled_restart: m.get("scheduled_restart").and_then(Value::as_object).map(scheduled_text),
     }
 }
 
-/// The members, by name, with the roles patronictl gives them
-/// (`cluster_as_json`): the leader key's holder is the Leader; in
-/// synchronous mode the `sync` key's members are Sync (or Quorum) Standby.
-pub fn member_rows(snap: &Snapshot) -> Vec<MemberRow> {
-    let view = &snap.view;
-    let leader = view.leader_name();
-    let sync_mode = view.config.as_ref().map_or(SyncMode::Off, |c| c.synchronous_mode);
-    let sync: BTreeSet<&str> = match (sync_mode, &view.sync) {
-        (SyncMode::Off, _) | (_, None) => BTreeSet::new(),
-        (_, Some(key)) => key.members.iter().map(String::as_str).collect(),
-    };
-    let leader_lsn = leader.and_then(|l| view.members.get(l)).map_or(0, |m| m.lsn);
-    let reference_lsn = view.optime_lsn.unwrap_or(0).max(leader_lsn);
-    view.members
-        .iter()
-        .map(|(name, m)| {
-            let role = if Some(name.as_str()) == leader {
-                "Leader"
-            } else if sync.contains(name.as_str()) {
-                if sync_mode == SyncMode::Quorum {
-                    "Quorum Standby"
-                } else {
-                    "Sync Standby"
-                }
-            } else {
-                "Replica"
-            };
-            let lag = if role == "Leader" {
-                Lag::None
-            } else if m.role == MemberRole::Uninitialized || m.lsn == 0 {
-                Lag::Unknown
-            } else {
-                Lag::Bytes(reference_lsn.saturating_sub(m.lsn))
-            };
-            let details = snap.member_details.get(name);
-            let tags = match details {
-                Some(d) => d.extras.tags.clone(),
-                None => match codec::encode_tags(&m.tags) {
-                    Value::Object(map) => map,
-                    _ => Map::new(),
-                },
-            };
-            let replication_state =
-                details.and_then(|d| d.extras.replication_state.clone()).filter(|_| role != "Leader");
-            let state = replication_state
-                .or_else(|| details.map(|d| d.state.clone()).filter(|s| !s.is_empty()))
-                .unwrap_or_else(|| codec::state_name(m.state).to_owned());
-            let extras = details.map(|d| &d.extras);
-            let pending_restart = extras.is_some_and(|e| e.pending_restart);
-            let pending_restart_reason = extras
-                .filter(|_| pending_restart)
-                .map(|e| {
-                    e.pending_restart_reason.iter().map(|(param, diff)| param_diff(param, diff)).collect()
-                })
-                .unwrap_or_default();
-            let scheduled_restart = extras.and_then(|e| e.scheduled_restart.as_ref()).map(scheduled_text);
-            MemberRow {
-                name: name.clone(),
-                host: host_of(&m.conn_url),
-                role,
-                state,
-                timeline: m.timeline,
-                lag,
-                tags,
-                pending_restart,
-                pending_restart_reason,
-                scheduled_restart,
-                upstream: m.tags.replicatefrom.clone(),
-            }
+/// Python's `round`: halves to the even neighbour.
+fn round_half_even(x: f64) -> i64 {
+    let r = x.round();
+    let r = if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 { r - x.signum() } else { r };
+    r as i64
+}
+
+/// Python's `str.title` for role words (`sync standby` → `Sync Standby`).
+fn title_case(words: &str) -> String {
+    words
+        .split(' ')
+        .map(|w| {
+            let mut chars = w.chars();
+            chars.next().map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect())
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// patronictl's `param: old->new` (a value that is not text shows as
@@ -152,13 +146,6 @@ fn scheduled_text(scheduled: &Map<String, Value>) -> String {
     text
 }
 
-/// `postgres://10.0.0.1:5432/postgres` → `10.0.0.1:5432`.
-fn host_of(conn_url: &str) -> String {
-    let rest = conn_url.split_once("://").map_or(conn_url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    authority.rsplit_once('@').map_or(authority, |(_, host)| host).to_owned()
-}
-
 /// patronictl's title: ` Cluster: <scope> (<system identifier>) `.
 pub fn title(scope: &str, snap: &Snapshot) -> String {
     let id = match snap.view.initialize.as_deref() {
@@ -169,13 +156,16 @@ pub fn title(scope: &str, snap: &Snapshot) -> String {
     format!(" Cluster: {scope} ({id}) ")
 }
 
-/// `list`.
-pub fn list(scope: &str, snap: &Snapshot, format: Format) -> Result<String, CtlError> {
-    let rows = member_rows(snap);
+/// `list` (`-e`: the optional columns even when no member fills them).
+pub fn list(scope: &str, snap: &Snapshot, format: Format, extended: bool) -> Result<String, CtlError> {
+    let rows = member_rows(scope, snap);
     match format {
-        Format::Pretty => Ok(pretty(scope, snap, &rows, |row| row.name.clone())),
-        Format::Json | Format::Yaml => {
-            let items: Vec<Value> = rows.iter().map(|row| Value::Object(row_json(scope, row))).collect();
+        Format::Pretty => Ok(pretty(scope, snap, &rows, extended, |row| row.name.clone())),
+        Format::Json => Ok(format!("{}\n", ordered_json(&structured_rows(scope, &rows, extended)))),
+        Format::Yaml => {
+            let items = structured_rows(scope, &rows, extended);
+            let items: Vec<Value> =
+                items.into_iter().map(|pairs| Value::Object(pairs.into_iter().collect())).collect();
             structured(&Value::Array(items), format)
         }
     }
@@ -184,7 +174,7 @@ pub fn list(scope: &str, snap: &Snapshot, format: Format) -> Result<String, CtlE
 /// `topology`: the same table, members in replication order, indented
 /// under whom they stream from (patronictl's `topology_sort`).
 pub fn topology(scope: &str, snap: &Snapshot) -> String {
-    let rows = member_rows(snap);
+    let rows = member_rows(scope, snap);
     let names: BTreeSet<&str> = rows.iter().map(|r| r.name.as_str()).collect();
     let leader = rows.iter().find(|r| r.role == "Leader").map(|r| r.name.clone());
     // Parent of each non-leader: its replicatefrom if that is another
@@ -222,72 +212,45 @@ pub fn topology(scope: &str, snap: &Snapshot) -> String {
     let levels: BTreeMap<&str, usize> =
         ordered.iter().map(|(level, row)| (row.name.as_str(), *level)).collect();
     let sorted: Vec<MemberRow> = ordered.iter().map(|(_, row)| (*row).clone()).collect();
-    pretty(scope, snap, &sorted, |row| match levels.get(row.name.as_str()).copied().unwrap_or(0) {
+    pretty(scope, snap, &sorted, false, |row| match levels.get(row.name.as_str()).copied().unwrap_or(0) {
         0 => row.name.clone(),
         level => format!("{}+ {}", "  ".repeat(level - 1), row.name),
     })
 }
 
-fn pretty(scope: &str, snap: &Snapshot, rows: &[MemberRow], name: impl Fn(&MemberRow) -> String) -> String {
-    let mut columns = vec![
-        ("Member", Align::Left),
-        ("Host", Align::Left),
-        ("Role", Align::Left),
-        ("State", Align::Left),
-        ("TL", Align::Right),
-        ("Lag in MB", Align::Right),
-    ];
-    // patronictl adds each of these columns when some member has a value.
-    let optional = OptionalColumns::of(rows);
-    for (shown, column) in [
-        (optional.pending_restart, "Pending restart"),
-        (optional.pending_restart_reason, "Pending restart reason"),
-        (optional.scheduled_restart, "Scheduled restart"),
-        (optional.tags, "Tags"),
-    ] {
-        if shown {
-            columns.push((column, Align::Left));
-        }
-    }
-    let mut table = Table::new(&columns);
+fn pretty(
+    scope: &str,
+    snap: &Snapshot,
+    rows: &[MemberRow],
+    extended: bool,
+    name: impl Fn(&MemberRow) -> String,
+) -> String {
+    // The cluster's name is in the title; the lag columns are both `Lag`.
+    let names = column_names(rows, extended);
+    let shown: Vec<(&str, Align)> = names[1..]
+        .iter()
+        .map(|c| {
+            let title = if c.ends_with(" Lag") { "Lag" } else { c };
+            let right = ["TL", "Receive LSN", "Replay LSN", "Receive Lag", "Replay Lag"].contains(c);
+            (title, if right { Align::Right } else { Align::Left })
+        })
+        .collect();
+    let mut table = Table::new(&shown);
     for row in rows {
-        let lag = match row.lag.mb() {
-            Some(Value::String(s)) => s,
-            Some(v) => v.to_string(),
-            None => String::new(),
-        };
-        let mut cells = vec![
-            name(row),
-            row.host.clone(),
-            row.role.to_owned(),
-            row.state.clone(),
-            row.timeline.to_string(),
-            lag,
-        ];
-        if optional.pending_restart {
-            cells.push(if row.pending_restart { "*".into() } else { String::new() });
-        }
-        if optional.pending_restart_reason {
-            // patronictl hides a long diff in the table.
-            let lines: Vec<String> = row
-                .pending_restart_reason
+        let cells = row_cells(scope, row, &names, true);
+        table.row(
+            cells[1..]
                 .iter()
-                .map(|diff| match diff.split_once(": ") {
-                    Some((param, _)) if diff.len() > 50 => format!("{param}: [hidden - too long]"),
-                    _ => diff.clone(),
+                .map(|(column, value)| match (*column, value) {
+                    ("Member", _) => name(row),
+                    ("Tags", Value::Object(tags)) if !tags.is_empty() => yaml(value).trim_end().to_owned(),
+                    // patronictl prints an empty tag mapping as Python does.
+                    ("Tags", _) => "{}".to_owned(),
+                    (_, Value::String(text)) => text.clone(),
+                    (_, other) => other.to_string(),
                 })
-                .collect();
-            cells.push(lines.join("\n"));
-        }
-        if optional.scheduled_restart {
-            cells.push(row.scheduled_restart.clone().unwrap_or_default());
-        }
-        if optional.tags {
-            let tags =
-                if row.tags.is_empty() { String::new() } else { yaml(&Value::Object(row.tags.clone())) };
-            cells.push(tags.trim_end().to_owned());
-        }
-        table.row(cells);
+                .collect(),
+        );
     }
     let mut out = table.render(Some(&title(scope, snap)));
     if snap.config.as_ref().is_some_and(|c| c.pause) {
@@ -307,50 +270,116 @@ fn pretty(scope: &str, snap: &Snapshot, rows: &[MemberRow], name: impl Fn(&Membe
     out
 }
 
-/// Which of patronictl's optional columns some member fills.
-#[derive(Clone, Copy)]
-struct OptionalColumns {
-    pending_restart: bool,
-    pending_restart_reason: bool,
-    scheduled_restart: bool,
-    tags: bool,
+/// patronictl 4's columns: the fixed ones, then each optional one that
+/// `-e` asks for or some member fills.
+fn column_names(rows: &[MemberRow], extended: bool) -> Vec<&'static str> {
+    let mut names = vec![
+        "Cluster",
+        "Member",
+        "Host",
+        "Role",
+        "State",
+        "TL",
+        "Receive LSN",
+        "Receive Lag",
+        "Replay LSN",
+        "Replay Lag",
+    ];
+    let optional = [
+        ("Pending restart", rows.iter().any(|r| r.pending_restart)),
+        ("Pending restart reason", rows.iter().any(|r| !r.pending_restart_reason.is_empty())),
+        ("Scheduled restart", rows.iter().any(|r| r.scheduled_restart.is_some())),
+        ("Tags", rows.iter().any(|r| !r.tags.is_empty())),
+    ];
+    names.extend(optional.iter().filter(|(_, filled)| extended || *filled).map(|(name, _)| *name));
+    names
 }
 
-impl OptionalColumns {
-    fn of(rows: &[MemberRow]) -> OptionalColumns {
-        OptionalColumns {
-            pending_restart: rows.iter().any(|r| r.pending_restart),
-            pending_restart_reason: rows.iter().any(|r| !r.pending_restart_reason.is_empty()),
-            scheduled_restart: rows.iter().any(|r| r.scheduled_restart.is_some()),
-            tags: rows.iter().any(|r| !r.tags.is_empty()),
-        }
-    }
+/// One row's values under `names`; `table` hides a long restart reason
+/// as patronictl does in its tables.
+fn row_cells(
+    scope: &str,
+    row: &MemberRow,
+    names: &[&'static str],
+    table: bool,
+) -> Vec<(&'static str, Value)> {
+    names
+        .iter()
+        .map(|column| {
+            let value = match *column {
+                "Cluster" => json!(scope),
+                "Member" => json!(row.name),
+                "Host" => json!(row.host),
+                "Role" => json!(row.role),
+                "State" => json!(row.state),
+                "TL" => row.timeline.map_or_else(|| json!(""), |t| json!(t)),
+                "Receive LSN" => row.receive.0.clone(),
+                "Receive Lag" => row.receive.1.clone(),
+                "Replay LSN" => row.replay.0.clone(),
+                "Replay Lag" => row.replay.1.clone(),
+                "Pending restart" => json!(if row.pending_restart { "*" } else { "" }),
+                "Pending restart reason" => {
+                    let lines: Vec<String> = row
+                        .pending_restart_reason
+                        .iter()
+                        .map(|diff| match diff.split_once(": ") {
+                            Some((param, _)) if table && diff.len() > 50 => {
+                                format!("{param}: [hidden - too long]")
+                            }
+                            _ => diff.clone(),
+                        })
+                        .collect();
+                    json!(lines.join("\n"))
+                }
+                "Scheduled restart" => json!(row.scheduled_restart.clone().unwrap_or_default()),
+                "Tags" => Value::Object(row.tags.clone()),
+                _ => json!(""),
+            };
+            (*column, value)
+        })
+        .collect()
 }
 
-fn row_json(scope: &str, row: &MemberRow) -> Map<String, Value> {
-    let mut map = Map::new();
-    map.insert("Cluster".into(), json!(scope));
-    map.insert("Member".into(), json!(row.name));
-    map.insert("Host".into(), json!(row.host));
-    map.insert("Role".into(), json!(row.role));
-    map.insert("State".into(), json!(row.state));
-    map.insert("TL".into(), json!(row.timeline));
-    if let Some(lag) = row.lag.mb() {
-        map.insert("Lag in MB".into(), lag);
-    }
-    if row.pending_restart {
-        map.insert("Pending restart".into(), json!("*"));
-        if !row.pending_restart_reason.is_empty() {
-            map.insert("Pending restart reason".into(), json!(row.pending_restart_reason.join("\n")));
+/// `-f json`/`yaml` rows: patronictl's columns in order, without the
+/// values that print empty (`if str(v)`).
+fn structured_rows(scope: &str, rows: &[MemberRow], extended: bool) -> Vec<Vec<(String, Value)>> {
+    let names = column_names(rows, extended);
+    rows.iter()
+        .map(|row| {
+            row_cells(scope, row, &names, false)
+                .into_iter()
+                .filter(|(_, v)| v != &json!(""))
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect()
+        })
+        .collect()
+}
+
+/// Objects with their keys in the given order, as Python's `json.dumps`
+/// writes them (`, ` and `: ` between items).
+fn ordered_json(items: &[Vec<(String, Value)>]) -> String {
+    let objects: Vec<String> = items
+        .iter()
+        .map(|pairs| {
+            let fields: Vec<String> =
+                pairs.iter().map(|(k, v)| format!("{}: {}", json!(k), python_json(v))).collect();
+            format!("{{{}}}", fields.join(", "))
+        })
+        .collect();
+    format!("[{}]", objects.join(", "))
+}
+
+/// A JSON value with Python's default separators.
+fn python_json(value: &Value) -> String {
+    match value {
+        Value::Array(items) => format!("[{}]", items.iter().map(python_json).collect::<Vec<_>>().join(", ")),
+        Value::Object(map) => {
+            let fields: Vec<String> =
+                map.iter().map(|(k, v)| format!("{}: {}", json!(k), python_json(v))).collect();
+            format!("{{{}}}", fields.join(", "))
         }
+        other => other.to_string(),
     }
-    if let Some(scheduled) = &row.scheduled_restart {
-        map.insert("Scheduled restart".into(), json!(scheduled));
-    }
-    if !row.tags.is_empty() {
-        map.insert("Tags".into(), Value::Object(row.tags.clone()));
-    }
-    map
 }
 
 /// `history`: patronictl's TL, LSN, Reason, Timestamp, New Leader.
@@ -419,7 +448,7 @@ pub fn yaml(value: &Value) -> String {
 mod tests {
     use super::*;
     use keel_core::dcs::{FailoverKey, LeaderKey, SyncKey};
-    use keel_core::{Member, MemberState, Tags, TimelineSwitch};
+    use keel_core::{Member, MemberRole, MemberState, Tags, TimelineSwitch};
 
     use crate::dcs::codec::{MemberDetails, MemberExtras};
 
@@ -506,20 +535,28 @@ mod tests {
             scheduled_at_wall_ms: Some(codec::parse_timestamp_ms("2026-11-26T02:00:00Z").unwrap()),
             revision: 9,
         });
-        insta::assert_snapshot!(list("batman", &snap, Format::Pretty).unwrap());
+        insta::assert_snapshot!(list("batman", &snap, Format::Pretty, false).unwrap());
     }
 
     #[test]
     fn list_json_and_yaml_carry_the_same_rows() {
         let snap = snapshot();
-        let json: Value = serde_json::from_str(&list("batman", &snap, Format::Json).unwrap()).unwrap();
-        assert_eq!(
-            json[0],
-            json!({"Cluster": "batman", "Member": "pg1", "Host": "10.0.0.1:5432", "Role": "Leader", "State": "running", "TL": 3})
+        let text = list("batman", &snap, Format::Json, false).unwrap();
+        // patronictl's key order and separators (Python's json.dumps).
+        assert!(
+            text.starts_with(
+                r#"[{"Cluster": "batman", "Member": "pg1", "Host": "10.0.0.1:5432", "Role": "Leader", "State": "running", "TL": 3, "Tags": {}}, {"Cluster": "batman", "Member": "pg2""#
+            ),
+            "{text}"
         );
+        let json: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json[1]["Role"], "Sync Standby");
         assert_eq!(json[1]["State"], "streaming");
-        assert_eq!(json[1]["Lag in MB"], 2);
+        // Keys with only `xlog_location`: a streaming member's position is
+        // shown as received, another's as replayed (patronictl's rule).
+        assert_eq!((&json[1]["Receive LSN"], &json[1]["Receive Lag"]), (&json!("0/6200000"), &json!(2)));
+        assert_eq!(json[1]["Replay LSN"], "unknown");
+        assert_eq!((&json[2]["Replay LSN"], &json[2]["Replay Lag"]), (&json!("0/6400000"), &json!(0)));
         assert_eq!(json[1]["Pending restart"], "*");
         assert_eq!(
             json[1]["Pending restart reason"],
@@ -529,20 +566,45 @@ mod tests {
         assert_eq!(json[2]["Tags"], json!({"nofailover": true, "replicatefrom": "pg2", "dc": "eu"}));
         assert_eq!(json[2]["Scheduled restart"], "2026-11-26T03:00:00+00:00 if version < 15.4");
         assert_eq!(json[3]["State"], "creating replica");
-        assert_eq!(json[3]["Lag in MB"], "unknown");
-        let yaml_text = list("batman", &snap, Format::Yaml).unwrap();
+        // No position: "unknown", and no lag.
+        assert_eq!(json[3]["Receive LSN"], "unknown");
+        assert!(json[3].get("Receive Lag").is_none(), "{}", json[3]);
+        let yaml_text = list("batman", &snap, Format::Yaml, false).unwrap();
         let from_yaml: Value = serde_saphyr::from_str(&yaml_text).unwrap();
         assert_eq!(from_yaml, json, "{yaml_text}");
+    }
+
+    #[test]
+    fn list_extended_shows_every_optional_column_and_a_lone_port_5432_is_left_out() {
+        let mut snap = snapshot();
+        snap.view.members.retain(|name, _| name == "pg1");
+        snap.member_details.clear();
+        let json: Value = serde_json::from_str(&list("batman", &snap, Format::Json, true).unwrap()).unwrap();
+        // `-e` adds the columns; empty values are left out of JSON, but
+        // the empty tags are `{}`, as patronictl prints them.
+        assert_eq!(json[0]["Tags"], json!({}));
+        assert_eq!(json[0]["Host"], "10.0.0.1");
+        let text = list("batman", &snap, Format::Pretty, true).unwrap();
+        assert!(
+            text.contains("| Pending restart | Pending restart reason | Scheduled restart | Tags |"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn lag_rounds_to_megabytes_as_python_rounds() {
+        assert_eq!([0.5, 1.5, 2.5, 2.6, 0.4].map(round_half_even), [0, 2, 2, 3, 0]);
     }
 
     #[test]
     fn roles_follow_the_leader_key_and_sync_only_in_synchronous_mode() {
         let mut snap = snapshot();
         snap.view.config = Some(crate::config::DynamicSettings::default().to_core());
-        let roles: Vec<&str> = member_rows(&snap).iter().map(|r| r.role).collect();
+        let roles: Vec<String> = member_rows("batman", &snap).into_iter().map(|r| r.role).collect();
         assert_eq!(roles, ["Leader", "Replica", "Replica", "Replica"]);
         snap.view.leader = None;
-        assert!(member_rows(&snap).iter().all(|r| r.role == "Replica" && r.lag != Lag::None));
+        let rows = member_rows("batman", &snap);
+        assert!(rows.iter().all(|r| r.role == "Replica" && r.replay.0 != ""), "{rows:?}");
     }
 
     #[test]
@@ -584,12 +646,5 @@ mod tests {
         insta::assert_snapshot!(history(&snap, Format::Pretty).unwrap());
         let json: Value = serde_json::from_str(&history(&snap, Format::Json).unwrap()).unwrap();
         assert_eq!(json[1], json!({"TL": 2, "LSN": 50331808, "Reason": ""}));
-    }
-
-    #[test]
-    fn host_is_the_authority_of_the_conn_url() {
-        assert_eq!(host_of("postgres://u:p@10.0.0.1:5432/postgres"), "10.0.0.1:5432");
-        assert_eq!(host_of("postgresql://[::1]:5433/postgres"), "[::1]:5433");
-        assert_eq!(host_of(""), "");
     }
 }
