@@ -11,18 +11,15 @@ use crate::decision::{Action, Reason, StartAs, StopMode};
 use crate::input::ActionResult;
 use crate::pg::{PgProcess, TimelineSwitch};
 
-/// `None` when this node's lock is not (or no longer) visible in the DCS:
-/// it then goes the replica way.
-pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
-    if view.leader_name() != Some(cx.me()) {
-        cx.next.lease_deadline_ms = None;
-        return None;
-    }
-    Some(match cx.obs.pg.process {
+/// The node holds the lease, so the view's leader key names it (a view in
+/// which it does not took the lease away: `lease.rs`, rule 6).
+pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Verdict {
+    assert_eq!(view.leader_name(), Some(cx.me()), "a lease held under a leader key naming another");
+    match cx.obs.pg.process {
         PgProcess::RunningReplica => promote(cx, view),
         PgProcess::Stopped | PgProcess::Starting => primary_down(cx, view),
         PgProcess::RunningPrimary => primary(cx, view),
-    })
+    }
 }
 
 /// Promote only with the lock, and with enough lease left to be worth it
