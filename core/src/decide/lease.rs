@@ -16,7 +16,7 @@
 //! that failed, or a view in which the leader key names someone else or
 //! nobody. The leader demotes only when the lease is really running out
 //! (the gentle window, [`DynamicConfig::gentle_demote_ms`] before the
-//! deadline). A primary that was frozen past its lease finds its deadline
+//! deadline), never in a step in which etcd confirmed the renewal. A primary that was frozen past its lease finds its deadline
 //! behind it and demotes before anything else. It takes the lock again
 //! only through the race, whose one fitness predicate refuses a node behind
 //! a newer timeline or on a diverged history (rules 2 and 4), or by
@@ -161,7 +161,14 @@ pub(super) fn fence(cx: &mut Ctx) -> Option<Verdict> {
         return immediate(Reason::LockLost { holder });
     }
     let remaining_ms = deadline - now;
-    if remaining_ms <= cx.cfg.gentle_demote_ms() {
+    // Never in a step in which etcd confirmed the lease: it answers, so
+    // the lease is not really running out; renew again. If that renewal is
+    // not confirmed, the next step, 100 ms on (past the gentle point),
+    // demotes.
+    let confirmed = cx.obs.outcomes.iter().any(|o| {
+        matches!(o.action, Action::AcquireLease | Action::RenewLease { .. }) && o.result == ActionResult::Done
+    });
+    if remaining_ms <= cx.cfg.gentle_demote_ms() && !confirmed {
         // On shutdown the gentle demote is the final stop.
         let mode = if cx.next.shutdown { DemoteMode::Offline } else { DemoteMode::Graceful };
         let mut actions = vec![Action::Demote { mode }];
