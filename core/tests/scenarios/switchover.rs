@@ -50,7 +50,10 @@ fn clear() -> Action {
 }
 
 fn refused(d: &Decision, why: &str) {
-    assert_eq!(d.reason, Reason::SwitchoverRefused { why: why.into() });
+    let Reason::SwitchoverRefused { why: refusal } = &d.reason else {
+        panic!("expected a refused switchover, got {:?}", d.reason);
+    };
+    assert_eq!(refusal.to_string(), why);
     assert_eq!(reason(d), format!("switchover refused: {why}"));
 }
 
