@@ -207,7 +207,8 @@ impl Action {
     }
 }
 
-/// Why a member may not take the lease.
+/// Why a member may not take the lease. `Display` completes "candidate
+/// pg2 is …", "I am …" and "I do not race: …".
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Unfit {
     NoFailoverTag,
@@ -233,11 +234,11 @@ impl fmt::Display for Unfit {
                 write!(f, "on timeline {timeline}, behind the cluster's timeline {cluster_timeline}")
             }
             Unfit::Diverged { fork_lsn } => {
-                write!(f, "its history diverged from the cluster's at {}", Lsn(*fork_lsn))
+                write!(f, "on a history that diverged from the cluster's at {}", Lsn(*fork_lsn))
             }
             Unfit::NotSyncStandby => write!(f, "not a synchronous standby"),
             Unfit::QuorumNotVisible { votes, needed } => {
-                write!(f, "sees {votes} other quorum members not ahead of it, needs {needed}")
+                write!(f, "short of quorum votes ({votes} other members of the sync key not ahead of it, {needed} needed)")
             }
             Unfit::BehindMember { member } => write!(f, "{member} is ahead"),
             Unfit::NotRunning => write!(f, "not running"),

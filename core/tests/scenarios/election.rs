@@ -232,7 +232,10 @@ fn diverged_replica_does_not_race_even_as_only_member() {
     let d = race("pg2", v, replica_pg(1000));
     assert_eq!(acts(&d), vec![]);
     assert_eq!(d.reason, unfit(Unfit::Diverged { fork_lsn: 800 }));
-    assert_eq!(reason(&d), "no leader, but I do not race: its history diverged from the cluster's at 0/320");
+    assert_eq!(
+        reason(&d),
+        "no leader, but I do not race: on a history that diverged from the cluster's at 0/320"
+    );
 }
 
 #[test]
@@ -306,7 +309,7 @@ fn quorum_mode_member_seeing_too_few_of_the_key_does_not_take_lease() {
     assert_eq!(d.reason, unfit(Unfit::QuorumNotVisible { votes: 0, needed: 1 }));
     assert_eq!(
         reason(&d),
-        "no leader, but I do not race: sees 0 other quorum members not ahead of it, needs 1"
+        "no leader, but I do not race: short of quorum votes (0 other members of the sync key not ahead of it, 1 needed)"
     );
 }
 
