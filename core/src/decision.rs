@@ -488,6 +488,7 @@ pub enum Reason {
     PrimaryStartTimedOut { down_ms: u64 },
     PrimaryStartFailed,
     StartingAsPrimary,
+    HolderUnfit { why: Unfit },
     // Switchover.
     Switchover { candidate: Option<String> },
     SwitchoverScheduled { in_ms: u64 },
@@ -627,6 +628,9 @@ impl fmt::Display for Reason {
                 secs(*down_ms)
             ),
             StartingAsPrimary => write!(f, "starting Postgres as primary: I hold the lock"),
+            HolderUnfit { why } => {
+                write!(f, "releasing the leader lock without promoting: I am {why}")
+            }
             Switchover { candidate: Some(c) } => {
                 write!(f, "switchover to {c}: demoting, then releasing the leader lock")
             }

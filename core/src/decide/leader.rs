@@ -3,7 +3,7 @@
 //! `primary_start_timeout` (behaviour 6), and the leader's housekeeping:
 //! history, initialize key, config, synchronous standbys.
 
-use super::{fitness, switchover, sync, Ctx, Verdict};
+use super::{fitness, lease, switchover, sync, Ctx, Verdict};
 use std::collections::BTreeSet;
 
 use crate::dcs::{ClusterView, SyncMode};
@@ -26,6 +26,9 @@ pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Verdict {
 /// (rule 2). In synchronous mode the sync key names this node as leader
 /// (and nobody else yet) before Postgres promotes (rule 3).
 pub(super) fn promote(cx: &mut Ctx, view: &ClusterView) -> Verdict {
+    if let Some(v) = lease::unfit_holder(cx, view) {
+        return v;
+    }
     let mut actions = Vec::new();
     // Also when the key already names this node with standbys (a leader
     // that demoted and takes the lock again): they may lack what the new

@@ -20,16 +20,18 @@
 //! behind it and demotes before anything else. It takes the lock again
 //! only through the race, whose one fitness predicate refuses a node behind
 //! a newer timeline or on a diverged history (rules 2 and 4), or by
-//! renewing a key that still names it (a compare-and-swap), which nobody
-//! else can have held meanwhile.
+//! renewing a key that still names it (a compare-and-swap), and a lock
+//! holder whose Postgres is a replica is judged by that predicate again
+//! before it promotes ([`unfit_holder`]).
 //!
 //! Everything that reads or moves `State::lease_deadline_ms` is here: the
 //! arithmetic, the folding of outcomes and views into the deadline, the
 //! demotion, and the wake-up at the gentle point. The other rules ask
 //! [`Ctx::holds_lease`].
 
+use super::fitness::{self, Candidate};
 use super::{Ctx, Verdict};
-use crate::dcs::DynamicConfig;
+use crate::dcs::{ClusterView, DynamicConfig};
 use crate::decision::{Action, DemoteMode, Reason};
 use crate::input::{ActionResult, Outcome};
 use crate::state::State;
@@ -178,6 +180,20 @@ pub(super) fn fence(cx: &mut Ctx) -> Option<Verdict> {
         return Some((actions, Reason::LeaseRunningOut { remaining_ms }));
     }
     None
+}
+
+/// A lock holder whose Postgres is a replica, about to promote, that may
+/// not lead on the view showing it the lock: it releases the lock instead.
+/// The race judged it on an older view, and the acquire may have gone out
+/// long after that decision (an agent frozen in between), while another
+/// member led on a newer timeline; promoting then would fork the history
+/// and drop that member's writes (rule 6: never over a newer timeline).
+/// The safety checks of [`fitness::fit_to_lead`] only: the lag limit and
+/// the ranking were the race's.
+pub(super) fn unfit_holder(cx: &Ctx, view: &ClusterView) -> Option<Verdict> {
+    let why = fitness::fit_to_lead(cx, view, &Candidate::me(cx), None).err()?;
+    let release = Action::ReleaseLease { optime_lsn: cx.optime() };
+    Some((vec![release], Reason::HolderUnfit { why }))
 }
 
 /// Drops a lease whose deadline has passed; whether one is still held.

@@ -484,3 +484,25 @@ fn other_member_with_higher_priority_at_an_equal_position_wins_the_race() {
     let d = race("pg2", v, replica_pg(1000));
     assert_eq!(d.reason, behind("pg3"));
 }
+
+#[test]
+fn lock_taken_by_an_acquire_sent_after_a_freeze_over_a_newer_timeline_is_released_not_promoted() {
+    let mut n = replica("pg2");
+    let d = n.step(&Obs::new(1_000, leaderless(), replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![Action::AcquireLease]);
+    // The agent froze before sending the acquire. Meanwhile pg3 led on
+    // timeline 2 from 900 and died; the acquire, sent at last, found the
+    // key free. pg2 wrote up to 1000 on timeline 1: promoting it would
+    // fork the history and drop pg3's writes (rule 6).
+    let mut v = with_leader(leaderless(), "pg2");
+    v.history = vec![switch(1, 900, Some("pg3"))];
+    v.members.remove("pg3");
+    let o = Obs::new(60_000, v, replica_pg(1000)).outcome(Action::AcquireLease, ActionResult::Done, 59_000);
+    let d = n.step(&o.0);
+    assert_eq!(acts(&d), vec![release(1000)]);
+    assert_eq!(d.reason, Reason::HolderUnfit { why: Unfit::Diverged { fork_lsn: 900 } });
+    assert_eq!(
+        reason(&d),
+        "releasing the leader lock without promoting: I am on a history that diverged from the cluster's at 0/384"
+    );
+}
