@@ -16,18 +16,21 @@
 //! that failed, or a view in which the leader key names someone else or
 //! nobody. The leader demotes only when the lease is really running out
 //! (the gentle window, [`DynamicConfig::gentle_demote_ms`] before the
-//! deadline), never in a step in which etcd confirmed the renewal. A primary that was frozen past its lease finds its deadline
-//! behind it and demotes before anything else. It takes the lock again
-//! only through the race, whose one fitness predicate refuses a node behind
-//! a newer timeline or on a diverged history (rules 2 and 4), or by
-//! renewing a key that still names it (a compare-and-swap), and a lock
-//! holder whose Postgres is a replica is judged by that predicate again
-//! before it promotes ([`unfit_holder`]).
+//! deadline), never in a step in which etcd confirmed the renewal. A
+//! primary that was frozen past its lease finds its deadline behind it and
+//! demotes before anything else. It takes the lock again only through the
+//! race, whose one fitness predicate refuses a node behind a newer
+//! timeline or on a diverged history (rules 2 and 4), or by renewing a key
+//! that still names it (a compare-and-swap); and a lock holder whose
+//! Postgres is a replica is judged by that predicate again before it
+//! promotes ([`unfit_holder`]), for its acquire may have gone out long
+//! after the race was judged.
 //!
 //! Everything that reads or moves `State::lease_deadline_ms` is here: the
 //! arithmetic, the folding of outcomes and views into the deadline, the
 //! demotion, and the wake-up at the gentle point. The other rules ask
-//! [`Ctx::holds_lease`].
+//! [`Ctx::holds_lease`]. (The runtime bounds its I/O by the same deadline,
+//! through `State::gentle_demote_in_ms` and `State::lease_remaining_ms`.)
 
 use super::fitness::{self, Candidate};
 use super::{Ctx, Verdict};
@@ -37,8 +40,9 @@ use crate::input::{ActionResult, Outcome};
 use crate::state::State;
 use crate::time::drift_margin_ms;
 
-/// The shortest wait before stepping again once past the gentle point (a
-/// gentle demote failed): soon, but not in a busy loop.
+/// The wait before stepping again once past the gentle point (a gentle
+/// demote failed, or a renewal was confirmed too late to leave the lease
+/// outside the window): soon, but not in a busy loop.
 const MIN_RETRY_MS: u64 = 100;
 
 impl DynamicConfig {
@@ -165,8 +169,7 @@ pub(super) fn fence(cx: &mut Ctx) -> Option<Verdict> {
     let remaining_ms = deadline - now;
     // Never in a step in which etcd confirmed the lease: it answers, so
     // the lease is not really running out; renew again. If that renewal is
-    // not confirmed, the next step, 100 ms on (past the gentle point),
-    // demotes.
+    // not confirmed, the next step, `MIN_RETRY_MS` on, demotes.
     let confirmed = cx.obs.outcomes.iter().any(|o| {
         matches!(o.action, Action::AcquireLease | Action::RenewLease { .. }) && o.result == ActionResult::Done
     });
@@ -206,7 +209,7 @@ pub(super) fn drop_expired(next: &mut State, now_ms: u64) -> bool {
 }
 
 /// How long the node may sleep before the lease needs it again: until the
-/// gentle point, and once past it (a gentle demote failed) a short retry.
+/// gentle point, and once past it `MIN_RETRY_MS`.
 pub(super) fn wake_in_ms(cx: &Ctx) -> Option<u64> {
     match cx.next.gentle_demote_in_ms(cx.now(), &cx.cfg)? {
         0 => Some(MIN_RETRY_MS),
