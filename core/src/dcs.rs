@@ -240,22 +240,10 @@ impl Default for DynamicConfig {
     }
 }
 
+/// The lease arithmetic (`lease_validity_ms`, `gentle_demote_ms`) lives with
+/// the lease rules, in `decide/lease.rs`.
 impl DynamicConfig {
     pub fn sync_enabled(&self) -> bool {
         self.synchronous_mode != SyncMode::Off
-    }
-
-    /// How long after a renewal was sent this node may still act as leader:
-    /// the TTL less the drift margin (safety rule 1).
-    pub fn lease_validity_ms(&self) -> u64 {
-        let margin = crate::time::drift_margin_ms(self.ttl_ms, self.max_clock_drift_ppm);
-        self.ttl_ms.saturating_sub(margin)
-    }
-
-    /// When the lease has this little time left without a confirmed renewal,
-    /// the leader demotes gently while it still can (rule 6): `retry_timeout`,
-    /// at most half the lease.
-    pub fn gentle_demote_ms(&self) -> u64 {
-        self.retry_timeout_ms.min(self.lease_validity_ms() / 2)
     }
 }

@@ -207,7 +207,8 @@ impl Action {
     }
 }
 
-/// Why a member may not take the lease.
+/// Why a member may not take the lease. `Display` completes "candidate
+/// pg2 is …", "I am …" and "I do not race: …".
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Unfit {
     NoFailoverTag,
@@ -233,11 +234,11 @@ impl fmt::Display for Unfit {
                 write!(f, "on timeline {timeline}, behind the cluster's timeline {cluster_timeline}")
             }
             Unfit::Diverged { fork_lsn } => {
-                write!(f, "its history diverged from the cluster's at {}", Lsn(*fork_lsn))
+                write!(f, "on a history that diverged from the cluster's at {}", Lsn(*fork_lsn))
             }
             Unfit::NotSyncStandby => write!(f, "not a synchronous standby"),
             Unfit::QuorumNotVisible { votes, needed } => {
-                write!(f, "sees {votes} other quorum members not ahead of it, needs {needed}")
+                write!(f, "short of quorum votes ({votes} other members of the sync key not ahead of it, {needed} needed)")
             }
             Unfit::BehindMember { member } => write!(f, "{member} is ahead"),
             Unfit::NotRunning => write!(f, "not running"),
@@ -297,6 +298,148 @@ impl fmt::Display for NoRewind {
     }
 }
 
+/// Why the leader refused a switchover or failover request (and cleared
+/// it), as Patroni's 412 answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SwitchoverRefusal {
+    /// The request names another member as the leader to step down.
+    OtherLeader {
+        leader: String,
+    },
+    /// Due so long ago that carrying it out now would surprise whoever
+    /// scheduled it.
+    ScheduledLongAgo {
+        late_ms: u64,
+    },
+    /// The request names the leader itself as candidate.
+    CandidateIsLeader {
+        candidate: String,
+    },
+    CandidateUnfit {
+        candidate: String,
+        unfit: Unfit,
+    },
+    /// Paused, a switchover needs a named candidate: nobody else would race.
+    PausedWithoutCandidate,
+    /// No member but the leader may lead.
+    NoFitCandidate,
+}
+
+impl fmt::Display for SwitchoverRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SwitchoverRefusal::OtherLeader { leader } => {
+                write!(f, "it names {leader} as leader, but I am the leader")
+            }
+            SwitchoverRefusal::ScheduledLongAgo { late_ms } => {
+                write!(f, "it was scheduled {} s ago, too long past to carry out", late_ms / 1000)
+            }
+            SwitchoverRefusal::CandidateIsLeader { candidate } => {
+                write!(f, "{candidate} is already the leader")
+            }
+            SwitchoverRefusal::CandidateUnfit { candidate, unfit } => {
+                write!(f, "candidate {candidate} is {unfit}")
+            }
+            SwitchoverRefusal::PausedWithoutCandidate => {
+                write!(f, "a switchover in maintenance mode needs a candidate")
+            }
+            SwitchoverRefusal::NoFitCandidate => write!(f, "no good candidates have been found"),
+        }
+    }
+}
+
+/// Why a reinitialize request was refused (Patroni's words, which the REST
+/// API answers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReinitializeRefusal {
+    /// The leader holds the only complete copy.
+    Leader,
+    /// Nobody to clone from.
+    NoLeader,
+}
+
+impl fmt::Display for ReinitializeRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReinitializeRefusal::Leader => "I am the leader, can not reinitialize",
+            ReinitializeRefusal::NoLeader => "cluster has no leader, can not reinitialize",
+        })
+    }
+}
+
+/// One step of the leader's synchronous replication management (rule 3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncUpdate {
+    /// Synchronous mode is off: `synchronous_standby_names` is emptied.
+    OffStopWaiting,
+    /// Synchronous mode is off: the sync key forgets its standbys.
+    OffEmptyingKey,
+    /// The key is claimed for this leader, naming nobody yet.
+    ClaimingKey,
+    /// Members leave the key before Postgres stops waiting for them.
+    Removing { members: BTreeSet<String> },
+    /// `synchronous_standby_names` changes.
+    StandbyNames { names: SyncNames },
+    /// Members Postgres confirmed synchronous enter the key.
+    Adding { members: BTreeSet<String> },
+    /// Quorum mode: the key's voters and quorum change.
+    QuorumKey { members: BTreeSet<String>, quorum: u32 },
+}
+
+impl fmt::Display for SyncUpdate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncUpdate::OffStopWaiting => {
+                write!(f, "synchronous mode is off: commits no longer wait for standbys")
+            }
+            SyncUpdate::OffEmptyingKey => write!(f, "synchronous mode is off: emptying the sync key"),
+            SyncUpdate::ClaimingKey => write!(f, "claiming the sync key for this leader, naming nobody yet"),
+            SyncUpdate::Removing { members } => {
+                write!(f, "removing {} from the sync key first", Names(members))
+            }
+            SyncUpdate::StandbyNames { names } => {
+                write!(f, "synchronous_standby_names becomes {}", StandbyNames(names))
+            }
+            SyncUpdate::Adding { members } => {
+                write!(f, "{} confirmed synchronous: adding to the sync key", Names(members))
+            }
+            SyncUpdate::QuorumKey { members, quorum } => {
+                write!(f, "sync key becomes {} with quorum {quorum}", Names(members))
+            }
+        }
+    }
+}
+
+/// Member names as a reason lists them: `pg2, pg3`.
+struct Names<'a>(&'a BTreeSet<String>);
+
+impl fmt::Display for Names<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, name) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(name)?;
+        }
+        Ok(())
+    }
+}
+
+/// `synchronous_standby_names` as a reason shows it: `FIRST 1 (pg2)`,
+/// `ANY 1 (pg2, pg3)`, or `'' (asynchronous)`.
+struct StandbyNames<'a>(&'a SyncNames);
+
+impl fmt::Display for StandbyNames<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = self.0;
+        if names.members.is_empty() {
+            return f.write_str("'' (asynchronous)");
+        }
+        let kind = if names.quorum { "ANY" } else { "FIRST" };
+        write!(f, "{kind} {} ({})", names.num, Names(&names.members))
+    }
+}
+
 /// Why a decision was made. `Display` reads as an operator's log line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reason {
@@ -315,7 +458,7 @@ pub enum Reason {
     ShutDown,
     Restarting,
     Reinitializing { source: String },
-    ReinitializeRefused { why: String },
+    ReinitializeRefused { why: ReinitializeRefusal },
     FailsafePromise { leader: String },
     Paused { leader: bool },
     // Bootstrap and clone.
@@ -339,16 +482,17 @@ pub enum Reason {
     PublishingHistory { timeline: u32 },
     WritingInitializeKey,
     SeedingConfig,
-    SyncChange { change: String },
+    SyncChange { change: SyncUpdate },
     SyncStrictWithoutStandby,
     PrimaryDown { down_ms: u64, timeout_ms: u64 },
     PrimaryStartTimedOut { down_ms: u64 },
     PrimaryStartFailed,
     StartingAsPrimary,
+    HolderUnfit { why: Unfit },
     // Switchover.
     Switchover { candidate: Option<String> },
     SwitchoverScheduled { in_ms: u64 },
-    SwitchoverRefused { why: String },
+    SwitchoverRefused { why: SwitchoverRefusal },
     // Election.
     TakingLease,
     ReclaimingLease,
@@ -484,6 +628,9 @@ impl fmt::Display for Reason {
                 secs(*down_ms)
             ),
             StartingAsPrimary => write!(f, "starting Postgres as primary: I hold the lock"),
+            HolderUnfit { why } => {
+                write!(f, "releasing the leader lock without promoting: I am {why}")
+            }
             Switchover { candidate: Some(c) } => {
                 write!(f, "switchover to {c}: demoting, then releasing the leader lock")
             }

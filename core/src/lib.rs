@@ -26,7 +26,8 @@ pub mod trace;
 pub use dcs::{ClusterView, DcsView, DynamicConfig, Member, MemberRole, MemberState, SyncMode, Tags};
 pub use decide::rewind::divergence;
 pub use decision::{
-    Action, DataRemoval, Decision, DemoteMode, Lsn, MemberStatus, NoRewind, Reason, StartAs, StopMode, Unfit,
+    Action, DataRemoval, Decision, DemoteMode, Lsn, MemberStatus, NoRewind, Reason, ReinitializeRefusal,
+    StartAs, StopMode, SwitchoverRefusal, SyncUpdate, Unfit,
 };
 pub use input::{ActionResult, Observation, Outcome, Request};
 pub use pg::{

@@ -85,6 +85,8 @@ pub struct FailsafePromise {
     pub until_ms: u64,
 }
 
+/// The lease arithmetic (`lease_remaining_ms`, `gentle_demote_in_ms`) lives
+/// with the lease rules, in `decide/lease.rs`.
 impl State {
     pub fn new(name: impl Into<String>) -> State {
         State {
@@ -109,17 +111,5 @@ impl State {
             sync_names_seen: None,
             sync_names_since_lsn: 0,
         }
-    }
-
-    /// Time left on the lease at `now_ms`, if one is held and not yet expired.
-    pub fn lease_remaining_ms(&self, now_ms: u64) -> Option<u64> {
-        self.lease_deadline_ms.filter(|d| *d > now_ms).map(|d| d - now_ms)
-    }
-
-    /// Time left at `now_ms` until the gentle demote point
-    /// ([`DynamicConfig::gentle_demote_ms`] before the lease deadline), zero
-    /// once past it; `None` without a lease.
-    pub fn gentle_demote_in_ms(&self, now_ms: u64, cfg: &DynamicConfig) -> Option<u64> {
-        self.lease_deadline_ms.map(|d| d.saturating_sub(cfg.gentle_demote_ms()).saturating_sub(now_ms))
     }
 }

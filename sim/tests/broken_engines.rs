@@ -65,21 +65,28 @@ fn never_demote(_: &mut Option<Action>, obs: &Observation, d: &mut Decision) {
 /// Promotes the most-lagging replica: in a leader race each member's
 /// position is mirrored around its own (ahead looks behind, behind looks
 /// ahead), the leader's last optime looks like its own, and it counts
-/// itself a synchronous standby.
+/// itself a synchronous standby; so it does once it holds the lock and is
+/// about to promote, where keel-core judges the holder again.
 fn mirror_positions(node: &Node, obs: &mut Observation) {
     let mine = obs.pg.wal_position();
     let me = node.state().name.clone();
+    let replica = obs.pg.is_running_replica();
     let DcsView::Reachable(view) = &mut obs.dcs else { return };
-    if view.leader.is_some() || node.state().role == Role::Leader {
+    let racing = view.leader.is_none() && node.state().role != Role::Leader;
+    let promoting = view.leader_name() == Some(me.as_str()) && replica;
+    if !racing && !promoting {
         return;
     }
-    for (name, m) in &mut view.members {
-        if *name != me {
-            m.lsn = (2 * mine).saturating_sub(m.lsn);
+    if racing {
+        for (name, m) in &mut view.members {
+            if *name != me {
+                m.lsn = (2 * mine).saturating_sub(m.lsn);
+            }
         }
+        view.optime_lsn = Some(mine);
     }
-    view.optime_lsn = Some(mine);
-    if let Some(sync) = &mut view.sync {
+    // Until it claims the key for itself (then it counts as its leader).
+    if let Some(sync) = view.sync.as_mut().filter(|k| k.leader.as_deref() != Some(me.as_str())) {
         sync.members.insert(me);
     }
 }

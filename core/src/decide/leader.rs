@@ -3,7 +3,7 @@
 //! `primary_start_timeout` (behaviour 6), and the leader's housekeeping:
 //! history, initialize key, config, synchronous standbys.
 
-use super::{fitness, switchover, sync, Ctx, Verdict};
+use super::{fitness, lease, switchover, sync, Ctx, Verdict};
 use std::collections::BTreeSet;
 
 use crate::dcs::{ClusterView, SyncMode};
@@ -11,24 +11,24 @@ use crate::decision::{Action, Reason, StartAs, StopMode};
 use crate::input::ActionResult;
 use crate::pg::{PgProcess, TimelineSwitch};
 
-/// `None` when this node's lock is not (or no longer) visible in the DCS:
-/// it then goes the replica way.
-pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
-    if view.leader_name() != Some(cx.me()) {
-        cx.next.lease_deadline_ms = None;
-        return None;
-    }
-    Some(match cx.obs.pg.process {
+/// The node holds the lease, so the view's leader key names it (a view in
+/// which it does not took the lease away: `lease.rs`, rule 6).
+pub(super) fn decide(cx: &mut Ctx, view: &ClusterView) -> Verdict {
+    assert_eq!(view.leader_name(), Some(cx.me()), "a lease held under a leader key naming another");
+    match cx.obs.pg.process {
         PgProcess::RunningReplica => promote(cx, view),
         PgProcess::Stopped | PgProcess::Starting => primary_down(cx, view),
         PgProcess::RunningPrimary => primary(cx, view),
-    })
+    }
 }
 
 /// Promote only with the lock, and with enough lease left to be worth it
 /// (rule 2). In synchronous mode the sync key names this node as leader
 /// (and nobody else yet) before Postgres promotes (rule 3).
 pub(super) fn promote(cx: &mut Ctx, view: &ClusterView) -> Verdict {
+    if let Some(v) = lease::unfit_holder(cx, view) {
+        return v;
+    }
     let mut actions = Vec::new();
     // Also when the key already names this node with standbys (a leader
     // that demoted and takes the lock again): they may lack what the new

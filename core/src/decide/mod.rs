@@ -3,16 +3,18 @@
 //! invariants and swaps the state in.
 //!
 //! The rules are tried in a fixed order, safety first: shutdown requests
-//! are remembered, fencing (rules 1 and 6) overrides everything including
-//! pause, then the DCS-unknown case (rule 5), bootstrap, pause, operator
-//! requests, and finally the leader or replica paths.
+//! are remembered, the lease (rules 1 and 6, `lease.rs`) fences a primary
+//! before anything else, pause included, then the DCS-unknown case (rule
+//! 5), bootstrap, pause, operator requests, and finally the leader or
+//! replica paths.
 
 mod bootstrap;
+mod dcs_unknown;
 mod election;
-mod fencing;
 mod fitness;
 mod follow;
 mod leader;
+mod lease;
 mod operator;
 mod pause;
 pub(crate) mod rewind;
@@ -26,10 +28,6 @@ use crate::limits::ACTIONS_MAX;
 use crate::pg::DataDir;
 use crate::role::Role;
 use crate::state::{FailsafePromise, State};
-use crate::time::drift_margin_ms;
-
-/// The shortest wait before retrying an action that just failed.
-const MIN_RETRY_MS: u64 = 100;
 
 /// How often a leader whose sync key names fewer standbys than it wants
 /// looks again while a replica could serve: a standby that connects is
@@ -53,14 +51,14 @@ pub(crate) fn decide(prev: &State, obs: &Observation) -> Plan {
 pub(crate) type Verdict = (Vec<Action>, Reason);
 
 fn route(cx: &mut Ctx) -> Verdict {
-    if let Some(v) = fencing::decide(cx) {
+    if let Some(v) = lease::fence(cx) {
         return v;
     }
     if let Some(v) = operator::shutdown(cx) {
         return v;
     }
     let Some(view) = cx.view else {
-        return fencing::dcs_unknown(cx);
+        return dcs_unknown::decide(cx);
     };
     if let Some(v) = bootstrap::decide(cx, view) {
         return v;
@@ -72,9 +70,7 @@ fn route(cx: &mut Ctx) -> Verdict {
         return pause::decide(cx, view);
     }
     if cx.holds_lease() {
-        if let Some(v) = leader::decide(cx, view) {
-            return v;
-        }
+        return leader::decide(cx, view);
     }
     match view.leader_name() {
         Some(leader) if leader != cx.me() => follow::decide(cx, view, leader),
@@ -91,7 +87,8 @@ pub(crate) struct Ctx<'a> {
     pub view: Option<&'a ClusterView>,
     pub cfg: DynamicConfig,
     pub next: State,
-    /// A renewal failed definitely: the lock is gone now (rule 6).
+    /// The lock is gone now, by a definite fact: a renewal failed, or the
+    /// view names another holder or none (rule 6, `lease.rs`).
     pub lock_lost: bool,
 }
 
@@ -114,17 +111,7 @@ impl<'a> Ctx<'a> {
         cx.fold_outcomes();
         cx.fold_request();
         cx.note_sync_names();
-        // The view is read after the previous actions ran: a key that does
-        // not name this node is a definite fact, the lock is gone (rule 6).
-        // A key that vanished counts too; Patroni re-creates it if nobody
-        // took it, keel does not on purpose (README, Differences from
-        // Patroni): every other member is racing for it in this instant.
-        if view.is_some_and(|v| v.leader_name() != Some(prev.name.as_str()))
-            && cx.next.lease_deadline_ms.is_some()
-        {
-            cx.next.lease_deadline_ms = None;
-            cx.lock_lost = true;
-        }
+        lease::observe_holder(&mut cx);
         cx
     }
 
@@ -156,41 +143,14 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Folds the previous decision's outcomes into the next state. A lease
-    /// counts from when its request was sent (rule 1); only a definite
-    /// failure of a renewal means the lock is gone (rule 6).
+    /// Folds the previous decision's outcomes into the next state: the
+    /// lease (rule 1 and 6, `lease.rs`), then the role that bootstrap,
+    /// clone and rewind moved to.
     fn fold_outcomes(&mut self) {
-        let now = self.obs.now_ms;
-        for outcome in &self.obs.outcomes {
-            let sent = outcome.sent_at_ms.min(now);
-            let mut cfg = self.cfg.clone();
-            cfg.ttl_ms = cfg.ttl_ms.min(outcome.lease_ttl_ms.unwrap_or(u64::MAX));
-            let validity = cfg.lease_validity_ms();
+        let obs = self.obs;
+        for outcome in &obs.outcomes {
+            lease::fold_outcome(self, outcome);
             match (&outcome.action, outcome.result) {
-                (Action::AcquireLease | Action::RenewLease { .. }, ActionResult::Done) => {
-                    let deadline = sent.saturating_add(validity);
-                    self.next.lease_deadline_ms =
-                        Some(self.next.lease_deadline_ms.map_or(deadline, |d| d.max(deadline)));
-                }
-                (Action::CheckFailsafe { .. }, ActionResult::Done) => {
-                    // Every member confirmed: none of them races until this
-                    // much later by its own clock (rule 4, failsafe mode).
-                    if let Some(d) = self.next.lease_deadline_ms {
-                        self.next.lease_deadline_ms = Some(d.max(sent.saturating_add(validity)));
-                    }
-                }
-                (Action::RenewLease { .. }, ActionResult::Failed) => {
-                    self.next.lease_deadline_ms = None;
-                    self.lock_lost = true;
-                }
-                // Postgres stopped being writable, or the key is gone: the
-                // lease is given up. A demote that failed keeps it, so the
-                // leader can try again while the lease lasts.
-                (Action::Demote { .. }, ActionResult::Done | ActionResult::Unknown)
-                | (
-                    Action::ReleaseLease { .. },
-                    ActionResult::Done | ActionResult::Unknown | ActionResult::Failed,
-                ) => self.next.lease_deadline_ms = None,
                 (Action::TakeInitializeKey, ActionResult::Done) => {
                     self.next.role = Role::Bootstrapping;
                 }
@@ -237,14 +197,8 @@ impl<'a> Ctx<'a> {
         match &self.obs.request {
             Some(Request::Shutdown) => self.next.shutdown = true,
             Some(Request::FailsafePing { leader }) => {
-                // Promise not to race for as long as the leader's extension
-                // can last, plus the drift margin in the leader's favour.
-                let ttl = self.cfg.ttl_ms;
-                let margin = drift_margin_ms(ttl, self.cfg.max_clock_drift_ppm);
-                self.next.failsafe_promise = Some(FailsafePromise {
-                    leader: leader.clone(),
-                    until_ms: self.obs.now_ms.saturating_add(ttl + margin),
-                });
+                let until_ms = lease::failsafe_promise_until_ms(self);
+                self.next.failsafe_promise = Some(FailsafePromise { leader: leader.clone(), until_ms });
             }
             _ => {}
         }
@@ -256,11 +210,6 @@ impl<'a> Ctx<'a> {
 
     pub fn now(&self) -> u64 {
         self.obs.now_ms
-    }
-
-    /// Holds a lease whose deadline lies ahead.
-    pub fn holds_lease(&self) -> bool {
-        self.next.lease_remaining_ms(self.now()).is_some()
     }
 
     /// The outcome of `pred`-matching actions in the previous decision.
@@ -308,10 +257,7 @@ impl<'a> Ctx<'a> {
     /// leader, giving it up makes a replica.
     fn settle_role(&mut self, actions: &[Action]) {
         let next = &mut self.next;
-        let holds = next.lease_remaining_ms(self.obs.now_ms).is_some();
-        if !holds {
-            next.lease_deadline_ms = None;
-        }
+        let holds = lease::drop_expired(next, self.obs.now_ms);
         if next.shutdown {
             next.role = Role::Stopped;
             return;
@@ -376,12 +322,8 @@ impl<'a> Ctx<'a> {
         }
         let now = self.now();
         let mut wake = self.cfg.loop_wait_ms;
-        match self.next.gentle_demote_in_ms(now, &self.cfg) {
-            None => {}
-            // Past that point (a gentle demote failed): retry soon, not in a
-            // busy loop.
-            Some(0) => wake = wake.min(MIN_RETRY_MS),
-            Some(until) => wake = wake.min(until),
+        if let Some(lease_ms) = lease::wake_in_ms(self) {
+            wake = wake.min(lease_ms);
         }
         if self.sync_standby_wanted() {
             wake = wake.min(SYNC_LOOK_AGAIN_MS);

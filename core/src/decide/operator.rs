@@ -2,7 +2,7 @@
 
 use super::{Ctx, Verdict};
 use crate::dcs::ClusterView;
-use crate::decision::{Action, DemoteMode, Reason, StopMode};
+use crate::decision::{Action, DemoteMode, Reason, ReinitializeRefusal, StopMode};
 use crate::input::Request;
 use crate::pg::PgProcess;
 use crate::role::Role;
@@ -50,12 +50,13 @@ pub(super) fn request(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
         }
         Request::Reinitialize => {
             if cx.holds_lease() || view.leader_name() == Some(cx.me()) {
-                let why = "I am the leader, can not reinitialize".to_owned();
-                return Some((actions, Reason::ReinitializeRefused { why }));
+                return Some((actions, Reason::ReinitializeRefused { why: ReinitializeRefusal::Leader }));
             }
             let Some(leader) = view.leader_name() else {
-                let why = "cluster has no leader, can not reinitialize".to_owned();
-                return Some((Vec::new(), Reason::ReinitializeRefused { why }));
+                return Some((
+                    Vec::new(),
+                    Reason::ReinitializeRefused { why: ReinitializeRefusal::NoLeader },
+                ));
             };
             let source = leader.to_owned();
             if cx.obs.pg.is_running() || cx.obs.pg.process == PgProcess::Starting {

@@ -3,7 +3,7 @@
 //! replicas at the leader, as in Patroni. What the operator asks for still
 //! happens: restart and reinitialize (handled before this), and a
 //! switchover to a named candidate, which Patroni allows while paused.
-//! Fencing still runs before this (see `fencing.rs`): safety does not pause.
+//! The lease still fences before this (see `lease.rs`): safety does not pause.
 
 use super::{election, follow, leader, switchover, sync, Ctx, Verdict};
 use crate::dcs::ClusterView;

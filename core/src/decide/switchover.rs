@@ -7,41 +7,45 @@
 
 use super::{fitness, Ctx, Verdict};
 use crate::dcs::{ClusterView, FailoverKey};
-use crate::decision::{Action, DemoteMode, Reason};
+use crate::decision::{Action, DemoteMode, Reason, SwitchoverRefusal};
 
 pub(super) fn as_leader(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
     let request = view.failover.as_ref()?;
     let renew = Action::RenewLease { optime_lsn: cx.optime() };
-    let refuse = |why: String| {
+    let refuse = |why: SwitchoverRefusal| {
         let clear = Action::ClearFailoverRequest { revision: request.revision };
         Some((vec![renew.clone(), clear], Reason::SwitchoverRefused { why }))
     };
     if let Some(leader) = request.leader.as_deref() {
         if leader != cx.me() {
-            return refuse(format!("it names {leader} as leader, but I am the leader"));
+            return refuse(SwitchoverRefusal::OtherLeader { leader: leader.to_owned() });
         }
     }
     match schedule(cx, request) {
         Schedule::Later(_) => return None,
         Schedule::Stale { late_ms } => {
-            return refuse(format!("it was scheduled {} s ago, too long past to carry out", late_ms / 1000));
+            return refuse(SwitchoverRefusal::ScheduledLongAgo { late_ms });
         }
         Schedule::Now => {}
     }
     let candidate = match request.candidate.as_deref() {
-        Some(c) if c == cx.me() => return refuse(format!("{c} is already the leader")),
+        Some(c) if c == cx.me() => {
+            return refuse(SwitchoverRefusal::CandidateIsLeader { candidate: c.to_owned() });
+        }
         Some(c) => match fitness::member_fitness(cx, view, c, Some(cx.optime())) {
             Ok(()) => Some(c.to_owned()),
-            Err(why) => return refuse(format!("candidate {c} is {why}")),
+            Err(unfit) => {
+                return refuse(SwitchoverRefusal::CandidateUnfit { candidate: c.to_owned(), unfit });
+            }
         },
         None if cx.cfg.pause => {
             // Patroni: while paused only a switchover to a named candidate
             // is possible, for nobody else would race.
-            return refuse("a switchover in maintenance mode needs a candidate".to_owned());
+            return refuse(SwitchoverRefusal::PausedWithoutCandidate);
         }
         None => {
             if !fitness::anyone_else_fit(cx, view, None) {
-                return refuse("no good candidates have been found".to_owned());
+                return refuse(SwitchoverRefusal::NoFitCandidate);
             }
             None
         }

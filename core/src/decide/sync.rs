@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use super::{Ctx, Verdict};
 use crate::dcs::{ClusterView, SyncKey, SyncMode};
-use crate::decision::{Action, Reason};
+use crate::decision::{Action, Reason, SyncUpdate};
 use crate::pg::{Standby, StandbySyncState, SyncNames};
 
 /// A standby name nobody has: with it, strict mode blocks commits rather
@@ -57,15 +57,14 @@ pub(super) fn decide(cx: &Ctx, view: &ClusterView) -> Option<Verdict> {
     let pg_names = &cx.obs.pg.sync_standby_names;
     if !cx.cfg.sync_enabled() {
         if !pg_names.members.is_empty() {
-            let change = "synchronous mode is off: commits no longer wait for standbys".to_owned();
             let action = Action::SetSyncStandbyNames(SyncNames::default());
-            return Some((vec![action], Reason::SyncChange { change }));
+            return Some((vec![action], Reason::SyncChange { change: SyncUpdate::OffStopWaiting }));
         }
         // Forget the old standbys, so that turning synchronous mode on
         // again never trusts a standby for commits made meanwhile.
         let key =
             view.sync.as_ref().filter(|k| k.leader.as_deref() == Some(cx.me()) && !k.members.is_empty())?;
-        let change = "synchronous mode is off: emptying the sync key".to_owned();
+        let change = SyncUpdate::OffEmptyingKey;
         return Some((write_key(key, BTreeSet::new(), key.quorum), Reason::SyncChange { change }));
     }
     let quorum = cx.cfg.synchronous_mode == SyncMode::Quorum;
@@ -77,8 +76,7 @@ pub(super) fn decide(cx: &Ctx, view: &ClusterView) -> Option<Verdict> {
             quorum: quorum.then_some(0),
             expected_revision: view.sync.as_ref().map(|s| s.revision),
         };
-        let change = "claiming the sync key for this leader, naming nobody yet".to_owned();
-        return Some((vec![action], Reason::SyncChange { change }));
+        return Some((vec![action], Reason::SyncChange { change: SyncUpdate::ClaimingKey }));
     };
     let desired = desired_standbys(cx, view, key);
     if quorum {
@@ -106,9 +104,8 @@ fn on_step(cx: &Ctx, key: &SyncKey, desired: Vec<String>) -> Option<Verdict> {
         .collect();
     let removed: BTreeSet<String> = key.members.difference(&keep).cloned().collect();
     if !removed.is_empty() {
-        let members = keep;
-        let change = format!("removing {} from the sync key first", list(&removed));
-        return Some((write_key(key, members, None), Reason::SyncChange { change }));
+        let change = SyncUpdate::Removing { members: removed };
+        return Some((write_key(key, keep, None), Reason::SyncChange { change }));
     }
     let target = if desired.is_empty() && cx.cfg.synchronous_mode_strict {
         if pg.sync_standby_names.members.is_empty() {
@@ -121,7 +118,7 @@ fn on_step(cx: &Ctx, key: &SyncKey, desired: Vec<String>) -> Option<Verdict> {
         SyncNames { members: desired.clone(), num, quorum: false }
     };
     if pg.sync_standby_names != target {
-        let change = format!("synchronous_standby_names becomes {}", render(&target));
+        let change = SyncUpdate::StandbyNames { names: target.clone() };
         return Some((vec![Action::SetSyncStandbyNames(target)], Reason::SyncChange { change }));
     }
     let confirmed = confirmed(cx);
@@ -129,7 +126,7 @@ fn on_step(cx: &Ctx, key: &SyncKey, desired: Vec<String>) -> Option<Verdict> {
         desired.intersection(&confirmed).filter(|m| !key.members.contains(*m)).cloned().collect();
     if !added.is_empty() {
         let members = key.members.union(&added).cloned().collect();
-        let change = format!("{} confirmed synchronous: adding to the sync key", list(&added));
+        let change = SyncUpdate::Adding { members: added };
         return Some((write_key(key, members, None), Reason::SyncChange { change }));
     }
     if desired.is_empty() && cx.cfg.synchronous_mode_strict {
@@ -153,13 +150,13 @@ fn quorum_step(cx: &Ctx, key: &SyncKey, desired: &[String]) -> Option<Verdict> {
     };
     let key_quorum = key.quorum.unwrap_or(0);
     if *pg_names != target && quorum_safe(&key.members, key_quorum, &target) {
-        let change = format!("synchronous_standby_names becomes {}", render(&target));
+        let change = SyncUpdate::StandbyNames { names: target.clone() };
         return Some((vec![Action::SetSyncStandbyNames(target)], Reason::SyncChange { change }));
     }
     let safe_now = pg_names.num.saturating_sub(pg_names.members.difference(&members).count() as u32);
     let key_target = num.min(safe_now);
     if key.members != members || key_quorum != key_target {
-        let change = format!("sync key becomes {} with quorum {key_target}", list(&members));
+        let change = SyncUpdate::QuorumKey { members: members.clone(), quorum: key_target };
         return Some((write_key(key, members, Some(key_target)), Reason::SyncChange { change }));
     }
     None
@@ -239,16 +236,4 @@ fn confirmed(cx: &Ctx) -> BTreeSet<String> {
 
 fn write_key(key: &SyncKey, members: BTreeSet<String>, quorum: Option<u32>) -> Vec<Action> {
     vec![Action::WriteSyncKey { members, quorum, expected_revision: Some(key.revision) }]
-}
-
-fn list(names: &BTreeSet<String>) -> String {
-    names.iter().cloned().collect::<Vec<_>>().join(", ")
-}
-
-pub(crate) fn render(names: &SyncNames) -> String {
-    if names.members.is_empty() {
-        return "'' (asynchronous)".to_owned();
-    }
-    let kind = if names.quorum { "ANY" } else { "FIRST" };
-    format!("{kind} {} ({})", names.num, list(&names.members))
 }

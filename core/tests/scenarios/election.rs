@@ -232,7 +232,10 @@ fn diverged_replica_does_not_race_even_as_only_member() {
     let d = race("pg2", v, replica_pg(1000));
     assert_eq!(acts(&d), vec![]);
     assert_eq!(d.reason, unfit(Unfit::Diverged { fork_lsn: 800 }));
-    assert_eq!(reason(&d), "no leader, but I do not race: its history diverged from the cluster's at 0/320");
+    assert_eq!(
+        reason(&d),
+        "no leader, but I do not race: on a history that diverged from the cluster's at 0/320"
+    );
 }
 
 #[test]
@@ -306,7 +309,7 @@ fn quorum_mode_member_seeing_too_few_of_the_key_does_not_take_lease() {
     assert_eq!(d.reason, unfit(Unfit::QuorumNotVisible { votes: 0, needed: 1 }));
     assert_eq!(
         reason(&d),
-        "no leader, but I do not race: sees 0 other quorum members not ahead of it, needs 1"
+        "no leader, but I do not race: short of quorum votes (0 other members of the sync key not ahead of it, 1 needed)"
     );
 }
 
@@ -515,4 +518,26 @@ fn status_rewritten_by_the_new_leader_is_the_lag_reference() {
     let d = n.step(&Obs::new(3000, v, replica_pg(1000)).0);
     assert_eq!(acts(&d), vec![]);
     assert_eq!(d.reason, unfit(Unfit::Lagging { lag_bytes: 3_000_000, max_bytes: 1_048_576 }));
+}
+
+#[test]
+fn lock_taken_by_an_acquire_sent_after_a_freeze_over_a_newer_timeline_is_released_not_promoted() {
+    let mut n = replica("pg2");
+    let d = n.step(&Obs::new(1_000, leaderless(), replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![Action::AcquireLease]);
+    // The agent froze before sending the acquire. Meanwhile pg3 led on
+    // timeline 2 from 900 and died; the acquire, sent at last, found the
+    // key free. pg2 wrote up to 1000 on timeline 1: promoting it would
+    // fork the history and drop pg3's writes (rule 6).
+    let mut v = with_leader(leaderless(), "pg2");
+    v.history = vec![switch(1, 900, Some("pg3"))];
+    v.members.remove("pg3");
+    let o = Obs::new(60_000, v, replica_pg(1000)).outcome(Action::AcquireLease, ActionResult::Done, 59_000);
+    let d = n.step(&o.0);
+    assert_eq!(acts(&d), vec![release(1000)]);
+    assert_eq!(d.reason, Reason::HolderUnfit { why: Unfit::Diverged { fork_lsn: 900 } });
+    assert_eq!(
+        reason(&d),
+        "releasing the leader lock without promoting: I am on a history that diverged from the cluster's at 0/384"
+    );
 }

@@ -253,3 +253,38 @@ fn failed_gentle_demote_keeps_the_lease_retries_and_demotes_immediately_at_deadl
     assert_eq!(acts(&d), vec![demote(DemoteMode::Immediate)]);
     assert_eq!(d.reason, Reason::LeaseExpired { overdue_ms: 0 });
 }
+
+#[test]
+fn renewal_confirmed_late_inside_the_gentle_window_renews_instead_of_demoting() {
+    // The renewal sent at 5 s was confirmed only now, at 25 s: its lease
+    // runs to 34.7 s, 9.7 s away, inside the 10 s gentle window. etcd has
+    // just answered, so the leader renews again rather than demote (rule 6).
+    let mut n = leader("pg1", VALIDITY_MS);
+    let o = Obs::new(25_000, cluster(), primary_pg(1000)).outcome(renew(1000), ActionResult::Done, 5_000);
+    let d = n.step(&o.0);
+    assert_eq!(acts(&d), vec![renew(1000)]);
+    assert_eq!(d.reason, Reason::LeaderHealthy { name: "pg1".into() });
+    assert_eq!(n.state().lease_deadline_ms, Some(5_000 + VALIDITY_MS));
+    // Past the gentle point: step again soon to see whether this renewal
+    // is confirmed.
+    assert_eq!(d.wake_after_ms, 100);
+    // It is not: the lease is really running out, so the leader demotes
+    // gently now.
+    let o = Obs::new(25_100, cluster(), primary_pg(1000)).outcome(renew(1000), ActionResult::Unknown, 25_000);
+    let d = n.step(&o.0);
+    assert_eq!(acts(&d), vec![demote(DemoteMode::Graceful), release(1000)]);
+    assert_eq!(d.reason, Reason::LeaseRunningOut { remaining_ms: 9_600 });
+}
+
+#[test]
+fn renewal_confirmed_inside_the_gentle_window_while_etcd_reads_fail_keeps_the_primary() {
+    // The confirmation arrived but the next read did not: unknown is not
+    // lost, and no demotion in the step that confirmed the renewal.
+    let mut n = leader("pg1", VALIDITY_MS);
+    let o =
+        Obs::unreachable(25_000, 24_000, primary_pg(1000)).outcome(renew(1000), ActionResult::Done, 5_000);
+    let d = n.step(&o.0);
+    assert_eq!(acts(&d), vec![]);
+    assert_eq!(d.reason, Reason::DcsUnreachableLeader { unreachable_ms: 1_000, remaining_ms: 9_700 });
+    assert_eq!(d.wake_after_ms, 100);
+}

@@ -285,10 +285,8 @@ fn reinitialize_refused_without_a_leader() {
     let o = Obs::new(5_000, no_leader(cluster()), replica_pg(1000)).request(Request::Reinitialize);
     let d = n.step(&o.0);
     assert_eq!(acts(&d), vec![]);
-    assert_eq!(
-        d.reason,
-        Reason::ReinitializeRefused { why: "cluster has no leader, can not reinitialize".into() }
-    );
+    assert_eq!(d.reason, Reason::ReinitializeRefused { why: ReinitializeRefusal::NoLeader });
+    assert_eq!(reason(&d), "reinitialize refused: cluster has no leader, can not reinitialize");
     assert_eq!(n.state().role, Role::Replica);
 }
 
@@ -298,7 +296,8 @@ fn leader_refuses_reinitialize_and_keeps_renewing_its_lease() {
     let d = n.step(&Obs::new(0, cluster(), primary_pg(1000)).0);
     let o = all_done(Obs::new(10_000, cluster(), primary_pg(1000)), &d, 0).request(Request::Reinitialize);
     let d = n.step(&o.0);
-    assert_eq!(d.reason, Reason::ReinitializeRefused { why: "I am the leader, can not reinitialize".into() });
+    assert_eq!(d.reason, Reason::ReinitializeRefused { why: ReinitializeRefusal::Leader });
+    assert_eq!(reason(&d), "reinitialize refused: I am the leader, can not reinitialize");
     assert_eq!(acts(&d), vec![renew(1000)]);
     // The next loop goes on as usual: no demotion for the skipped renewal.
     let now = 10_000 + d.wake_after_ms;

@@ -148,8 +148,8 @@ fn paused_leader_clears_a_failover_key_without_candidate() {
     let v = paused(with_failover(cluster(), Some("pg1"), None));
     let d = leader("pg1", VALIDITY_MS).step(&Obs::new(5_000, v, primary_pg(1000)).0);
     assert_eq!(acts(&d), vec![renew(1000), Action::ClearFailoverRequest { revision: 97 }]);
-    let why = "a switchover in maintenance mode needs a candidate".to_owned();
-    assert_eq!(d.reason, Reason::SwitchoverRefused { why });
+    assert_eq!(d.reason, Reason::SwitchoverRefused { why: SwitchoverRefusal::PausedWithoutCandidate });
+    assert_eq!(reason(&d), "switchover refused: a switchover in maintenance mode needs a candidate");
 }
 
 #[test]

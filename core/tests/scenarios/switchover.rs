@@ -50,7 +50,10 @@ fn clear() -> Action {
 }
 
 fn refused(d: &Decision, why: &str) {
-    assert_eq!(d.reason, Reason::SwitchoverRefused { why: why.into() });
+    let Reason::SwitchoverRefused { why: refusal } = &d.reason else {
+        panic!("expected a refused switchover, got {:?}", d.reason);
+    };
+    assert_eq!(refusal.to_string(), why);
     assert_eq!(reason(d), format!("switchover refused: {why}"));
 }
 
@@ -530,7 +533,7 @@ fn switchover_to_candidate_that_wrote_past_the_fork_is_refused_before_the_leader
     let v = edit(edit(v, "pg1", |m| m.timeline = 2), "pg2", |m| m.lsn = 950);
     let d = lead(v);
     assert_eq!(acts(&d), vec![renew(1000), clear()]);
-    refused(&d, "candidate pg2 is its history diverged from the cluster's at 0/384");
+    refused(&d, "candidate pg2 is on a history that diverged from the cluster's at 0/384");
 }
 
 #[test]
@@ -544,6 +547,20 @@ fn requested_candidate_behind_check_timeline_clears_the_request_instead_of_takin
     assert_eq!(
         reason(&d),
         "switchover to me refused: I am on timeline 1, behind the cluster's timeline 2; \
+         clearing the request so that the usual race runs"
+    );
+}
+
+#[test]
+fn requested_candidate_on_a_diverged_history_clears_the_request_and_says_so_in_a_sentence() {
+    let mut v = manual_failover("pg3");
+    v.history = vec![TimelineSwitch { timeline: 1, fork_lsn: 900, new_leader: Some("pg2".into()) }];
+    let d = replica("pg3").step(&Obs::new(1000, v, replica_pg(1000)).0);
+    assert_eq!(acts(&d), vec![clear()]);
+    assert_eq!(d.reason, Reason::CandidateUnfit { why: Unfit::Diverged { fork_lsn: 900 } });
+    assert_eq!(
+        reason(&d),
+        "switchover to me refused: I am on a history that diverged from the cluster's at 0/384; \
          clearing the request so that the usual race runs"
     );
 }

@@ -62,7 +62,7 @@ fn set_names(n: SyncNames) -> Action {
 
 fn change(d: &Decision) -> String {
     match &d.reason {
-        Reason::SyncChange { change } => change.clone(),
+        Reason::SyncChange { change } => change.to_string(),
         other => panic!("expected a sync change, got {other:?}"),
     }
 }

@@ -1,4 +1,4 @@
-//! `CheckFailsafe` (failsafe mode, `core/src/decide/fencing.rs`): a leader
+//! `CheckFailsafe` (failsafe mode, `core/src/decide/dcs_unknown.rs`): a leader
 //! that cannot reach etcd asks every other member, over its REST API
 //! (`POST /failsafe`, as Patroni), to confirm it. `Done` means every one of
 //! them answered 200: each has then promised not to race for the leader's

@@ -566,7 +566,7 @@ pub async fn reinitialize(api: &Api, headers: &HeaderMap, raw: &[u8]) -> Respons
         opt_bool(&request, "from_leader")?;
         let reply = ask(ops, Request::Reinitialize, None).await?;
         if let Reply::Stepped { reason: Reason::ReinitializeRefused { why }, .. } = &reply {
-            return Ok(text(StatusCode::SERVICE_UNAVAILABLE, capitalized(why)));
+            return Ok(text(StatusCode::SERVICE_UNAVAILABLE, capitalized(&why.to_string())));
         }
         Ok(match action_result(&reply, |a| matches!(a, Action::Reinitialize { .. })) {
             Some(ActionResult::Done) => text(StatusCode::OK, "reinitialized successfully"),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use keel_core::{Action, ActionResult, MemberRole, Outcome, Reason, Request};
+use keel_core::{Action, ActionResult, MemberRole, Outcome, Reason, ReinitializeRefusal, Request};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -528,7 +528,7 @@ async fn restart_filters_answer_400_or_503_and_never_reach_the_agent() {
 async fn reinitialize_on_the_leader_answers_503_with_patronis_message() {
     let kv = cluster(json!({})).await;
     let node = serve_kv(&kv).await;
-    let why = "I am the leader, can not reinitialize".to_owned();
+    let why = ReinitializeRefusal::Leader;
     let refused = Reply::Stepped { reason: Reason::ReinitializeRefused { why }, outcomes: Vec::new() };
     let agent = agent_answers(node.agent, refused);
     let a = post(node.addr, "/reinitialize", r#"{"force": true}"#).await;
@@ -540,7 +540,7 @@ async fn reinitialize_on_the_leader_answers_503_with_patronis_message() {
 async fn reinitialize_without_a_leader_answers_503_capitalized() {
     let kv = cluster(json!({})).await;
     let node = serve_kv(&kv).await;
-    let why = "cluster has no leader, can not reinitialize".to_owned();
+    let why = ReinitializeRefusal::NoLeader;
     let refused = Reply::Stepped { reason: Reason::ReinitializeRefused { why }, outcomes: Vec::new() };
     let _agent = agent_answers(node.agent, refused);
     let a = call(node.addr, "POST", "/reinitialize", "", None).await;
