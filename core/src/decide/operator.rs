@@ -1,6 +1,6 @@
 //! Requests from the operator: shutdown (SIGTERM), restart, reinitialize.
 
-use super::{Ctx, Verdict};
+use super::{leader, Ctx, Verdict};
 use crate::dcs::ClusterView;
 use crate::decision::{Action, DemoteMode, Reason, StopMode};
 use crate::input::Request;
@@ -35,6 +35,8 @@ pub(super) fn shutdown(cx: &mut Ctx) -> Option<Verdict> {
     Some((actions, Reason::ShuttingDown { leader }))
 }
 
+const LEADER_NO_REINIT: &str = "I am the leader, can not reinitialize";
+
 /// Restart and reinitialize. A leader is never reinitialized: that would
 /// throw away the only complete copy (Patroni answers the same).
 pub(super) fn request(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
@@ -43,14 +45,29 @@ pub(super) fn request(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
     if cx.holds_lease() && view.leader_name() == Some(cx.me()) {
         actions.push(Action::RenewLease { optime_lsn: cx.optime() });
     }
-    match cx.obs.request.as_ref()? {
+    let request = cx.obs.request.as_ref()?;
+    // A lock holder whose Postgres is not a writable primary has work of
+    // its own in this very step: promote, or start its primary again. A
+    // request must not put that off while the key is renewed (rule 9: no
+    // replica keeps the leader key); a restart is not carried out then, and
+    // a reinitialize is refused alongside the leader's own actions.
+    if !actions.is_empty() && !cx.obs.pg.is_running_primary() {
+        return match request {
+            Request::Reinitialize => {
+                let (actions, _) = leader::decide(cx, view)?;
+                Some((actions, Reason::ReinitializeRefused { why: LEADER_NO_REINIT.to_owned() }))
+            }
+            _ => None,
+        };
+    }
+    match request {
         Request::Restart if cx.obs.pg.is_running() => {
             actions.push(Action::RestartPostgres);
             Some((actions, Reason::Restarting))
         }
         Request::Reinitialize => {
             if cx.holds_lease() || view.leader_name() == Some(cx.me()) {
-                let why = "I am the leader, can not reinitialize".to_owned();
+                let why = LEADER_NO_REINIT.to_owned();
                 return Some((actions, Reason::ReinitializeRefused { why }));
             }
             let Some(leader) = view.leader_name() else {
