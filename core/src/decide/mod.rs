@@ -10,14 +10,14 @@
 mod bootstrap;
 mod election;
 mod fencing;
-mod fitness;
+pub(crate) mod fitness;
 mod follow;
 mod leader;
 mod operator;
 mod pause;
 pub(crate) mod rewind;
 mod switchover;
-mod sync;
+pub(crate) mod sync;
 
 use crate::dcs::{ClusterView, DcsView, DynamicConfig};
 use crate::decision::{Action, Decision, MemberStatus, Reason};
