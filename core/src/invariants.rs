@@ -175,7 +175,9 @@ fn sync_key_order(obs: &Observation, next: &State, view: &ClusterView, actions: 
                 }
                 let dropped: BTreeSet<&String> =
                     named.intersection(&pg.sync_standby_names.members).filter(|m| !members.contains(*m)).collect();
-                if cfg.synchronous_mode_strict && !dropped.is_empty() {
+                // A primary's sync step; a claim at promotion drops nothing
+                // a replica's Postgres waits for.
+                if cfg.synchronous_mode_strict && pg.is_running_primary() && !dropped.is_empty() {
                     let replacement =
                         pg.replication.iter().any(|r| r.streaming && r.name != me && !dropped.contains(&r.name));
                     assert!(

@@ -170,3 +170,17 @@ fn the_decisions_doctored_above_pass_as_keel_core_makes_them() {
     let d = n.clone().step(&o.0);
     assert_eq!(acts(&d), vec![renew(1000), write_key(&[], None)]);
 }
+
+#[test]
+fn strict_lock_holder_claims_the_sync_key_naming_nobody_before_it_promotes() {
+    // A former leader retakes the lock as a replica whose server still
+    // lists the standby the key names: the claim drops it from the key
+    // before promotion, which strict mode allows (found by keel-sim, seed
+    // 493, when the invariant judged it as a primary's sync step).
+    let view = with_sync(strict(cluster()), "pg1", &["pg2"]);
+    let mut p = replica_pg(1000);
+    p.sync_standby_names = names(&["pg2"], 1);
+    let d = leader("pg1", 20_000).step(&Obs::new(5_000, view, p).0);
+    assert_eq!(acts(&d), vec![write_key(&[], None)]);
+    assert_eq!(d.reason, Reason::ClaimingSyncKey);
+}
