@@ -1,6 +1,6 @@
 //! Requests from the operator: shutdown (SIGTERM), restart, reinitialize.
 
-use super::{leader, Ctx, Verdict};
+use super::{leader, pause, Ctx, Verdict};
 use crate::dcs::ClusterView;
 use crate::decision::{Action, DemoteMode, Reason, StopMode};
 use crate::input::Request;
@@ -54,7 +54,10 @@ pub(super) fn request(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
     if !actions.is_empty() && !cx.obs.pg.is_running_primary() {
         return match request {
             Request::Reinitialize => {
-                let (actions, _) = leader::decide(cx, view)?;
+                // What the step would have done without the request: pause
+                // first (no promotion but the operator's), as `route` does.
+                let (actions, _) =
+                    if cx.cfg.pause { pause::decide(cx, view) } else { leader::decide(cx, view)? };
                 Some((actions, Reason::ReinitializeRefused { why: LEADER_NO_REINIT.to_owned() }))
             }
             _ => None,
