@@ -14,7 +14,7 @@ use crate::faults::{self, Fault};
 /// times, names and figures.
 pub fn violation_kind(violation: &str) -> String {
     let text = violation.split_once("s ").filter(|(t, _)| t.starts_with("t=")).map_or(violation, |(_, v)| v);
-    const KINDS: [(&str, &str); 8] = [
+    const KINDS: [(&str, &str); 10] = [
         ("split brain", "split-brain"),
         ("promoted while", "promotion-without-leader-key"),
         ("liveness: no writable primary", "no-writable-primary"),
@@ -22,6 +22,8 @@ pub fn violation_kind(violation: &str) -> String {
         ("liveness: a cluster without faults", "leader-change-without-faults"),
         ("acknowledged writes lost", "lost-acknowledged-writes"),
         ("is not a prefix", "diverged-history"),
+        ("holds the leader key as a replica", "replica-holds-leader-key"),
+        ("which stopped confirming", "silent-sync-standby-kept"),
         ("panicked", "panic"),
     ];
     if let Some((_, kind)) = KINDS.iter().find(|(pattern, _)| text.contains(pattern)) {

@@ -140,6 +140,31 @@ fn key_before_postgres(held: &mut Option<Action>, obs: &Observation, d: &mut Dec
     *held = Some(std::mem::replace(&mut d.actions[at], write));
 }
 
+/// Never promotes under the lock it took: where keel-core promotes, it
+/// renews the key instead, so a replica holds the leader key (rule 9).
+fn renew_instead_of_promote(_: &mut Option<Action>, obs: &Observation, d: &mut Decision) {
+    let optime_lsn = obs.pg.wal_position();
+    for a in &mut d.actions {
+        if *a == Action::Promote {
+            *a = Action::RenewLease { optime_lsn };
+        }
+    }
+}
+
+/// Never lets a standby go from the sync key: a write that removes
+/// members is dropped, so a standby that stopped confirming stays named
+/// (rule 8).
+fn keep_silent_sync_standbys(_: &mut Option<Action>, obs: &Observation, d: &mut Decision) {
+    let DcsView::Reachable(view) = &obs.dcs else { return };
+    let Some(key) = view.sync.as_ref() else { return };
+    d.actions.retain(|a| match a {
+        Action::WriteSyncKey { members, .. } => {
+            key.members.is_subset(members) || !obs.pg.is_running_primary()
+        }
+        _ => true,
+    });
+}
+
 fn config(seed: u64) -> AgentSimConfig {
     AgentSimConfig {
         seed,
@@ -207,6 +232,18 @@ fn an_engine_that_names_sync_standbys_before_postgres_waits_for_them_is_caught()
     caught("sync key first", &engine, "acknowledged a write that its sync key's", SYNC_LIMIT);
 }
 
+#[test]
+fn an_engine_that_renews_instead_of_promoting_is_caught_holding_the_key_as_a_replica() {
+    let engine = factory(as_is, renew_instead_of_promote);
+    caught("renews, never promotes", &engine, "holds the leader key as a replica", KEY_HOLDER_LIMIT);
+}
+
+#[test]
+fn an_engine_that_keeps_silent_sync_standbys_named_is_caught() {
+    let engine = factory(as_is, keep_silent_sync_standbys);
+    caught("keeps silent sync standbys", &engine, "which stopped confirming", SILENT_SYNC_LIMIT);
+}
+
 // The seeds at which each was first caught (madsim build of this commit,
 // `cargo test -- --nocapture` prints them); the limits leave margin, and
 // seeds replay only on the same build.
@@ -218,3 +255,7 @@ const LAGGING_LIMIT: u64 = 100;
 const REWIND_LIMIT: u64 = 150;
 /// First caught at seed 1 (then 6, 10, 14).
 const SYNC_LIMIT: u64 = 20;
+/// First caught at seed 1.
+const KEY_HOLDER_LIMIT: u64 = 20;
+/// First caught at seed 2.
+const SILENT_SYNC_LIMIT: u64 = 20;

@@ -147,3 +147,45 @@ pub(super) fn in_sync_set(cx: &Ctx, view: &ClusterView, name: &str) -> bool {
     let key = view.sync.as_ref().filter(|k| k.leader.is_some());
     key.is_none_or(|k| k.members.contains(name) || k.leader.as_deref() == Some(name))
 }
+
+/// The one predicate as the invariants ask it after a step (rule 10):
+/// [`fit_to_lead`] over the step's observation and the config it went by,
+/// so that the check judges with the engine's own definition, not a copy.
+pub(crate) struct Judge<'a> {
+    cx: Ctx<'a>,
+    view: &'a ClusterView,
+}
+
+impl<'a> Judge<'a> {
+    pub fn new(
+        prev: &'a crate::state::State,
+        obs: &'a crate::input::Observation,
+        next: &crate::state::State,
+        view: &'a ClusterView,
+    ) -> Judge<'a> {
+        let cx = Ctx {
+            prev,
+            obs,
+            view: Some(view),
+            cfg: next.config.clone(),
+            next: next.clone(),
+            lock_lost: false,
+        };
+        Judge { cx, view }
+    }
+
+    /// This node, from its own Postgres.
+    pub fn me(&self, lag_reference: Option<u64>) -> Result<(), Unfit> {
+        fit_to_lead(&self.cx, self.view, &Candidate::me(&self.cx), lag_reference)
+    }
+
+    /// Another member, from its member key.
+    pub fn member(&self, name: &str, lag_reference: Option<u64>) -> Result<(), Unfit> {
+        member_fitness(&self.cx, self.view, name, lag_reference)
+    }
+
+    /// Some member other than this node may lead ([`anyone_else_fit`]).
+    pub fn anyone_else(&self) -> bool {
+        anyone_else_fit(&self.cx, self.view, None)
+    }
+}

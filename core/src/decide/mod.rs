@@ -11,7 +11,7 @@
 mod bootstrap;
 mod dcs_unknown;
 mod election;
-mod fitness;
+pub(crate) mod fitness;
 mod follow;
 mod leader;
 mod lease;
@@ -19,7 +19,7 @@ mod operator;
 mod pause;
 pub(crate) mod rewind;
 mod switchover;
-mod sync;
+pub(crate) mod sync;
 
 use crate::dcs::{ClusterView, DcsView, DynamicConfig};
 use crate::decision::{Action, Decision, MemberStatus, Reason};

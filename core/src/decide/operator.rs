@@ -1,6 +1,6 @@
 //! Requests from the operator: shutdown (SIGTERM), restart, reinitialize.
 
-use super::{Ctx, Verdict};
+use super::{leader, pause, Ctx, Verdict};
 use crate::dcs::ClusterView;
 use crate::decision::{Action, DemoteMode, Reason, ReinitializeRefusal, StopMode};
 use crate::input::Request;
@@ -43,7 +43,25 @@ pub(super) fn request(cx: &mut Ctx, view: &ClusterView) -> Option<Verdict> {
     if cx.holds_lease() && view.leader_name() == Some(cx.me()) {
         actions.push(Action::RenewLease { optime_lsn: cx.optime() });
     }
-    match cx.obs.request.as_ref()? {
+    let request = cx.obs.request.as_ref()?;
+    // A lock holder whose Postgres is not a writable primary has work of
+    // its own in this very step: promote, or start its primary again. A
+    // request must not put that off while the key is renewed (rule 9: no
+    // replica keeps the leader key); a restart is not carried out then, and
+    // a reinitialize is refused alongside the leader's own actions.
+    if !actions.is_empty() && !cx.obs.pg.is_running_primary() {
+        return match request {
+            Request::Reinitialize => {
+                // What the step would have done without the request: pause
+                // first (no promotion but the operator's), as `route` does.
+                let (actions, _) =
+                    if cx.cfg.pause { pause::decide(cx, view) } else { leader::decide(cx, view) };
+                Some((actions, Reason::ReinitializeRefused { why: ReinitializeRefusal::Leader }))
+            }
+            _ => None,
+        };
+    }
+    match request {
         Request::Restart if cx.obs.pg.is_running() => {
             actions.push(Action::RestartPostgres);
             Some((actions, Reason::Restarting))

@@ -10,6 +10,7 @@ mod election;
 mod fencing;
 mod follow;
 mod found_by_sim;
+mod invariant_checks;
 mod lease;
 mod operator;
 mod pause;

@@ -320,3 +320,37 @@ fn leader_refuses_reinitialize_without_touching_its_data() {
     )));
     assert_eq!(n.state().role, Role::Leader);
 }
+
+#[test]
+fn leader_with_postgres_down_refuses_reinitialize_and_starts_its_primary() {
+    // Rule 9: the refusal does not put off the restart of the primary
+    // under the lock that the key's renewal stands for.
+    let mut n = leader("pg1", VALIDITY_MS);
+    let o = Obs::new(5_000, cluster(), stopped_pg(1000)).request(Request::Reinitialize);
+    let d = n.step(&o.0);
+    assert_eq!(acts(&d), vec![renew(1000), Action::StartPostgres { role: StartAs::Primary }]);
+    assert_eq!(reason(&d), "reinitialize refused: I am the leader, can not reinitialize");
+}
+
+#[test]
+fn lock_holder_still_a_replica_promotes_rather_than_restart_on_request() {
+    // Rule 9: a lock holder whose Postgres is a replica promotes in this
+    // step; the restart is not carried out (the API says why).
+    let mut n = leader("pg1", VALIDITY_MS);
+    let o = Obs::new(5_000, cluster(), replica_pg(1000)).request(Request::Restart);
+    let d = n.step(&o.0);
+    assert_eq!(acts(&d), vec![Action::Promote]);
+    assert_eq!(d.reason, Reason::Promoting);
+}
+
+#[test]
+fn paused_lock_holder_still_a_replica_refuses_reinitialize_and_releases_the_lock() {
+    // Paused, the refusal comes with what pause decides (release the lock
+    // of a Postgres demoted by hand), never with a promotion nobody asked
+    // for (found by the property tests, 200 000 cases).
+    let paused = with_config(cluster(), |c| c.pause = true);
+    let o = Obs::new(5_000, paused, replica_pg(1000)).request(Request::Reinitialize);
+    let d = leader("pg1", VALIDITY_MS).step(&o.0);
+    assert_eq!(acts(&d), vec![release(1000)]);
+    assert_eq!(reason(&d), "reinitialize refused: I am the leader, can not reinitialize");
+}

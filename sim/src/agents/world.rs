@@ -92,6 +92,12 @@ pub struct World {
     /// Since when the sync key names only members that may not fail over
     /// while one that may streams; whether it was reported.
     sync_unfit_since: Option<(u64, bool)>,
+    /// Since when the leader key's holder has run Postgres as a replica
+    /// (rule 9), with etcd up; whether it was reported.
+    replica_holds_key_since: Option<(u64, bool)>,
+    /// Since when the sync key names a standby that stopped confirming
+    /// while another could replace it (rule 8); whether it was reported.
+    silent_sync_since: Option<(u64, bool)>,
 }
 
 /// An operator's switchover or failover request in the `failover` key.
@@ -176,6 +182,8 @@ impl World {
             leaderless_since: None,
             request: None,
             sync_unfit_since: None,
+            replica_holds_key_since: None,
+            silent_sync_since: None,
         }
     }
 
@@ -743,6 +751,95 @@ impl World {
         let primary_sees_etcd =
             primary.filter(|p| etcd_ok && !self.etcd_cut.contains(p) && !self.frozen.contains(p));
         self.check_sync_fit(primary_sees_etcd, now);
+        self.check_silent_sync(primary_sees_etcd, now);
+        self.check_key_holder(now);
+    }
+
+    /// Rule 9: no replica holds the leader key. The holder whose Postgres
+    /// runs as a replica promotes or releases the key at its next step, so
+    /// it never holds it so for longer than ttl + loop_wait + retry_timeout
+    /// (a holder whose agent died or lost etcd loses the key at its TTL).
+    /// Not counted while etcd is down (its leases stand still then, as a
+    /// real etcd's do until a leader is elected again) or slow: with every
+    /// answer late, a holder's renewal is applied but never confirmed, so
+    /// it cannot promote, and nobody else could confirm a lock either
+    /// (seeds 13 and 39 showed it while the checker counted that). A holder whose
+    /// Postgres is down or starting may keep the key while it starts its
+    /// primary again, for `primary_start_timeout` (or for as long as no
+    /// other member could take over): not judged here.
+    fn check_key_holder(&mut self, now: u64) {
+        let etcd_ok = !self.etcd_down && self.etcd_delay_ms == 0;
+        let holder = if etcd_ok { self.leader() } else { None };
+        let replica =
+            holder.and_then(|h| self.index(&h)).filter(|h| self.pg[*h].process == PgProcess::RunningReplica);
+        let bound = self.cfg.ttl_ms + self.cfg.loop_wait_ms + self.cfg.retry_timeout_ms + 1_000;
+        match (replica, self.replica_holds_key_since) {
+            (None, _) => self.replica_holds_key_since = None,
+            (Some(_), None) => self.replica_holds_key_since = Some((now, false)),
+            (Some(h), Some((since, false))) if now - since > bound => {
+                self.replica_holds_key_since = Some((since, true));
+                let what = format!(
+                    "{} holds the leader key as a replica for {} ms, neither promoting nor releasing it \
+                     (rule 9; it says {:?})",
+                    self.names[h],
+                    now - since,
+                    self.last_reason(h)
+                );
+                self.violation(what);
+            }
+            (Some(_), Some(_)) => {}
+        }
+    }
+
+    /// Rule 8: a synchronous standby that stops confirming (its replies no
+    /// longer reach the primary, or its member key is gone) is no longer
+    /// named in the sync key within ttl + loop_wait + retry_timeout while a
+    /// standby that may replace it streams to the primary and is heard.
+    /// Counted only while the primary's agent runs and reaches etcd.
+    fn check_silent_sync(&mut self, primary: Option<usize>, now: u64) {
+        let silent = primary.filter(|_| self.cfg.sync_enabled()).and_then(|p| {
+            let key = self.leader_key.replace("/leader", "/sync");
+            let sync = keel_runtime::dcs::codec::parse_sync(&self.kv.get(&key)?.value, 0).ok()?;
+            if sync.leader.as_deref() != Some(self.names[p].as_str()) {
+                return None;
+            }
+            let streaming = self.streaming_from(p);
+            let visible = |s: usize| {
+                let key = self.leader_key.replace("/leader", &format!("/members/{}", self.names[s]));
+                self.kv.get(&key).is_some_and(|kv| {
+                    keel_runtime::dcs::codec::parse_member(&kv.value).is_ok_and(|m| m.is_running())
+                })
+            };
+            let heard = |s: usize| streaming.contains(&s) && self.reaches(s, p) && visible(s);
+            let named: Vec<usize> = sync.members.iter().filter_map(|m| self.index(m)).collect();
+            let quiet = named.iter().copied().find(|m| !heard(*m))?;
+            let lag_ok = |s: usize| {
+                let lag = self.pg[p].wal.lsn().saturating_sub(self.pg[s].wal.lsn());
+                self.cfg.maximum_lag_on_syncnode_bytes.is_none_or(|max| lag <= max)
+            };
+            let able = streaming
+                .iter()
+                .copied()
+                .find(|s| !named.contains(s) && !self.tags[*s].nosync && heard(*s) && lag_ok(*s))?;
+            Some((quiet, able))
+        });
+        let bound = self.cfg.ttl_ms + self.cfg.loop_wait_ms + self.cfg.retry_timeout_ms + 1_000;
+        match (silent, self.silent_sync_since) {
+            (None, _) => self.silent_sync_since = None,
+            (Some(_), None) => self.silent_sync_since = Some((now, false)),
+            (Some((quiet, able)), Some((since, false))) if now - since > bound => {
+                self.silent_sync_since = Some((since, true));
+                let what = format!(
+                    "the sync key names {}, which stopped confirming, for {} ms while {} streams and could \
+                     replace it (rule 8)",
+                    self.names[quiet],
+                    now - since,
+                    self.names[able]
+                );
+                self.violation(what);
+            }
+            (Some(_), Some(_)) => {}
+        }
     }
 
     /// Issue 12 defect 4: a member that may not fail over is never the only
