@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use keel_core::SyncMode;
 use keel_runtime::config::{
-    dynamic_from_json, load, parse, ConfigError, DynamicSettings, EtcdProtocol, InitdbOption, Loaded,
-    SynchronousMode, WatchdogMode,
+    dynamic_from_json, load, parse, review, review_text, ConfigError, DynamicSettings, EtcdProtocol,
+    InitdbOption, Loaded, SynchronousMode, WatchdogMode,
 };
 use serde_json::{json, Value};
 
@@ -423,6 +423,98 @@ fn wildcard_connect_address_is_refused() {
     let err = refused(&guide_with("  connect_address: 127.0.0.1:5432", "  connect_address: 0.0.0.0:5432"));
     assert_eq!(err.path, "postgresql.connect_address");
     assert!(err.reason.contains("wildcard"), "{err}");
+}
+
+#[test]
+fn etcd3_hosts_must_be_host_port() {
+    let yaml = GUIDE_YAML.replace("    - 127.0.0.1:22379\n", "    - etcd2\n");
+    let err = refused(&yaml);
+    assert_eq!(err.to_string(), "etcd3.hosts[1]: expected host:port, got \"etcd2\"");
+    let yaml = GUIDE_YAML.replace("    - 127.0.0.1:22379\n", "    - '[::1]:2379'\n");
+    assert!(parse(&yaml, &no_env()).is_ok());
+}
+
+#[test]
+fn bin_name_and_etcd_discovery_options_warn_that_keel_does_not_honour_them() {
+    let yaml = guide_with("  bin_dir: /usr/lib/postgresql/17/bin", "  bin_name:\n    pg_ctl: pg_ctl15")
+        .replace("etcd3:\n", "etcd3:\n  srv: example.org\n  url: http://127.0.0.1:2379\n");
+    let loaded = parse(&yaml, &no_env()).unwrap();
+    assert_eq!(
+        loaded.warnings,
+        [
+            "etcd3.url: not honoured, keel reaches etcd through etcd3.hosts only",
+            "etcd3.srv: not honoured, keel reaches etcd through etcd3.hosts only",
+            "postgresql.bin_name: not honoured, keel runs the binaries of bin_dir by their usual names",
+        ]
+    );
+}
+
+/// The review's problems as `path: reason` lines.
+fn problems_of(yaml: &str) -> Vec<String> {
+    review_text(yaml, &no_env()).problems.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn review_of_the_guide_finds_no_problem_and_the_loaders_warnings() {
+    let reviewed = review_text(GUIDE_YAML, &no_env());
+    assert_eq!(reviewed.problems, []);
+    assert_eq!(reviewed.config, Some(guide().config));
+    let typo = guide_with("    ttl: 30", "    ttl: 30\n    tll: 30");
+    let reviewed = review_text(&typo, &no_env());
+    assert_eq!((reviewed.problems, reviewed.warnings), (vec![], parse(&typo, &no_env()).unwrap().warnings));
+}
+
+#[test]
+fn review_lists_every_problem_where_load_stops_at_the_first() {
+    let yaml = guide_with("name: pg-node-1", "name: pg/1")
+        .replace("    ttl: 30\n", "    ttl: abc\n")
+        .replace("  listen: 127.0.0.1:8008\n", "  listen: 127.0.0.1:80080\n")
+        .replace("    - 127.0.0.1:22379\n", "    - etcd2\n")
+        + "log:\n  level: LOUD\nwatchdog:\n  mode: sometimes\n";
+    assert_eq!(
+        refused(&yaml).to_string(),
+        "bootstrap.dcs.ttl: invalid value: string \"abc\", expected an integer"
+    );
+    assert_eq!(
+        problems_of(&yaml),
+        [
+            "bootstrap.dcs.ttl: invalid value: string \"abc\", expected an integer",
+            "watchdog.mode: invalid value: string \"sometimes\", expected off, automatic or required",
+            "name: must not contain '/', got \"pg/1\"",
+            "restapi.listen: port must be 1..=65535, got \"80080\" in \"127.0.0.1:80080\"",
+            "etcd3.hosts[1]: expected host:port, got \"etcd2\"",
+            "log.level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got \"LOUD\"",
+        ]
+    );
+}
+
+#[test]
+fn review_reports_a_mistyped_required_key_once() {
+    let yaml = guide_with("  listen: 127.0.0.1:8008", "  listen: [127.0.0.1, 8008]");
+    let found = problems_of(&yaml);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("restapi.listen: invalid type: sequence"), "{found:?}");
+}
+
+#[test]
+fn review_of_unusable_text_or_file_is_one_problem() {
+    let found = problems_of(&guide_with("  hosts:", "  hosts: [127.0.0.1:2379"));
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("invalid YAML at line "), "{found:?}");
+    assert_eq!(problems_of("- a\n"), ["the configuration must be a YAML mapping, not a list"]);
+    let missing = std::env::temp_dir().join(format!("keel-review-missing-{}.yml", std::process::id()));
+    let reviewed = review(&missing, &no_env());
+    assert_eq!(reviewed.config, None);
+    assert_eq!(reviewed.problems.len(), 1);
+    assert!(reviewed.problems[0].reason.starts_with("cannot read "), "{:?}", reviewed.problems);
+}
+
+#[test]
+fn review_reads_the_environment_as_load_does() {
+    let vars = env(&[("PATRONI_RESTAPI_LISTEN", "127.0.0.1:0")]);
+    let found: Vec<String> =
+        review_text(GUIDE_YAML, &vars).problems.iter().map(ToString::to_string).collect();
+    assert_eq!(found, ["restapi.listen: port must be 1..=65535, got \"0\" in \"127.0.0.1:0\""]);
 }
 
 #[test]
