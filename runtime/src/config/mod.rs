@@ -18,6 +18,8 @@ mod de;
 mod dynamic;
 mod env;
 mod local;
+#[cfg(feature = "io")]
+pub mod machine;
 mod validate;
 
 use std::collections::BTreeMap;

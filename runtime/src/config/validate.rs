@@ -4,7 +4,7 @@
 //! Errors carry the key's dotted path and say what was expected and what was
 //! found. These checks do not touch the machine; `keel --validate-config`
 //! adds those that read it (`data_dir`, `bin_dir`, certificates: the
-//! `host` module), and the agent binds the listen addresses when it starts.
+//! `machine` module), and the agent binds the listen addresses when it starts.
 
 use super::local::{BinName, POSTGRESQL_KEYS};
 use super::{Config, ConfigError};
