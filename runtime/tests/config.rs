@@ -470,6 +470,10 @@ fn review_lists_every_problem_where_load_stops_at_the_first() {
         .replace("    ttl: 30\n", "    ttl: abc\n")
         .replace("  listen: 127.0.0.1:8008\n", "  listen: 127.0.0.1:80080\n")
         .replace("    - 127.0.0.1:22379\n", "    - etcd2\n")
+        .replace(
+            "    maximum_lag_on_failover: 1048576\n",
+            "    maximum_lag_on_failover: -5\n    synchronous_node_count: 0\n",
+        )
         + "log:\n  level: LOUD\nwatchdog:\n  mode: sometimes\n";
     assert_eq!(
         refused(&yaml).to_string(),
@@ -483,6 +487,8 @@ fn review_lists_every_problem_where_load_stops_at_the_first() {
             "name: must not contain '/', got \"pg/1\"",
             "restapi.listen: port must be 1..=65535, got \"80080\" in \"127.0.0.1:80080\"",
             "etcd3.hosts[1]: expected host:port, got \"etcd2\"",
+            "bootstrap.dcs.maximum_lag_on_failover: must be >= 0, got -5",
+            "bootstrap.dcs.synchronous_node_count: must be >= 1, got 0",
             "log.level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got \"LOUD\"",
         ]
     );

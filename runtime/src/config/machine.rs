@@ -73,7 +73,8 @@ fn check_data_dir(ctl: &PgCtl, bin_dir: Option<&PathBuf>) -> Result<(), ConfigEr
     match ctl.data_dir_state().map_err(|e| problem(e.to_string()))? {
         DataDirState::Empty => Ok(()),
         DataDirState::Missing => {
-            let parent = data_dir.ancestors().skip(1).find(|dir| dir.exists()).unwrap_or(Path::new("/"));
+            // A relative data_dir is relative to the working directory.
+            let parent = data_dir.ancestors().skip(1).find(|dir| dir.exists()).unwrap_or(Path::new("."));
             if !parent.is_dir() {
                 return Err(problem(format!("{} is not a directory", parent.display())));
             }

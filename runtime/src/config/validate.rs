@@ -174,7 +174,7 @@ impl Config {
     }
 
     fn check_bootstrap(&self, found: &mut Vec<ConfigError>) {
-        found.extend(self.bootstrap.dcs.validate().map_err(|e| e.under("bootstrap.dcs")).err());
+        found.extend(self.bootstrap.dcs.problems().into_iter().map(|e| e.under("bootstrap.dcs")));
         for (index, option) in self.bootstrap.initdb.iter().enumerate() {
             if INITDB_RESERVED.contains(&option.name()) {
                 let reason = format!("`{}` is set by keel itself and cannot be given", option.to_arg());
