@@ -516,6 +516,19 @@ fn review_of_unusable_text_or_file_is_one_problem() {
 }
 
 #[test]
+fn review_stops_at_its_limit_and_says_so() {
+    let headers: String = (0..150).map(|i| format!("    h{i}: [not, a, string]\n")).collect();
+    let yaml = guide_with(
+        "  listen: 127.0.0.1:8008",
+        &format!("  listen: 127.0.0.1:8008\n  http_extra_headers:\n{headers}"),
+    );
+    let found = problems_of(&yaml);
+    assert_eq!(found.len(), 101);
+    assert!(found[99].starts_with("restapi.http_extra_headers.h"), "{:?}", found[99]);
+    assert_eq!(found[100], "stopped after 100 problems");
+}
+
+#[test]
 fn review_reads_the_environment_as_load_does() {
     let vars = env(&[("PATRONI_RESTAPI_LISTEN", "127.0.0.1:0")]);
     let found: Vec<String> =

@@ -327,6 +327,9 @@ pub fn review_text(yaml: &str, env: &BTreeMap<String, String>) -> Review {
             }
         }
     }
+    if problems.len() >= REVIEW_PROBLEMS_MAX {
+        problems.push(ConfigError::new("", format!("stopped after {REVIEW_PROBLEMS_MAX} problems")));
+    }
     Review { config: None, problems, warnings: Vec::new() }
 }
 
