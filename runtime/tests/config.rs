@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use keel_core::SyncMode;
 use keel_runtime::config::{
-    dynamic_from_json, load, parse, ConfigError, DynamicSettings, EtcdProtocol, InitdbOption, Loaded,
-    SynchronousMode, WatchdogMode,
+    dynamic_from_json, load, parse, review, review_text, ConfigError, DynamicSettings, EtcdProtocol,
+    InitdbOption, Loaded, SynchronousMode, WatchdogMode,
 };
 use serde_json::{json, Value};
 
@@ -447,6 +447,122 @@ fn wildcard_connect_address_is_refused() {
     let err = refused(&guide_with("  connect_address: 127.0.0.1:5432", "  connect_address: 0.0.0.0:5432"));
     assert_eq!(err.path, "postgresql.connect_address");
     assert!(err.reason.contains("wildcard"), "{err}");
+}
+
+#[test]
+fn etcd3_hosts_without_a_port_get_2379_as_in_patroni() {
+    let yaml = GUIDE_YAML.replace("    - 127.0.0.1:22379\n", "    - etcd2\n    - '[::1]'\n");
+    let loaded = parse(&yaml, &no_env()).unwrap();
+    assert_eq!(loaded.config.etcd3.hosts, ["127.0.0.1:2379", "etcd2:2379", "[::1]:2379", "127.0.0.1:32379"]);
+    let yaml = GUIDE_YAML.replace("    - 127.0.0.1:22379\n", "    - '[::1]:2379'\n");
+    assert!(parse(&yaml, &no_env()).is_ok());
+    let yaml = GUIDE_YAML.replace("    - 127.0.0.1:22379\n", "    - 'etcd2:99999'\n");
+    assert_eq!(
+        refused(&yaml).to_string(),
+        "etcd3.hosts[1]: port must be 1..=65535, got \"99999\" in \"etcd2:99999\""
+    );
+}
+
+#[test]
+fn bin_name_and_etcd_discovery_options_warn_that_keel_does_not_honour_them() {
+    let yaml = guide_with("  bin_dir: /usr/lib/postgresql/17/bin", "  bin_name:\n    pg_ctl: pg_ctl15")
+        .replace("etcd3:\n", "etcd3:\n  srv: example.org\n  url: http://127.0.0.1:2379\n");
+    let loaded = parse(&yaml, &no_env()).unwrap();
+    assert_eq!(
+        loaded.warnings,
+        [
+            "etcd3.url: not honoured, keel reaches etcd through etcd3.hosts only",
+            "etcd3.srv: not honoured, keel reaches etcd through etcd3.hosts only",
+            "postgresql.bin_name: not honoured, keel runs the binaries of bin_dir by their usual names",
+        ]
+    );
+}
+
+/// The review's problems as `path: reason` lines.
+fn problems_of(yaml: &str) -> Vec<String> {
+    review_text(yaml, &no_env()).problems.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn review_of_the_guide_finds_no_problem_and_the_loaders_warnings() {
+    let reviewed = review_text(GUIDE_YAML, &no_env());
+    assert_eq!(reviewed.problems, []);
+    assert_eq!(reviewed.config, Some(guide().config));
+    let typo = guide_with("    ttl: 30", "    ttl: 30\n    tll: 30");
+    let reviewed = review_text(&typo, &no_env());
+    assert_eq!((reviewed.problems, reviewed.warnings), (vec![], parse(&typo, &no_env()).unwrap().warnings));
+}
+
+#[test]
+fn review_lists_every_problem_where_load_stops_at_the_first() {
+    let yaml = guide_with("name: pg-node-1", "name: pg/1")
+        .replace("    ttl: 30\n", "    ttl: abc\n")
+        .replace("  listen: 127.0.0.1:8008\n", "  listen: 127.0.0.1:80080\n")
+        .replace("    - 127.0.0.1:22379\n", "    - etcd2:0\n")
+        .replace(
+            "    maximum_lag_on_failover: 1048576\n",
+            "    maximum_lag_on_failover: -5\n    synchronous_node_count: 0\n",
+        )
+        + "log:\n  level: LOUD\nwatchdog:\n  mode: sometimes\n";
+    assert_eq!(
+        refused(&yaml).to_string(),
+        "bootstrap.dcs.ttl: invalid value: string \"abc\", expected an integer"
+    );
+    assert_eq!(
+        problems_of(&yaml),
+        [
+            "bootstrap.dcs.ttl: invalid value: string \"abc\", expected an integer",
+            "watchdog.mode: invalid value: string \"sometimes\", expected off, automatic or required",
+            "name: must not contain '/', got \"pg/1\"",
+            "restapi.listen: port must be 1..=65535, got \"80080\" in \"127.0.0.1:80080\"",
+            "etcd3.hosts[1]: port must be 1..=65535, got \"0\" in \"etcd2:0\"",
+            "bootstrap.dcs.maximum_lag_on_failover: must be >= 0, got -5",
+            "bootstrap.dcs.synchronous_node_count: must be >= 1, got 0",
+            "log.level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got \"LOUD\"",
+        ]
+    );
+}
+
+#[test]
+fn review_reports_a_mistyped_required_key_once() {
+    let yaml = guide_with("  listen: 127.0.0.1:8008", "  listen: [127.0.0.1, 8008]");
+    let found = problems_of(&yaml);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("restapi.listen: invalid type: sequence"), "{found:?}");
+}
+
+#[test]
+fn review_of_unusable_text_or_file_is_one_problem() {
+    let found = problems_of(&guide_with("  hosts:", "  hosts: [127.0.0.1:2379"));
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("invalid YAML at line "), "{found:?}");
+    assert_eq!(problems_of("- a\n"), ["the configuration must be a YAML mapping, not a list"]);
+    let missing = std::env::temp_dir().join(format!("keel-review-missing-{}.yml", std::process::id()));
+    let reviewed = review(&missing, &no_env());
+    assert_eq!(reviewed.config, None);
+    assert_eq!(reviewed.problems.len(), 1);
+    assert!(reviewed.problems[0].reason.starts_with("cannot read "), "{:?}", reviewed.problems);
+}
+
+#[test]
+fn review_stops_at_its_limit_and_says_so() {
+    let headers: String = (0..150).map(|i| format!("    h{i}: [not, a, string]\n")).collect();
+    let yaml = guide_with(
+        "  listen: 127.0.0.1:8008",
+        &format!("  listen: 127.0.0.1:8008\n  http_extra_headers:\n{headers}"),
+    );
+    let found = problems_of(&yaml);
+    assert_eq!(found.len(), 101);
+    assert!(found[99].starts_with("restapi.http_extra_headers.h"), "{:?}", found[99]);
+    assert_eq!(found[100], "stopped after 100 problems");
+}
+
+#[test]
+fn review_reads_the_environment_as_load_does() {
+    let vars = env(&[("PATRONI_RESTAPI_LISTEN", "127.0.0.1:0")]);
+    let found: Vec<String> =
+        review_text(GUIDE_YAML, &vars).problems.iter().map(ToString::to_string).collect();
+    assert_eq!(found, ["restapi.listen: port must be 1..=65535, got \"0\" in \"127.0.0.1:0\""]);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! `keel`: the node agent. Reads a Patroni-format config file, keeps this
 //! node's PostgreSQL in the cluster: bootstrap, follow, fail over, fence.
 //!
-//! `keel FILE` or `keel -c FILE`, as `patroni FILE`.
+//! `keel FILE` or `keel -c FILE`, as `patroni FILE`; `keel --validate-config
+//! FILE` checks the file and exits, as `patroni --validate-config FILE`.
 //! SIGTERM (or SIGINT): stop Postgres, release the leader lock if held,
 //! exit 0. SIGHUP: read the config file again, as `POST /reload` does.
 
@@ -32,6 +33,11 @@ struct Args {
     /// Log as JSON lines instead of text (as `log.type: json`).
     #[arg(long)]
     log_json: bool,
+    /// Check the configuration file and exit, as `patroni --validate-config`:
+    /// one line per problem on stderr, exit code 1 if there is any, 0 if
+    /// there is none. Starts nothing and contacts nothing.
+    #[arg(long, conflicts_with = "log_json")]
+    validate_config: bool,
 }
 
 impl Args {
@@ -61,6 +67,9 @@ fn main() -> ExitCode {
         Ok(path) => path.to_owned(),
         Err(e) => Args::command().error(clap::error::ErrorKind::ArgumentConflict, e).exit(),
     };
+    if args.validate_config {
+        return validate_config(&path);
+    }
     // The file says how to log (log.level, log.type): read it first, and
     // report what it holds once logging is set up.
     let loaded = config::load(&path, &environment());
@@ -157,11 +166,7 @@ async fn run(path: PathBuf, loaded: Loaded) -> ExitCode {
         username: cfg.etcd3.username.clone(),
         password: cfg.etcd3.password.clone(),
         timeout,
-        tls: https.then(|| EtcdTls {
-            ca: cfg.etcd3.cacert.clone(),
-            cert: cfg.etcd3.cert.clone(),
-            key: cfg.etcd3.key.clone(),
-        }),
+        tls: https.then(|| EtcdTls::of(&cfg.etcd3)),
     };
     let mut kv = loop {
         match EtcdKv::connect(&opts).await {
@@ -209,6 +214,31 @@ async fn run(path: PathBuf, loaded: Loaded) -> ExitCode {
     let pg = LocalPostgres::new(setup, &cfg.name, cfg.postgresql.authentication.clone());
     Agent::new(cfg, dcs, pg, rx).wake_on(wake_rx).publish_to(status).run().await;
     ExitCode::SUCCESS
+}
+
+/// `keel --validate-config FILE`: every problem of the file, then those of
+/// the machine it names (`data_dir`, `bin_dir`, certificates), one per
+/// line as `FILE: key.path: reason`, after the warnings the agent would
+/// log (`FILE: warning: ...`).
+fn validate_config(path: &Path) -> ExitCode {
+    let mut review = config::review(path, &environment());
+    if let Some(cfg) = &review.config {
+        let (problems, warnings) = config::machine::review(cfg);
+        review.problems.extend(problems);
+        review.warnings.extend(warnings);
+    }
+    let file = path.display();
+    for warning in &review.warnings {
+        eprintln!("{file}: warning: {warning}");
+    }
+    for problem in &review.problems {
+        eprintln!("{file}: {problem}");
+    }
+    if review.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// The effective user is root: /proc/self belongs to the process's euid.

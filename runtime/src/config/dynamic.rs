@@ -303,31 +303,43 @@ impl DynamicSettings {
         }
     }
 
-    /// Checks the ranges of section 3.8. Paths are relative to the settings
-    /// (`ttl`); the local file prefixes them with `bootstrap.dcs`.
+    /// The first of [`DynamicSettings::problems`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.problems().into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Checks the ranges of section 3.8, every failed one. Paths are
+    /// relative to the settings (`ttl`); the local file prefixes them with
+    /// `bootstrap.dcs`.
     ///
     /// keel departs from Patroni in two ways, both on purpose: it allows a
     /// faster lease (ttl >= 2, retry_timeout >= 1, where Patroni wants 20 and
     /// 3), and it refuses a broken timing rule instead of silently shrinking
     /// loop_wait and retry_timeout as Patroni does.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        at_least("ttl", self.ttl, 2)?;
-        at_least("loop_wait", self.loop_wait, 1)?;
-        at_least("retry_timeout", self.retry_timeout, 1)?;
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut found: Vec<ConfigError> = [
+            at_least("ttl", self.ttl, 2),
+            at_least("loop_wait", self.loop_wait, 1),
+            at_least("retry_timeout", self.retry_timeout, 1),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
         // Within one loop a leader may spend retry_timeout reading the cluster
-        // and retry_timeout renewing the lock (Patroni issue #1579).
+        // and retry_timeout renewing the lock (Patroni issue #1579). Only
+        // meaningful once the three are in range.
         let needed = i128::from(self.loop_wait) + 2 * i128::from(self.retry_timeout);
-        if needed > i128::from(self.ttl) {
+        if found.is_empty() && needed > i128::from(self.ttl) {
             let reason = format!(
                 "loop_wait + 2*retry_timeout must be <= ttl ({} + 2*{} > {})",
                 self.loop_wait, self.retry_timeout, self.ttl
             );
-            return Err(ConfigError::new("ttl", reason));
+            found.push(ConfigError::new("ttl", reason));
         }
-        at_least("maximum_lag_on_failover", self.maximum_lag_on_failover, 0)?;
-        at_least("maximum_lag_on_syncnode", self.maximum_lag_on_syncnode, -1)?;
-        at_least("max_timelines_history", self.max_timelines_history, 0)?;
-        at_least("synchronous_node_count", self.synchronous_node_count, 1)?;
+        found.extend(at_least("maximum_lag_on_failover", self.maximum_lag_on_failover, 0).err());
+        found.extend(at_least("maximum_lag_on_syncnode", self.maximum_lag_on_syncnode, -1).err());
+        found.extend(at_least("max_timelines_history", self.max_timelines_history, 0).err());
+        found.extend(at_least("synchronous_node_count", self.synchronous_node_count, 1).err());
         let timeouts = [
             ("primary_start_timeout", self.primary_start_timeout),
             ("master_start_timeout", self.master_start_timeout),
@@ -337,35 +349,34 @@ impl DynamicSettings {
         ];
         for (key, seconds) in timeouts {
             if let Some(seconds) = seconds {
-                at_least(key, seconds, 0)?;
-                seconds_in_range(key, seconds)?;
+                found.extend(at_least(key, seconds, 0).and_then(|()| seconds_in_range(key, seconds)).err());
             }
         }
-        self.validate_bounds_and_sections()
+        self.check_bounds_and_sections(&mut found);
+        found
     }
 
-    fn validate_bounds_and_sections(&self) -> Result<(), ConfigError> {
+    fn check_bounds_and_sections(&self, found: &mut Vec<ConfigError>) {
         for (key, seconds) in
             [("ttl", self.ttl), ("loop_wait", self.loop_wait), ("retry_timeout", self.retry_timeout)]
         {
-            seconds_in_range(key, seconds)?;
+            found.extend(seconds_in_range(key, seconds).err());
         }
         if let Some(fraction) = self.max_clock_drift {
             if fraction_to_ppm(fraction).is_none() {
                 let reason = format!("must be a fraction in [0, 0.5), got {fraction}");
-                return Err(ConfigError::new("max_clock_drift", reason));
+                found.push(ConfigError::new("max_clock_drift", reason));
             }
         }
         if let Some(ttl) = &self.member_slots_ttl {
             if !(ttl.is_string() || ttl.as_u64().is_some()) {
                 let reason = "must be seconds (an integer >= 0) or a string with a unit, such as 30min";
-                return Err(ConfigError::new("member_slots_ttl", reason));
+                found.push(ConfigError::new("member_slots_ttl", reason));
             }
         }
         if let Some(standby) = &self.standby_cluster {
-            check_standby_cluster(standby)?;
+            found.extend(check_standby_cluster(standby).err());
         }
-        Ok(())
     }
 }
 

@@ -137,10 +137,25 @@ struct Etcd3File {
     srv_suffix: Option<String>,
 }
 
+/// A host without a port gets etcd's client port, 2379, as Patroni's
+/// `split_host_port(host, 2379)` gives it: `etcd1` is `etcd1:2379`,
+/// `[::1]` is `[::1]:2379`. Anything else is kept as written, for the
+/// checks to judge.
+fn with_etcd_port(host: &str) -> String {
+    let bare_name = !host.is_empty() && !host.contains(':');
+    let bracketed_v6 = host.starts_with('[') && host.ends_with(']');
+    if bare_name || bracketed_v6 {
+        format!("{host}:2379")
+    } else {
+        host.to_owned()
+    }
+}
+
 impl<'de> Deserialize<'de> for Etcd3 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let file = Etcd3File::deserialize(deserializer)?;
         let hosts = if file.hosts.is_empty() { file.host.into_iter().collect() } else { file.hosts };
+        let hosts = hosts.into_iter().map(|h| with_etcd_port(&h)).collect();
         Ok(Etcd3 {
             hosts,
             protocol: file.protocol,

@@ -18,6 +18,8 @@ mod de;
 mod dynamic;
 mod env;
 mod local;
+#[cfg(feature = "io")]
+pub mod machine;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -188,29 +190,56 @@ enum Purpose {
 }
 
 fn load_as(path: &Path, env: &BTreeMap<String, String>, purpose: Purpose) -> Result<Loaded, ConfigError> {
-    // An empty variable counts as unset, as for every other override.
-    if let Some(text) = env.get("PATRONI_CONFIGURATION").filter(|text| !text.is_empty()) {
-        let mut loaded = parse_as(text, &BTreeMap::new(), purpose)?;
-        let note = format!(
-            "PATRONI_CONFIGURATION: configuration taken from the environment; {} and other PATRONI_* \
-             variables are ignored",
-            path.display()
-        );
-        loaded.warnings.insert(0, note);
-        return Ok(loaded);
+    let source = Source::read(path, env)?;
+    let mut loaded = parse_as(&source.text, source.env(env), purpose)?;
+    loaded.warnings.splice(0..0, source.note);
+    Ok(loaded)
+}
+
+/// The configuration text [`load`] reads, and where it came from.
+struct Source {
+    text: String,
+    /// `PATRONI_CONFIGURATION` replaced the file (and the other
+    /// `PATRONI_*` variables): the note that says so.
+    note: Option<String>,
+}
+
+impl Source {
+    fn read(path: &Path, env: &BTreeMap<String, String>) -> Result<Source, ConfigError> {
+        // An empty variable counts as unset, as for every other override.
+        if let Some(text) = env.get("PATRONI_CONFIGURATION").filter(|text| !text.is_empty()) {
+            let note = format!(
+                "PATRONI_CONFIGURATION: configuration taken from the environment; {} and other PATRONI_* \
+                 variables are ignored",
+                path.display()
+            );
+            return Ok(Source { text: text.clone(), note: Some(note) });
+        }
+        let unreadable =
+            |e: std::io::Error| ConfigError::new("", format!("cannot read {}: {e}", path.display()));
+        let file = std::fs::File::open(path).map_err(unreadable)?;
+        let mut bytes = Vec::new();
+        // One byte more than allowed tells a file at the limit from a longer one.
+        file.take(CONFIG_BYTES_MAX as u64 + 1).read_to_end(&mut bytes).map_err(unreadable)?;
+        if bytes.len() > CONFIG_BYTES_MAX {
+            let reason = format!("{} is larger than {CONFIG_BYTES_MAX} bytes", path.display());
+            return Err(ConfigError::new("", reason));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| ConfigError::new("", format!("{} is not UTF-8: {e}", path.display())))?;
+        Ok(Source { text, note: None })
     }
-    let unreadable = |e: std::io::Error| ConfigError::new("", format!("cannot read {}: {e}", path.display()));
-    let file = std::fs::File::open(path).map_err(unreadable)?;
-    let mut bytes = Vec::new();
-    // One byte more than allowed tells a file at the limit from a longer one.
-    file.take(CONFIG_BYTES_MAX as u64 + 1).read_to_end(&mut bytes).map_err(unreadable)?;
-    if bytes.len() > CONFIG_BYTES_MAX {
-        let reason = format!("{} is larger than {CONFIG_BYTES_MAX} bytes", path.display());
-        return Err(ConfigError::new("", reason));
+
+    /// The overrides that apply to the text: none when it came from the
+    /// environment.
+    fn env<'a>(&self, env: &'a BTreeMap<String, String>) -> &'a BTreeMap<String, String> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        if self.note.is_some() {
+            &NONE
+        } else {
+            env
+        }
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|e| ConfigError::new("", format!("{} is not UTF-8: {e}", path.display())))?;
-    parse_as(&text, env, purpose)
 }
 
 /// Parses and checks configuration text, with `env` overriding it.
@@ -219,6 +248,120 @@ pub fn parse(yaml: &str, env: &BTreeMap<String, String>) -> Result<Loaded, Confi
 }
 
 fn parse_as(yaml: &str, env: &BTreeMap<String, String>, purpose: Purpose) -> Result<Loaded, ConfigError> {
+    let doc = document(yaml, env)?;
+    let mut warnings = Vec::new();
+    let dcs_as_written = dcs_as_written(&doc);
+    let mut config: Config = from_value(doc, &mut warnings)?;
+    config.bootstrap.dcs_as_written = dcs_as_written;
+    match purpose {
+        Purpose::Node => config.validate()?,
+        Purpose::Ctl => config.validate_for_ctl()?,
+    }
+    warnings.extend(config.warnings());
+    if purpose == Purpose::Node {
+        warnings.extend(config.log_warnings());
+    }
+    Ok(Loaded { config, warnings })
+}
+
+/// What `keel --validate-config` reports: every problem the node's [`load`]
+/// would refuse the file for, not only the first, and the warnings it
+/// would give.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Review {
+    /// The configuration with every key that did not type left out;
+    /// `None` when the document itself is unusable (YAML syntax, not a
+    /// mapping, an unreadable file).
+    pub config: Option<Config>,
+    pub problems: Vec<ConfigError>,
+    pub warnings: Vec<String>,
+}
+
+/// Most problems one review lists: each mistyped key costs one more
+/// typing of the document.
+pub const REVIEW_PROBLEMS_MAX: usize = 100;
+
+/// Reviews the file at `path` as [`load`] reads it (the environment's
+/// overrides included). Only the checks of the text: `keel` adds those
+/// that look at the machine.
+pub fn review(path: &Path, env: &BTreeMap<String, String>) -> Review {
+    match Source::read(path, env) {
+        Ok(source) => {
+            let mut review = review_text(&source.text, source.env(env));
+            review.warnings.splice(0..0, source.note);
+            review
+        }
+        Err(e) => Review { problems: vec![e], ..Review::default() },
+    }
+}
+
+/// Reviews configuration text, with `env` overriding it. serde stops at the
+/// first value that does not type, so each such key is reported, taken out
+/// of the document, and the rest typed again; the checks then run on what
+/// typed, and those about a key taken out are not repeated.
+pub fn review_text(yaml: &str, env: &BTreeMap<String, String>) -> Review {
+    let mut doc = match document(yaml, env) {
+        Ok(doc) => doc,
+        Err(e) => return Review { problems: vec![e], ..Review::default() },
+    };
+    let mut problems = Vec::new();
+    let mut left_out: Vec<String> = Vec::new();
+    while problems.len() < REVIEW_PROBLEMS_MAX {
+        let mut warnings = Vec::new();
+        match type_value::<Config>(doc.clone(), &mut warnings) {
+            Ok(mut config) => {
+                config.bootstrap.dcs_as_written = dcs_as_written(&doc);
+                let under_left_out = |path: &str| {
+                    left_out.iter().any(|out| {
+                        path.strip_prefix(out.as_str())
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+                    })
+                };
+                problems.extend(config.problems().into_iter().filter(|p| !under_left_out(&p.path)));
+                warnings.extend(config.warnings());
+                warnings.extend(config.log_warnings());
+                return Review { config: Some(config), problems, warnings };
+            }
+            Err((error, steps)) => {
+                let taken = take_out(&mut doc, &steps);
+                problems.push(error);
+                let Some(path) = taken else { break };
+                left_out.push(path);
+            }
+        }
+    }
+    if problems.len() >= REVIEW_PROBLEMS_MAX {
+        problems.push(ConfigError::new("", format!("stopped after {REVIEW_PROBLEMS_MAX} problems")));
+    }
+    Review { config: None, problems, warnings: Vec::new() }
+}
+
+/// Removes the mapping key that `steps` lead to (the list holding an item,
+/// for a path that ends in list indexes) and returns its path; `None` when
+/// there is no such key, so that nothing was removed.
+fn take_out(doc: &mut Value, steps: &[Step]) -> Option<String> {
+    let last_key = steps.iter().rposition(|step| matches!(step, Step::Key(_)))?;
+    let Step::Key(key) = &steps[last_key] else { return None };
+    let mut at = doc;
+    for step in &steps[..last_key] {
+        at = match step {
+            Step::Key(key) => at.get_mut(key.as_str())?,
+            Step::Index(index) => at.get_mut(*index)?,
+        };
+    }
+    at.as_object_mut()?.remove(key)?;
+    Some(render_path(steps[..=last_key].iter().cloned()))
+}
+
+/// `bootstrap.dcs` as the document has it (an empty mapping without
+/// one): what goes to etcd's `config` key at bootstrap.
+fn dcs_as_written(doc: &Value) -> Value {
+    doc.pointer("/bootstrap/dcs").cloned().unwrap_or_else(|| Value::Object(Default::default()))
+}
+
+/// YAML text to the JSON document that is typed: a mapping (an empty file
+/// is an empty one), the environment's overrides applied, nulls dropped.
+fn document(yaml: &str, env: &BTreeMap<String, String>) -> Result<Value, ConfigError> {
     if yaml.len() > CONFIG_BYTES_MAX {
         let reason = format!("the configuration is {} bytes, more than {CONFIG_BYTES_MAX}", yaml.len());
         return Err(ConfigError::new("", reason));
@@ -235,19 +378,7 @@ fn parse_as(yaml: &str, env: &BTreeMap<String, String>, purpose: Purpose) -> Res
     };
     env::apply(&mut doc, env)?;
     drop_nulls(&mut doc);
-    let mut warnings = Vec::new();
-    let dcs_as_written = doc.pointer("/bootstrap/dcs").cloned();
-    let mut config: Config = from_value(doc, &mut warnings)?;
-    config.bootstrap.dcs_as_written = dcs_as_written.unwrap_or_else(|| Value::Object(Default::default()));
-    match purpose {
-        Purpose::Node => config.validate()?,
-        Purpose::Ctl => config.validate_for_ctl()?,
-    }
-    warnings.extend(config.warnings());
-    if purpose == Purpose::Node {
-        warnings.extend(config.log_warnings());
-    }
-    Ok(Loaded { config, warnings })
+    Ok(doc)
 }
 
 /// YAML text to a JSON value. YAML 1.1 booleans (`on`, `yes`) read as
@@ -279,13 +410,24 @@ fn yaml_to_value(yaml: &str) -> Result<Value, ConfigError> {
 /// Types `value`, pushing a warning for every unknown key and giving type
 /// errors the path of their key.
 fn from_value<T: DeserializeOwned>(value: Value, warnings: &mut Vec<String>) -> Result<T, ConfigError> {
+    type_value(value, warnings).map_err(|(error, _)| error)
+}
+
+/// [`from_value`], with the error's path also as steps ([`review_text`]).
+fn type_value<T: DeserializeOwned>(
+    value: Value,
+    warnings: &mut Vec<String>,
+) -> Result<T, (ConfigError, Vec<Step>)> {
     let mut track = serde_path_to_error::Track::new();
     let mut on_ignored = |path: serde_ignored::Path<'_>| {
         warnings.push(format!("{}: unknown key, ignored", ignored_path(&path)));
     };
     let tracked = serde_path_to_error::Deserializer::new(value, &mut track);
     let typed = T::deserialize(serde_ignored::Deserializer::new(tracked, &mut on_ignored));
-    typed.map_err(|e| ConfigError::new(error_path(&track.path()), e.to_string()))
+    typed.map_err(|e| {
+        let steps = error_steps(&track.path());
+        (ConfigError::new(render_path(steps.iter().cloned()), e.to_string()), steps)
+    })
 }
 
 /// A key whose value is null (`ttl:` with nothing after it) counts as absent,
@@ -303,6 +445,7 @@ fn drop_nulls(value: &mut Value) {
 }
 
 /// One step of a key's path.
+#[derive(Clone)]
 enum Step {
     Key(String),
     Index(usize),
@@ -348,7 +491,7 @@ fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
     render_path(steps)
 }
 
-fn error_path(path: &serde_path_to_error::Path) -> String {
+fn error_steps(path: &serde_path_to_error::Path) -> Vec<Step> {
     use serde_path_to_error::Segment;
     let steps = path.iter().filter_map(|segment| match segment {
         Segment::Seq { index } => Some(Step::Index(*index)),
@@ -356,7 +499,7 @@ fn error_path(path: &serde_path_to_error::Path) -> String {
         Segment::Enum { variant } => Some(Step::Key(variant.clone())),
         Segment::Unknown => None,
     });
-    render_path(steps)
+    steps.collect()
 }
 
 /// "a string", "a list", ... for error messages.

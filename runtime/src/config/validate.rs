@@ -2,11 +2,11 @@
 //! that need the whole configuration to see.
 //!
 //! Errors carry the key's dotted path and say what was expected and what was
-//! found. keel checks what it can without touching the machine: Patroni also
-//! tries to bind the listen addresses and inspects `data_dir`; the agent does
-//! that when it starts.
+//! found. These checks do not touch the machine; `keel --validate-config`
+//! adds those that read it (`data_dir`, `bin_dir`, certificates: the
+//! `machine` module), and the agent binds the listen addresses when it starts.
 
-use super::local::POSTGRESQL_KEYS;
+use super::local::{BinName, POSTGRESQL_KEYS};
 use super::{Config, ConfigError};
 
 /// Names keel and Patroni put in `synchronous_standby_names` when strict
@@ -22,23 +22,31 @@ const INITDB_RESERVED: [&str; 5] = ["pgdata", "nosync", "pwfile", "sync-only", "
 const OTHER_DCS: [&str; 6] = ["etcd", "consul", "zookeeper", "exhibitor", "kubernetes", "raft"];
 
 impl Config {
+    /// The first problem of [`Config::problems`]: what `load` refuses with.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_identity()?;
-        self.validate_postgresql()?;
-        self.validate_restapi()?;
-        self.validate_etcd3()?;
-        self.validate_bootstrap()?;
-        self.validate_log()?;
+        first(self.problems())
+    }
+
+    /// Every failed check, in the order of the file's sections, so that
+    /// `keel --validate-config` can list them all.
+    pub(super) fn problems(&self) -> Vec<ConfigError> {
+        let mut found = Vec::new();
+        self.check_identity(&mut found);
+        self.check_postgresql(&mut found);
+        self.check_restapi(&mut found);
+        self.check_etcd3(&mut found);
+        self.check_bootstrap(&mut found);
+        self.check_log(&mut found);
         if self.watchdog.safety_margin < -1 {
             let reason = format!("must be >= -1 (-1 means ttl/2), got {}", self.watchdog.safety_margin);
-            return Err(ConfigError::new("watchdog.safety_margin", reason));
+            found.push(ConfigError::new("watchdog.safety_margin", reason));
         }
         // Citus keeps each group under its own DCS prefix; running a Citus
         // member without that layout would collide with the other groups.
         if self.citus.is_some() {
-            return Err(ConfigError::new("citus", "Citus clusters are not supported by keel"));
+            found.push(ConfigError::new("citus", "Citus clusters are not supported by keel"));
         }
-        Ok(())
+        found
     }
 
     /// keelctl's checks (`load_for_ctl`): what names the cluster and etcd.
@@ -47,66 +55,70 @@ impl Config {
             return Err(ConfigError::new("scope", format!("must not contain '/', got {:?}", self.scope)));
         }
         required("namespace", &self.namespace)?;
+        let mut found = Vec::new();
         if !self.etcd3.hosts.is_empty() {
-            self.validate_etcd3()?;
+            self.check_etcd3(&mut found);
         }
-        Ok(())
+        first(found)
     }
 
-    fn validate_identity(&self) -> Result<(), ConfigError> {
+    fn check_identity(&self, found: &mut Vec<ConfigError>) {
         for (key, value) in [("scope", &self.scope), ("name", &self.name)] {
-            required(key, value)?;
             // Both become one segment of an etcd key (`members/<name>`).
-            if value.contains('/') {
-                return Err(ConfigError::new(key, format!("must not contain '/', got {value:?}")));
-            }
+            let check = required(key, value).and_then(|()| {
+                if value.contains('/') {
+                    return Err(ConfigError::new(key, format!("must not contain '/', got {value:?}")));
+                }
+                Ok(())
+            });
+            found.extend(check.err());
         }
         if STRICT_SYNC_PLACEHOLDERS.contains(&self.name.as_str()) {
             let reason = format!("{:?} is reserved for strict synchronous mode", self.name);
-            return Err(ConfigError::new("name", reason));
+            found.push(ConfigError::new("name", reason));
         }
-        required("namespace", &self.namespace)
+        found.extend(required("namespace", &self.namespace).err());
     }
 
-    fn validate_postgresql(&self) -> Result<(), ConfigError> {
+    fn check_postgresql(&self, found: &mut Vec<ConfigError>) {
         let pg = &self.postgresql;
-        required("postgresql.listen", &pg.listen)?;
-        check_address("postgresql.listen", &pg.listen, Use::Listen { multiple_hosts: true })?;
+        let listen = required("postgresql.listen", &pg.listen).and_then(|()| {
+            check_address("postgresql.listen", &pg.listen, Use::Listen { multiple_hosts: true })
+        });
+        found.extend(listen.err());
         if let Some(address) = &pg.connect_address {
-            check_address("postgresql.connect_address", address, Use::Connect)?;
+            found.extend(check_address("postgresql.connect_address", address, Use::Connect).err());
         }
         if let Some(address) = &pg.proxy_address {
-            check_address("postgresql.proxy_address", address, Use::Connect)?;
+            found.extend(check_address("postgresql.proxy_address", address, Use::Connect).err());
         }
         if pg.data_dir.as_os_str().is_empty() {
-            return Err(ConfigError::new("postgresql.data_dir", "is required"));
+            found.push(ConfigError::new("postgresql.data_dir", "is required"));
         }
         if pg.pg_ctl_timeout < 1 {
             let reason = format!("must be >= 1 second, got {}", pg.pg_ctl_timeout);
-            return Err(ConfigError::new("postgresql.pg_ctl_timeout", reason));
+            found.push(ConfigError::new("postgresql.pg_ctl_timeout", reason));
         }
         if let Some(rewind) = &pg.authentication.rewind {
-            required("postgresql.authentication.rewind.username", &rewind.username)?;
+            found.extend(required("postgresql.authentication.rewind.username", &rewind.username).err());
         }
-        Ok(())
     }
 
     /// `log.level` and `log.type`, which keel honours: a value keel would
     /// not know how to honour is refused, as Patroni's logging refuses it.
-    fn validate_log(&self) -> Result<(), ConfigError> {
+    fn check_log(&self, found: &mut Vec<ConfigError>) {
         let log = &self.log;
         if let Some(level) = &log.level {
             if log.tracing_level().is_none() {
                 let reason = format!("expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level:?}");
-                return Err(ConfigError::new("log.level", reason));
+                found.push(ConfigError::new("log.level", reason));
             }
         }
         if let Some(kind) = &log.kind {
             if !kind.eq_ignore_ascii_case("plain") && !kind.eq_ignore_ascii_case("json") {
-                return Err(ConfigError::new("log.type", format!("expected plain or json, got {kind:?}")));
+                found.push(ConfigError::new("log.type", format!("expected plain or json, got {kind:?}")));
             }
         }
-        Ok(())
     }
 
     /// The agent's warnings about `log`: every key set that keel does not
@@ -123,46 +135,51 @@ impl Config {
         warnings
     }
 
-    fn validate_restapi(&self) -> Result<(), ConfigError> {
+    fn check_restapi(&self, found: &mut Vec<ConfigError>) {
         let api = &self.restapi;
-        required("restapi.listen", &api.listen)?;
-        check_address("restapi.listen", &api.listen, Use::Listen { multiple_hosts: false })?;
+        let listen = required("restapi.listen", &api.listen).and_then(|()| {
+            check_address("restapi.listen", &api.listen, Use::Listen { multiple_hosts: false })
+        });
+        found.extend(listen.err());
         if let Some(address) = &api.connect_address {
-            check_address("restapi.connect_address", address, Use::Connect)?;
+            found.extend(check_address("restapi.connect_address", address, Use::Connect).err());
         }
         // Patroni's range (`validator.py`).
         if !(0..=4096).contains(&api.request_queue_size) {
             let reason = format!("must be in 0..=4096, got {}", api.request_queue_size);
-            return Err(ConfigError::new("restapi.request_queue_size", reason));
+            found.push(ConfigError::new("restapi.request_queue_size", reason));
         }
-        Ok(())
     }
 
-    fn validate_etcd3(&self) -> Result<(), ConfigError> {
+    /// At least one host, each `host:port` (a host written without a port
+    /// has 2379 by now, as in Patroni).
+    fn check_etcd3(&self, found: &mut Vec<ConfigError>) {
         if self.etcd3.hosts.is_empty() {
             let mut reason = "at least one etcd3 host is required (etcd3.hosts or etcd3.host)".to_string();
             if let Some(other) = self.other_dcs_sections().first() {
                 reason.push_str(&format!("; keel talks to etcd v3 only, not through `{other}`"));
             }
-            return Err(ConfigError::new("etcd3.hosts", reason));
+            found.push(ConfigError::new("etcd3.hosts", reason));
         }
         for (index, host) in self.etcd3.hosts.iter().enumerate() {
-            if host.is_empty() {
-                return Err(ConfigError::new(format!("etcd3.hosts[{index}]"), "is empty"));
-            }
+            let path = format!("etcd3.hosts[{index}]");
+            let check = if host.is_empty() {
+                Err(ConfigError::new(&path, "is empty"))
+            } else {
+                check_address(&path, host, Use::Connect)
+            };
+            found.extend(check.err());
         }
-        Ok(())
     }
 
-    fn validate_bootstrap(&self) -> Result<(), ConfigError> {
-        self.bootstrap.dcs.validate().map_err(|e| e.under("bootstrap.dcs"))?;
+    fn check_bootstrap(&self, found: &mut Vec<ConfigError>) {
+        found.extend(self.bootstrap.dcs.problems().into_iter().map(|e| e.under("bootstrap.dcs")));
         for (index, option) in self.bootstrap.initdb.iter().enumerate() {
             if INITDB_RESERVED.contains(&option.name()) {
                 let reason = format!("`{}` is set by keel itself and cannot be given", option.to_arg());
-                return Err(ConfigError::new(format!("bootstrap.initdb[{index}]"), reason));
+                found.push(ConfigError::new(format!("bootstrap.initdb[{index}]"), reason));
             }
         }
-        Ok(())
     }
 
     /// Patroni's other DCS sections present in the file.
@@ -201,6 +218,22 @@ impl Config {
         for section in self.other_dcs_sections() {
             warnings.push(format!("{section}: ignored, keel talks to etcd v3 only (the etcd3 section)"));
         }
+        let etcd3 = &self.etcd3;
+        let discovery = [
+            ("url", &etcd3.url),
+            ("proxy", &etcd3.proxy),
+            ("srv", &etcd3.srv),
+            ("srv_suffix", &etcd3.srv_suffix),
+        ];
+        for (key, _) in discovery.iter().filter(|(_, value)| value.is_some()) {
+            warnings.push(format!("etcd3.{key}: not honoured, keel reaches etcd through etcd3.hosts only"));
+        }
+        if self.postgresql.bin_name != BinName::default() {
+            warnings.push(
+                "postgresql.bin_name: not honoured, keel runs the binaries of bin_dir by their usual names"
+                    .into(),
+            );
+        }
         warnings.extend(self.tag_warnings());
         warnings
     }
@@ -238,6 +271,11 @@ impl Config {
             _ => None,
         }
     }
+}
+
+/// The first of `found`, as an error.
+fn first(found: Vec<ConfigError>) -> Result<(), ConfigError> {
+    found.into_iter().next().map_or(Ok(()), Err)
 }
 
 fn required(path: &str, value: &str) -> Result<(), ConfigError> {

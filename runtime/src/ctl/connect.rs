@@ -121,11 +121,7 @@ fn etcd_from_config(config: &Config, path: &Path) -> Result<EtcdOptions, CtlErro
 }
 
 fn tls_of(config: &Config) -> EtcdTls {
-    EtcdTls {
-        ca: config.etcd3.cacert.clone(),
-        cert: config.etcd3.cert.clone(),
-        key: config.etcd3.key.clone(),
-    }
+    EtcdTls::of(&config.etcd3)
 }
 
 /// `--dcs-url`: comma-separated `http://host:port`, `https://host:port`,

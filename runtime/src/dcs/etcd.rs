@@ -201,6 +201,21 @@ pub struct EtcdTls {
 }
 
 impl EtcdTls {
+    /// The files named in the `etcd3` section.
+    pub fn of(etcd3: &crate::config::Etcd3) -> EtcdTls {
+        EtcdTls { ca: etcd3.cacert.clone(), cert: etcd3.cert.clone(), key: etcd3.key.clone() }
+    }
+
+    /// Whether the files can be read and go together, as [`EtcdKv::connect`]
+    /// needs them (their contents are only judged by the TLS handshake).
+    pub fn check(&self) -> Result<(), String> {
+        match self.options() {
+            Ok(_) => Ok(()),
+            Err(KvError::Rejected(why) | KvError::Unavailable(why)) => Err(why),
+            Err(other) => Err(other.to_string()),
+        }
+    }
+
     fn options(&self) -> Result<etcd_client::TlsOptions, KvError> {
         let read = |p: &std::path::Path| {
             std::fs::read(p).map_err(|e| KvError::Rejected(format!("cannot read {}: {e}", p.display())))

@@ -256,6 +256,10 @@ pub const KEEL_OWNED_SETTINGS: [&str; 15] = [
 ];
 
 impl PgCtl {
+    /// The binaries of `bin_dir` that keel runs.
+    pub const BINARIES: [&str; 6] =
+        ["initdb", "pg_basebackup", "pg_controldata", "pg_ctl", "pg_rewind", "postgres"];
+
     pub fn new(bin_dir: impl Into<PathBuf>, data_dir: impl Into<PathBuf>) -> PgCtl {
         PgCtl {
             bin_dir: bin_dir.into(),
