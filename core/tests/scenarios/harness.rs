@@ -65,6 +65,19 @@ pub fn with_config(mut v: ClusterView, f: impl FnOnce(&mut DynamicConfig)) -> Cl
     v
 }
 
+/// `synchronous_mode: true`.
+pub fn sync_on(v: ClusterView) -> ClusterView {
+    with_config(v, |c| c.synchronous_mode = SyncMode::On)
+}
+
+/// `synchronous_mode_strict: true` (and `synchronous_mode`).
+pub fn strict(v: ClusterView) -> ClusterView {
+    with_config(v, |c| {
+        c.synchronous_mode = SyncMode::On;
+        c.synchronous_mode_strict = true;
+    })
+}
+
 pub fn with_sync(mut v: ClusterView, leader: &str, members: &[&str]) -> ClusterView {
     v.sync = Some(SyncKey {
         leader: Some(leader.into()),

@@ -20,17 +20,6 @@ fn doctored(node: &Node, o: &Obs, actions: Vec<Action>, reason: Option<Reason>) 
     keel_core::invariants::check(&prev, &o.0, stepped.state(), &decision);
 }
 
-fn sync_on(v: ClusterView) -> ClusterView {
-    with_config(v, |c| c.synchronous_mode = SyncMode::On)
-}
-
-fn strict(v: ClusterView) -> ClusterView {
-    with_config(v, |c| {
-        c.synchronous_mode = SyncMode::On;
-        c.synchronous_mode_strict = true;
-    })
-}
-
 fn write_key(members: &[&str], quorum: Option<u32>) -> Action {
     Action::WriteSyncKey { members: set(members), quorum, expected_revision: Some(95) }
 }

@@ -13,17 +13,6 @@ use keel_core::*;
 /// The leader's lease: far enough ahead that no step here demotes.
 const DEADLINE_MS: u64 = 60_000;
 
-fn sync_on(v: ClusterView) -> ClusterView {
-    with_config(v, |c| c.synchronous_mode = SyncMode::On)
-}
-
-fn strict(v: ClusterView) -> ClusterView {
-    with_config(v, |c| {
-        c.synchronous_mode = SyncMode::On;
-        c.synchronous_mode_strict = true;
-    })
-}
-
 fn quorum(v: ClusterView) -> ClusterView {
     with_config(v, |c| c.synchronous_mode = SyncMode::Quorum)
 }

@@ -46,8 +46,9 @@ pub struct World {
     /// The leader key's path.
     pub leader_key: String,
     pub cfg: DynamicConfig,
-    /// Per primary: when each standby streaming from it last replied.
-    pub replies: Vec<BTreeMap<String, u64>>,
+    /// Per primary: when each standby streaming from it last replied, and
+    /// the flush position that reply carried (`pg_stat_replication`).
+    pub replies: Vec<BTreeMap<String, (u64, u64)>>,
     /// Per node: its last pg_rewind failed and no base backup followed yet.
     pub rewind_failed: Vec<bool>,
     next_branch: u64,
@@ -298,10 +299,10 @@ impl World {
                 Some(u) => {
                     let wal = self.pg[u].wal.clone();
                     let name = self.names[i].clone();
-                    if self.reaches(i, u) {
-                        self.replies[u].insert(name, now);
-                    }
                     self.pg[i].wal = wal;
+                    if self.reaches(i, u) {
+                        self.replies[u].insert(name, (now, self.pg[i].wal.lsn()));
+                    }
                     self.pg[i].streaming = true;
                 }
                 None => self.pg[i].streaming = false,
@@ -336,7 +337,12 @@ impl World {
             .into_iter()
             .map(|i| {
                 let name = &self.names[i];
-                let last = self.replies[p].get(name).copied().unwrap_or(now);
+                // What the primary heard last: a standby whose replies never
+                // reached it has no reply time (the runtime's probe reads
+                // that as stale) and no flush position.
+                let (reply_age_ms, flush_lsn) = self.replies[p]
+                    .get(name)
+                    .map_or((u64::MAX, 0), |(at, lsn)| (now.saturating_sub(*at), *lsn));
                 let sync_state = match (names.members.contains(name), names.quorum) {
                     (true, true) => StandbySyncState::Quorum,
                     (true, false) => StandbySyncState::Sync,
@@ -346,8 +352,8 @@ impl World {
                     name: name.clone(),
                     streaming: true,
                     sync_state,
-                    flush_lsn: self.pg[i].wal.lsn(),
-                    reply_age_ms: now.saturating_sub(last),
+                    flush_lsn,
+                    reply_age_ms,
                 }
             })
             .collect()
@@ -587,16 +593,25 @@ impl World {
     fn held_back(&self, i: usize, fit: &[usize]) -> bool {
         let (position, timeline) = (self.pg[i].wal.lsn(), self.pg[i].wal.timeline());
         (0..self.names.len()).filter(|j| *j != i && !fit.contains(j)).any(|j| {
-            let key = self.leader_key.replace("/leader", &format!("/members/{}", self.names[j]));
-            self.kv.get(&key).is_some_and(|kv| {
-                keel_runtime::dcs::codec::parse_member(&kv.value).is_ok_and(|m| {
-                    m.is_running()
-                        && m.tags.can_fail_over()
-                        && u64::from(m.timeline) >= u64::from(timeline)
-                        && m.lsn > position
-                })
+            self.member_key(j).is_some_and(|m| {
+                m.is_running()
+                    && m.tags.can_fail_over()
+                    && u64::from(m.timeline) >= u64::from(timeline)
+                    && m.lsn > position
             })
         })
+    }
+
+    /// Member `i`'s key in etcd, as keel-core reads it.
+    fn member_key(&self, i: usize) -> Option<keel_core::Member> {
+        let key = self.leader_key.replace("/leader", &format!("/members/{}", self.names[i]));
+        keel_runtime::dcs::codec::parse_member(&self.kv.get(&key)?.value).ok()
+    }
+
+    /// Member `i`'s key in etcd says its Postgres runs: the leader sees it
+    /// as a standby it could name.
+    fn visible(&self, i: usize) -> bool {
+        self.member_key(i).is_some_and(|m| m.is_running())
     }
 
     /// In failsafe mode only the members the leader last listed in the
@@ -804,13 +819,7 @@ impl World {
                 return None;
             }
             let streaming = self.streaming_from(p);
-            let visible = |s: usize| {
-                let key = self.leader_key.replace("/leader", &format!("/members/{}", self.names[s]));
-                self.kv.get(&key).is_some_and(|kv| {
-                    keel_runtime::dcs::codec::parse_member(&kv.value).is_ok_and(|m| m.is_running())
-                })
-            };
-            let heard = |s: usize| streaming.contains(&s) && self.reaches(s, p) && visible(s);
+            let heard = |s: usize| streaming.contains(&s) && self.reaches(s, p) && self.visible(s);
             let named: Vec<usize> = sync.members.iter().filter_map(|m| self.index(m)).collect();
             let quiet = named.iter().copied().find(|m| !heard(*m))?;
             let lag_ok = |s: usize| {
@@ -857,17 +866,11 @@ impl World {
             // Only a standby the leader can see and hear: with its member
             // key gone (cut from etcd), or its replies lost (a one-way cut
             // towards the primary), it is no candidate (rule 8).
-            let visible = |s: usize| {
-                let key = self.leader_key.replace("/leader", &format!("/members/{}", self.names[s]));
-                self.kv.get(&key).is_some_and(|kv| {
-                    keel_runtime::dcs::codec::parse_member(&kv.value).is_ok_and(|m| m.is_running())
-                })
-            };
             let able = self.streaming_from(p).into_iter().find(|s| {
                 self.tags[*s].can_fail_over()
                     && !self.tags[*s].nosync
                     && !named.contains(s)
-                    && visible(*s)
+                    && self.visible(*s)
                     && self.reaches(*s, p)
             });
             only_unfit.then_some(()).and(able).map(|a| (named, a))
