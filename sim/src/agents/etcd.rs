@@ -27,8 +27,9 @@ const WATCH_TAG: u64 = 2;
 /// A watcher that did not renew its registration for this long is gone.
 const WATCH_TTL_MS: u64 = 3_000;
 /// Of 1000 answers, this many are lost after the request was applied (a
-/// background fault: not in runs without faults).
-const LOST_ANSWERS_PER_MILLE: u64 = 5;
+/// background fault: not in runs without faults), unless the command line
+/// sets `etcd_lost_answers_per_mille`.
+pub const LOST_ANSWERS_PER_MILLE: u64 = 5;
 
 /// Who watches: address -> (key suffixes, registered until, etcd ms).
 type Watchers = std::sync::Mutex<BTreeMap<SocketAddr, (Vec<String>, u64)>>;
@@ -89,7 +90,7 @@ pub async fn serve(world: Shared) {
                 tokio::time::sleep(Duration::from_millis(madsim::rand::random::<u64>() % delay + 1)).await;
             }
             let watch = matches!(call, Call::Watch(..));
-            let (answer, touched, lossy) = {
+            let (answer, touched, lost_per_mille) = {
                 let mut w = lock(&world);
                 if w.etcd_down {
                     return;
@@ -128,11 +129,11 @@ pub async fn serve(world: Shared) {
                 if !touched.is_empty() {
                     w.watch_leader();
                 }
-                (answer, touched, w.lossy)
+                (answer, touched, if w.lossy { w.lost_answers_per_mille } else { 0 })
             };
             notify(&ep, &watchers, &world, &touched).await;
             // A watch registration has no answer; other answers may be lost.
-            if watch || (lossy && madsim::rand::random::<u64>() % 1000 < LOST_ANSWERS_PER_MILLE) {
+            if watch || (lost_per_mille > 0 && madsim::rand::random::<u64>() % 1000 < lost_per_mille) {
                 return;
             }
             let _ = ep.send_to_raw(from, reply_tag, Box::new(answer)).await;

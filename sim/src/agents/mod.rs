@@ -415,6 +415,10 @@ pub async fn drive_with(sim: AgentSimConfig, opts: RunOptions) -> Outcome {
         // background makes a leader whose ttl has no slack demote, a
         // failover the drill did not ask for.
         w.lossy = sim.faults && sim.scenario.is_none();
+        w.lost_answers_per_mille = sim
+            .settings
+            .int("etcd_lost_answers_per_mille")
+            .map_or(etcd::LOST_ANSWERS_PER_MILLE, |n| n.clamp(0, 1000) as u64);
         w.checks_from_ms = WARMUP_MS;
         for (i, yaml) in s.yaml.iter().enumerate() {
             let cfg = keel_runtime::config::parse(yaml, &BTreeMap::new()).expect("checked in setup").config;
