@@ -161,9 +161,11 @@ impl<'a> Ctx<'a> {
             let validity = cfg.lease_validity_ms();
             match (&outcome.action, outcome.result) {
                 (Action::AcquireLease | Action::RenewLease { .. }, ActionResult::Done) => {
-                    let deadline = sent.saturating_add(validity);
-                    self.next.lease_deadline_ms =
-                        Some(self.next.lease_deadline_ms.map_or(deadline, |d| d.max(deadline)));
+                    // Some for exactly these outcomes.
+                    if let Some(deadline) = outcome.lease_deadline_ms(&self.cfg, now) {
+                        self.next.lease_deadline_ms =
+                            Some(self.next.lease_deadline_ms.map_or(deadline, |d| d.max(deadline)));
+                    }
                 }
                 (Action::CheckFailsafe { .. }, ActionResult::Done) => {
                     // Every member confirmed: none of them races until this
