@@ -202,7 +202,14 @@ impl<K: Kv> Dcs<K> {
         let (lease, granted_s) = self.kv.grant(ttl_s).await?;
         let key = self.keys.leader();
         let put = Op::Put { key: key.clone(), value: self.name.clone().into_bytes(), lease };
-        match self.kv.txn(vec![Compare::CreateRevision { key, revision: 0 }], vec![put], vec![]).await {
+        let created =
+            match self.kv.txn(vec![Compare::CreateRevision { key, revision: 0 }], vec![put], vec![]).await {
+                // A create sent again after its answer was lost finds its own
+                // first write (dcs::retry): the key on this lease is ours.
+                Ok(false) => self.names_me_on(lease).await,
+                other => other,
+            };
+        match created {
             Ok(true) => {
                 self.leader_lease = Some(lease);
                 self.status_written = None;
@@ -214,6 +221,13 @@ impl<K: Kv> Dcs<K> {
                 other.map(|_| Acquired::Taken)
             }
         }
+    }
+
+    /// Whether the leader key names this node on `lease`.
+    async fn names_me_on(&self, lease: i64) -> Result<bool, KvError> {
+        let key = self.keys.leader();
+        let read = self.kv.range_prefix(&key).await?;
+        Ok(read.kvs.iter().any(|kv| kv.key == key && kv.value == self.name.as_bytes() && kv.lease == lease))
     }
 
     /// Keeps the leader lease alive, then confirms that the key still names
@@ -235,10 +249,7 @@ impl<K: Kv> Dcs<K> {
         // A read, not a compare: the agent's etcd client answers it from
         // its copy of the scope, once that copy is as recent as the
         // keep-alive's answer (dcs::etcd).
-        let key = self.keys.leader();
-        let read = self.kv.range_prefix(&key).await?;
-        let current = read.kvs.iter().find(|kv| kv.key == key);
-        if !current.is_some_and(|kv| kv.value == self.name.as_bytes() && kv.lease == lease) {
+        if !self.names_me_on(lease).await? {
             return Ok(None);
         }
         if self.status_written != Some(optime) {

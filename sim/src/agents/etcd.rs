@@ -6,7 +6,8 @@
 //! partition would: a request lost on the way is not applied; an answer
 //! lost on the way back leaves the client with a timeout after etcd applied
 //! it, which the agent must read as "unknown" (rule 6). The server can be
-//! down (no answers at all) or slow (answers late), and it notifies
+//! down (it refuses every request at once, as an etcd without quorum or a
+//! stopped one does) or slow (answers late), and it notifies
 //! watchers of changes to the leader and failover keys.
 
 use std::collections::BTreeMap;
@@ -90,11 +91,21 @@ pub async fn serve(world: Shared) {
                 tokio::time::sleep(Duration::from_millis(madsim::rand::random::<u64>() % delay + 1)).await;
             }
             let watch = matches!(call, Call::Watch(..));
+            let down = lock(&world).etcd_down;
+            if down {
+                // An etcd without quorum answers at once that it has no
+                // leader (keel's client requires one), a stopped one
+                // refuses the connection: either way the client knows
+                // at once that nothing was applied. A partition (a
+                // clogged link) is what leaves a request unanswered.
+                if !watch {
+                    let refused = Answer::Error(KvError::Unavailable("etcdserver: no leader".into()));
+                    let _ = ep.send_to_raw(from, reply_tag, Box::new(refused)).await;
+                }
+                return;
+            }
             let (answer, touched, lost_per_mille) = {
                 let mut w = lock(&world);
-                if w.etcd_down {
-                    return;
-                }
                 let now = w.now_ms();
                 let mut touched = w.kv.expire(now);
                 let answer = match call {
