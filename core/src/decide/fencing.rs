@@ -8,6 +8,7 @@
 use super::{Ctx, Verdict};
 use crate::dcs::DcsView;
 use crate::decision::{Action, DemoteMode, Reason};
+use crate::input::ActionResult;
 
 /// Demotes a running primary that has no lease, has passed its deadline, has
 /// seen its lock taken, or is about to run out without a confirmed renewal.
@@ -32,7 +33,21 @@ pub(super) fn decide(cx: &mut Ctx) -> Option<Verdict> {
         return immediate(Reason::LockLost { holder });
     }
     let remaining_ms = deadline - now;
-    if remaining_ms <= cx.cfg.gentle_demote_ms() {
+    let gentle_ms = cx.cfg.gentle_demote_ms();
+    // etcd answered this step and still names me: the renewal goes first,
+    // while half the gentle window is left for it (the agent bounds it by
+    // the lease), and the gentle demotion waits for one that does not
+    // confirm (rule 6; issue 15: a leader whose read outlasted an etcd
+    // blip demoted in the step in which etcd answered again).
+    let renewal_failed = cx
+        .obs
+        .outcomes
+        .iter()
+        .any(|o| matches!(o.action, Action::RenewLease { .. }) && o.result != ActionResult::Done);
+    if cx.view.is_some() && !renewal_failed && remaining_ms > gentle_ms / 2 {
+        return None;
+    }
+    if remaining_ms <= gentle_ms {
         // On shutdown the gentle demote is the final stop.
         let mode = if cx.next.shutdown { DemoteMode::Offline } else { DemoteMode::Graceful };
         let mut actions = vec![Action::Demote { mode }];
