@@ -41,23 +41,6 @@ pub struct Outcome {
     pub lease_ttl_ms: Option<u64>,
 }
 
-impl Outcome {
-    /// The lease deadline a confirmed acquisition or renewal gives, by the
-    /// node's clock at `now_ms`: from when it was sent, for the TTL etcd
-    /// granted at most, less the drift margin (rule 1). `None` for any
-    /// other outcome.
-    pub fn lease_deadline_ms(&self, cfg: &crate::DynamicConfig, now_ms: u64) -> Option<u64> {
-        if !matches!(self.action, Action::AcquireLease | Action::RenewLease { .. })
-            || self.result != ActionResult::Done
-        {
-            return None;
-        }
-        let mut cfg = cfg.clone();
-        cfg.ttl_ms = cfg.ttl_ms.min(self.lease_ttl_ms.unwrap_or(u64::MAX));
-        Some(self.sent_at_ms.min(now_ms).saturating_add(cfg.lease_validity_ms()))
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ActionResult {
     Done,

@@ -47,13 +47,6 @@ pub struct Outcome {
     pub settings: String,
     pub steps: u64,
     pub failovers: u64,
-    /// Demotions of a running primary (madsim simulator): gentle,
-    /// immediate or offline, whatever asked for them.
-    pub demotions: u64,
-    /// The longest time without a writable primary answering, after the
-    /// cluster formed (madsim simulator; in a batch total: the longest of
-    /// any seed).
-    pub longest_no_primary_ms: u64,
     pub switchovers_requested: u64,
     pub faults: BTreeMap<&'static str, u64>,
     pub writes_acked: u64,

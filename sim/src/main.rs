@@ -141,7 +141,6 @@ fn main() -> ExitCode {
     let mut total = Outcome::default();
     let mut worst = 0u8;
     let mut bad = Vec::new();
-    let (mut seeds_demoting, mut seeds_failing_over) = (0u64, 0u64);
     for s in first..first.saturating_add(count) {
         let config = SimConfig {
             seed: s,
@@ -176,8 +175,6 @@ fn main() -> ExitCode {
             bad.push((s, outcome.violations.clone(), outcome.settings.clone()));
             bar.set_message(format!("{} failed", bad.len()));
         }
-        seeds_demoting += u64::from(outcome.demotions > 0);
-        seeds_failing_over += u64::from(outcome.failovers > 0);
         add(&mut total, &outcome);
         bar.inc(1);
     }
@@ -190,15 +187,6 @@ fn main() -> ExitCode {
         total.failovers,
         total.switchovers_requested,
     );
-    if cfg!(madsim) {
-        println!(
-            "primary: {} demotions in {} seeds, failovers in {} seeds, longest time without a writable primary {:.1} s",
-            total.demotions,
-            seeds_demoting,
-            seeds_failing_over,
-            total.longest_no_primary_ms as f64 / 1000.0,
-        );
-    }
     let faults: Vec<String> = total.faults.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!("faults: {}", if faults.is_empty() { "none".to_owned() } else { faults.join(", ") });
     println!(
@@ -278,8 +266,6 @@ fn print_run(o: &Outcome) {
 fn add(total: &mut Outcome, o: &Outcome) {
     total.simulated_ms += o.simulated_ms;
     total.failovers += o.failovers;
-    total.demotions += o.demotions;
-    total.longest_no_primary_ms = total.longest_no_primary_ms.max(o.longest_no_primary_ms);
     total.switchovers_requested += o.switchovers_requested;
     total.writes_acked += o.writes_acked;
     total.writes_failed += o.writes_failed;

@@ -29,9 +29,6 @@ pub const KEYS: &[(&str, Kind)] = &[
     ("max_clock_drift", Kind::Fraction),
     ("remove_data_directory_on_rewind_failure", Kind::Bool),
     ("remove_data_directory_on_diverged_timelines", Kind::Bool),
-    // The simulated etcd's, not the cluster's: how many of 1000 answers it
-    // loses after applying the request (default 5), in runs with faults.
-    ("etcd_lost_answers_per_mille", Kind::Int),
 ];
 
 /// The per-node tags `--tag` may give.
@@ -199,9 +196,6 @@ impl Overrides {
                 return Err(format!("--names gives {:?} twice", dup.1));
             }
         }
-        if let Some(n) = self.int("etcd_lost_answers_per_mille").filter(|n| !(0..=1000).contains(n)) {
-            return Err(format!("etcd_lost_answers_per_mille: {n} is not between 0 and 1000"));
-        }
         let names = self.member_names(nodes);
         if let Some(tag) = self.tags.iter().find(|t| !names.contains(&t.node)) {
             return Err(format!("--tag {}:{}: no member is named {:?}", tag.node, tag.key, tag.node));
@@ -264,7 +258,5 @@ mod tests {
         let twice = Overrides { names: Some(vec!["a".into(), "a".into()]), ..Overrides::default() };
         assert!(twice.check(2).unwrap_err().contains("\"a\" twice"));
         assert_eq!(o.flags(), " --names a,b --set ttl=30 --set ttl=40 --tag b:failover_priority=0");
-        let lossy = Overrides { set: vec![parse_set("etcd_lost_answers_per_mille=1001").unwrap()], ..o };
-        assert!(lossy.check(2).unwrap_err().contains("1001 is not between 0 and 1000"));
     }
 }

@@ -200,27 +200,6 @@ async fn etcd_down_is_unavailable_within_the_deadline_and_back_after_restart() {
     }
 }
 
-/// Issue 15: a leader's member key that expired (its keep-alives failed
-/// for a TTL) must come back without waiting for keel-core to publish a
-/// change, or the others find no address to follow.
-#[tokio::test]
-async fn a_member_key_that_expired_is_written_again_by_the_next_keep_alive() {
-    let etcd = EtcdServer::start();
-    let mut a = node(&etcd, "pg1").await;
-    let b = node(&etcd, "pg2").await;
-    a.publish_member(&status(MemberRole::Primary, 10), 2_000).await.unwrap();
-    assert!(b.read().await.unwrap().view.members.contains_key("pg1"));
-    let published = Instant::now();
-    while b.read().await.unwrap().view.members.contains_key("pg1") {
-        assert!(published.elapsed() < Duration::from_secs(10), "the member key outlived its lease");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    a.keep_member_alive(60_000, 2_000).await.unwrap();
-    let snap = b.read().await.unwrap();
-    let back = snap.view.members.get("pg1").expect("written again");
-    assert_eq!(back.lsn, 10, "as last published");
-}
-
 async fn wait_for_leader(a: &Dcs<EtcdKv>, etcd: &EtcdServer) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

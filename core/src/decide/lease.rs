@@ -96,10 +96,8 @@ pub(super) fn fold_outcome(cx: &mut Ctx, outcome: &Outcome) {
     let next = &mut cx.next;
     match (&outcome.action, outcome.result) {
         (Action::AcquireLease | Action::RenewLease { .. }, ActionResult::Done) => {
-            // The one definition the agent also bounds its etcd calls by.
-            if let Some(deadline) = outcome.lease_deadline_ms(&cx.cfg, cx.obs.now_ms) {
-                next.lease_deadline_ms = Some(next.lease_deadline_ms.map_or(deadline, |d| d.max(deadline)));
-            }
+            let deadline = sent.saturating_add(validity);
+            next.lease_deadline_ms = Some(next.lease_deadline_ms.map_or(deadline, |d| d.max(deadline)));
         }
         (Action::CheckFailsafe { .. }, ActionResult::Done) => {
             // Every member confirmed: none of them races until this much
@@ -175,19 +173,7 @@ pub(super) fn fence(cx: &mut Ctx) -> Option<Verdict> {
     let confirmed = cx.obs.outcomes.iter().any(|o| {
         matches!(o.action, Action::AcquireLease | Action::RenewLease { .. }) && o.result == ActionResult::Done
     });
-    // And while etcd answered this step and still names me, the renewal
-    // goes first while half the gentle window is left for it (the agent
-    // bounds it by the lease): the gentle demotion waits for one that does
-    // not confirm (issue 15: a leader whose read outlasted an etcd blip
-    // demoted in the step in which etcd answered again).
-    let gentle_ms = cx.cfg.gentle_demote_ms();
-    let renewal_failed = cx
-        .obs
-        .outcomes
-        .iter()
-        .any(|o| matches!(o.action, Action::RenewLease { .. }) && o.result != ActionResult::Done);
-    let renew_first = cx.view.is_some() && !renewal_failed && remaining_ms > gentle_ms / 2;
-    if remaining_ms <= gentle_ms && !confirmed && !renew_first {
+    if remaining_ms <= cx.cfg.gentle_demote_ms() && !confirmed {
         // On shutdown the gentle demote is the final stop.
         let mode = if cx.next.shutdown { DemoteMode::Offline } else { DemoteMode::Graceful };
         let mut actions = vec![Action::Demote { mode }];

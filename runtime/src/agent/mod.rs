@@ -371,24 +371,10 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
         let mut ms = cfg.retry_timeout_ms.max(1);
         // A lease that just ran out counts as none left: the step that
         // demotes must not wait a whole retry_timeout for etcd first.
-        if let Some(deadline) = self.lease_deadline_ms() {
-            let until_gentle =
-                deadline.saturating_sub(cfg.gentle_demote_ms()).saturating_sub(self.clock.now_ms());
+        if let Some(until_gentle) = self.node.state().gentle_demote_in_ms(self.clock.now_ms(), cfg) {
             ms = ms.min(until_gentle.max(100));
         }
         self.clock.to_runtime(Duration::from_millis(ms))
-    }
-
-    /// The lease deadline as the next step will see it: keel-core's, or a
-    /// later one that a renewal of the last decision confirmed (its outcome
-    /// reaches keel-core only with the next observation). Without the
-    /// latter, the observation after every renewal was bounded by the lease
-    /// before it, and a leader whose read met one lost answer demoted with
-    /// a renewed lease in hand (found by keel-sim, issue 15).
-    fn lease_deadline_ms(&self) -> Option<u64> {
-        let now_ms = self.clock.now_ms();
-        let renewed = self.outcomes.iter().filter_map(|o| o.lease_deadline_ms(self.config(), now_ms)).max();
-        self.node.state().lease_deadline_ms.max(renewed)
     }
 
     async fn observe(&mut self) -> Observation {
@@ -417,7 +403,7 @@ impl<K: Kv, P: Postgres, E: Engine> Agent<K, P, E> {
         };
         // Facts too are bounded by the lease: a hung pg_controldata must
         // not keep a leader from its next step.
-        let lease_left = self.lease_deadline_ms().filter(|d| *d > now_ms).map(|d| d - now_ms);
+        let lease_left = self.node.state().lease_remaining_ms(now_ms);
         let pg = match lease_left {
             Some(left) => match tokio::time::timeout(
                 self.clock.to_runtime(Duration::from_millis(left)),

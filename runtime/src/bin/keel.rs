@@ -17,7 +17,6 @@ use keel_runtime::agent::{environment, local::LocalPostgres, setup::Setup, Agent
 use keel_runtime::api::{self, Access, Api, KvStore, NodeStatus, Ops};
 use keel_runtime::config::{self, Loaded};
 use keel_runtime::dcs::etcd::{EtcdKv, EtcdOptions, EtcdTls};
-use keel_runtime::dcs::retry::{RetryPolicy, Retrying};
 use keel_runtime::dcs::{Dcs, Keys};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
@@ -159,12 +158,7 @@ async fn run(path: PathBuf, loaded: Loaded) -> ExitCode {
         }
     });
     info!(listen = %cfg.restapi.listen, https, "REST API listening");
-    let retry_timeout =
-        Duration::from_secs(u64::try_from(cfg.bootstrap.dcs.retry_timeout).unwrap_or(10).max(1));
-    // Each attempt gets a share of retry_timeout, so that a lost answer or
-    // an endpoint that hangs is retried (at the next endpoint) in time.
-    let retry = RetryPolicy::for_retry_timeout(retry_timeout);
-    let timeout = retry.attempt;
+    let timeout = Duration::from_secs(u64::try_from(cfg.bootstrap.dcs.retry_timeout).unwrap_or(10).max(1));
     let https = cfg.etcd3.protocol == config::EtcdProtocol::Https;
     let scheme = if https { "https" } else { "http" };
     let opts = EtcdOptions {
@@ -187,7 +181,7 @@ async fn run(path: PathBuf, loaded: Loaded) -> ExitCode {
     let (wake_tx, wake_rx) = tokio::sync::mpsc::channel(1);
     let _watch = kv.keep_scope(keys.prefix(), vec![keys.leader(), keys.failover()], wake_tx);
     let store = KvStore::new(kv.clone(), keys.clone());
-    let dcs = Dcs::new(Retrying::new(kv, retry), keys, &cfg.name, &setup.conn_url, &setup.api_url);
+    let dcs = Dcs::new(kv, keys, &cfg.name, &setup.conn_url, &setup.api_url);
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let ops = Ops::new(Box::new(store), tx.clone()).reload_from(path.clone(), environment(), cfg.clone());
     api.set_operations(ops);

@@ -237,13 +237,7 @@ impl EtcdTls {
 
 impl EtcdKv {
     pub async fn connect(opts: &EtcdOptions) -> Result<EtcdKv, KvError> {
-        // A member cut from its cluster then answers "no leader" at once
-        // rather than leaving the request to time out, and the retry goes
-        // to another endpoint (dcs::retry).
-        let mut connect = ConnectOptions::new()
-            .with_connect_timeout(opts.timeout)
-            .with_timeout(opts.timeout)
-            .with_require_leader(true);
+        let mut connect = ConnectOptions::new().with_connect_timeout(opts.timeout).with_timeout(opts.timeout);
         if let (Some(user), Some(password)) = (&opts.username, &opts.password) {
             connect = connect.with_user(user.clone(), password.clone());
         }

@@ -11,7 +11,6 @@ pub mod etcd;
 pub mod keys;
 pub mod mem;
 pub mod patroni;
-pub mod retry;
 
 use std::fmt;
 
@@ -118,7 +117,4 @@ pub trait Kv {
     /// One keep-alive; returns the TTL left after it (0: the lease expired).
     async fn keep_alive(&self, lease: i64) -> Result<i64, KvError>;
     async fn revoke(&self, lease: i64) -> Result<(), KvError>;
-    /// After an attempt that got no answer: send the next request to
-    /// another etcd endpoint, where there are several ([`retry`]).
-    fn switch_endpoint(&self) {}
 }

@@ -61,9 +61,6 @@ pub struct Dcs<K: Kv> {
     member_lease: Option<i64>,
     /// When [`Self::keep_member_alive`] last renewed the member lease.
     member_renewed_ms: Option<u64>,
-    /// The member key's value as last written, to write again when its
-    /// lease expired (see [`Self::keep_member_alive`]).
-    member_value: Option<Vec<u8>>,
     /// The optime this node last wrote to `status` under its current
     /// lease: only the leader writes the key, so while it holds the lock an
     /// unchanged optime need not be written again (an idle leader would
@@ -88,7 +85,6 @@ impl<K: Kv> Dcs<K> {
             leader_lease: None,
             member_lease: None,
             member_renewed_ms: None,
-            member_value: None,
             status_written: None,
             last_read: Mutex::default(),
         }
@@ -211,14 +207,7 @@ impl<K: Kv> Dcs<K> {
         let (lease, granted_s) = self.kv.grant(ttl_s).await?;
         let key = self.keys.leader();
         let put = Op::Put { key: key.clone(), value: self.name.clone().into_bytes(), lease };
-        let created =
-            match self.kv.txn(vec![Compare::CreateRevision { key, revision: 0 }], vec![put], vec![]).await {
-                // A create sent again after its answer was lost finds its own
-                // first write (dcs::retry): the key on this lease is ours.
-                Ok(false) => self.names_me_on(lease).await,
-                other => other,
-            };
-        match created {
+        match self.kv.txn(vec![Compare::CreateRevision { key, revision: 0 }], vec![put], vec![]).await {
             Ok(true) => {
                 self.leader_lease = Some(lease);
                 self.status_written = None;
@@ -230,13 +219,6 @@ impl<K: Kv> Dcs<K> {
                 other.map(|_| Acquired::Taken)
             }
         }
-    }
-
-    /// Whether the leader key names this node on `lease`.
-    async fn names_me_on(&self, lease: i64) -> Result<bool, KvError> {
-        let key = self.keys.leader();
-        let read = self.kv.range_prefix(&key).await?;
-        Ok(read.kvs.iter().any(|kv| kv.key == key && kv.value == self.name.as_bytes() && kv.lease == lease))
     }
 
     /// Keeps the leader lease alive, then confirms that the key still names
@@ -258,7 +240,10 @@ impl<K: Kv> Dcs<K> {
         // A read, not a compare: the agent's etcd client answers it from
         // its copy of the scope, once that copy is as recent as the
         // keep-alive's answer (dcs::etcd).
-        if !self.names_me_on(lease).await? {
+        let key = self.keys.leader();
+        let read = self.kv.range_prefix(&key).await?;
+        let current = read.kvs.iter().find(|kv| kv.key == key);
+        if !current.is_some_and(|kv| kv.value == self.name.as_bytes() && kv.lease == lease) {
             return Ok(None);
         }
         if self.status_written != Some(optime) {
@@ -335,44 +320,32 @@ impl<K: Kv> Dcs<K> {
     ) -> Result<(), KvError> {
         let lease = self.member_lease(ttl_ms).await?;
         let value = codec::encode_member(status, &self.conn_url, &self.api_url, VERSION, extras);
-        let put = Op::Put { key: self.keys.member(&self.name), value: value.clone(), lease };
-        self.kv.txn(vec![], vec![put], vec![]).await?;
-        self.member_value = Some(value);
-        Ok(())
+        let put = Op::Put { key: self.keys.member(&self.name), value, lease };
+        self.kv.txn(vec![], vec![put], vec![]).await.map(|_| ())
     }
 
-    /// Keeps the member key's lease of `ttl_ms` alive: called every loop,
-    /// it renews every third of the TTL (`now_ms` on the agent's clock), so
-    /// that a renewal may fail twice before the key expires. A key whose
-    /// lease expired anyway (etcd unreachable for a TTL) is written again
-    /// at once on a new lease, as last published: keel-core publishes only
-    /// when its facts change, and a leader without a member key has no
-    /// address the others can follow or clone from ("no address known",
-    /// issue 15).
+    /// Keeps the member key's lease of `ttl_ms` alive, published or not:
+    /// called every loop, it renews every third of the TTL (`now_ms` on the
+    /// agent's clock), so that a renewal may fail twice before the key
+    /// expires.
     pub async fn keep_member_alive(&mut self, now_ms: u64, ttl_ms: u64) -> Result<(), KvError> {
-        let Some(value) = self.member_value.clone() else { return Ok(()) };
-        if self.member_lease.is_some()
-            && self.member_renewed_ms.is_some_and(|at| now_ms.saturating_sub(at) < ttl_ms / 3)
-        {
+        let Some(lease) = self.member_lease else { return Ok(()) };
+        if self.member_renewed_ms.is_some_and(|at| now_ms.saturating_sub(at) < ttl_ms / 3) {
             return Ok(());
         }
-        if let Some(lease) = self.member_lease {
-            match self.kv.keep_alive(lease).await {
-                Ok(left) if left > 0 => {
-                    self.member_renewed_ms = Some(now_ms);
-                    return Ok(());
-                }
-                // Expired: the member key went with it.
-                Ok(_) | Err(KvError::LeaseNotFound) => self.member_lease = None,
-                Err(e) => return Err(e),
+        match self.kv.keep_alive(lease).await {
+            Ok(left) if left > 0 => {
+                self.member_renewed_ms = Some(now_ms);
+                Ok(())
             }
+            Ok(_) | Err(KvError::LeaseNotFound) => {
+                // Expired: the member key went with it; the next publish
+                // grants a new lease.
+                self.member_lease = None;
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
-        let lease = self.member_lease(ttl_ms).await?;
-        let put = Op::Put { key: self.keys.member(&self.name), value, lease };
-        self.kv.txn(vec![], vec![put], vec![]).await?;
-        self.member_renewed_ms = Some(now_ms);
-        warn!("the member key had expired with its lease; written again");
-        Ok(())
     }
 
     async fn member_lease(&mut self, ttl_ms: u64) -> Result<i64, KvError> {

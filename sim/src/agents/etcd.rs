@@ -6,8 +6,7 @@
 //! partition would: a request lost on the way is not applied; an answer
 //! lost on the way back leaves the client with a timeout after etcd applied
 //! it, which the agent must read as "unknown" (rule 6). The server can be
-//! down (it refuses every request at once, as an etcd without quorum or a
-//! stopped one does) or slow (answers late), and it notifies
+//! down (no answers at all) or slow (answers late), and it notifies
 //! watchers of changes to the leader and failover keys.
 
 use std::collections::BTreeMap;
@@ -28,9 +27,8 @@ const WATCH_TAG: u64 = 2;
 /// A watcher that did not renew its registration for this long is gone.
 const WATCH_TTL_MS: u64 = 3_000;
 /// Of 1000 answers, this many are lost after the request was applied (a
-/// background fault: not in runs without faults), unless the command line
-/// sets `etcd_lost_answers_per_mille`.
-pub const LOST_ANSWERS_PER_MILLE: u64 = 5;
+/// background fault: not in runs without faults).
+const LOST_ANSWERS_PER_MILLE: u64 = 5;
 
 /// Who watches: address -> (key suffixes, registered until, etcd ms).
 type Watchers = std::sync::Mutex<BTreeMap<SocketAddr, (Vec<String>, u64)>>;
@@ -91,21 +89,11 @@ pub async fn serve(world: Shared) {
                 tokio::time::sleep(Duration::from_millis(madsim::rand::random::<u64>() % delay + 1)).await;
             }
             let watch = matches!(call, Call::Watch(..));
-            let down = lock(&world).etcd_down;
-            if down {
-                // An etcd without quorum answers at once that it has no
-                // leader (keel's client requires one), a stopped one
-                // refuses the connection: either way the client knows
-                // at once that nothing was applied. A partition (a
-                // clogged link) is what leaves a request unanswered.
-                if !watch {
-                    let refused = Answer::Error(KvError::Unavailable("etcdserver: no leader".into()));
-                    let _ = ep.send_to_raw(from, reply_tag, Box::new(refused)).await;
-                }
-                return;
-            }
-            let (answer, touched, lost_per_mille) = {
+            let (answer, touched, lossy) = {
                 let mut w = lock(&world);
+                if w.etcd_down {
+                    return;
+                }
                 let now = w.now_ms();
                 let mut touched = w.kv.expire(now);
                 let answer = match call {
@@ -140,11 +128,11 @@ pub async fn serve(world: Shared) {
                 if !touched.is_empty() {
                     w.watch_leader();
                 }
-                (answer, touched, if w.lossy { w.lost_answers_per_mille } else { 0 })
+                (answer, touched, w.lossy)
             };
             notify(&ep, &watchers, &world, &touched).await;
             // A watch registration has no answer; other answers may be lost.
-            if watch || (lost_per_mille > 0 && madsim::rand::random::<u64>() % 1000 < lost_per_mille) {
+            if watch || (lossy && madsim::rand::random::<u64>() % 1000 < LOST_ANSWERS_PER_MILLE) {
                 return;
             }
             let _ = ep.send_to_raw(from, reply_tag, Box::new(answer)).await;

@@ -25,7 +25,6 @@ use keel_runtime::agent::command::Command;
 use keel_runtime::agent::{Agent, Clock, Engine};
 use keel_runtime::api::NodeStatus;
 use keel_runtime::config::Config;
-use keel_runtime::dcs::retry::{RetryPolicy, Retrying};
 use keel_runtime::dcs::{Dcs, Keys, Op};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle, Runtime};
@@ -416,10 +415,6 @@ pub async fn drive_with(sim: AgentSimConfig, opts: RunOptions) -> Outcome {
         // background makes a leader whose ttl has no slack demote, a
         // failover the drill did not ask for.
         w.lossy = sim.faults && sim.scenario.is_none();
-        w.lost_answers_per_mille = sim
-            .settings
-            .int("etcd_lost_answers_per_mille")
-            .map_or(etcd::LOST_ANSWERS_PER_MILLE, |n| n.clamp(0, 1000) as u64);
         w.checks_from_ms = WARMUP_MS;
         for (i, yaml) in s.yaml.iter().enumerate() {
             let cfg = keel_runtime::config::parse(yaml, &BTreeMap::new()).expect("checked in setup").config;
@@ -597,12 +592,10 @@ async fn node_main(i: usize, world: Shared, clock: Clock, cfg: Config, engine: O
         w.event(&text);
     }
     let keys = Keys::new(&cfg.namespace, &cfg.scope);
-    let retry =
-        RetryPolicy::for_retry_timeout(Duration::from_millis(cfg.bootstrap.dcs.to_core().retry_timeout_ms));
-    let kv = etcd::SimKv::connect(node_ip(i), retry.attempt).await;
+    let retry = Duration::from_millis(cfg.bootstrap.dcs.to_core().retry_timeout_ms);
+    let kv = etcd::SimKv::connect(node_ip(i), retry).await;
     let (wake_tx, wake_rx) = mpsc::channel(1);
     kv.spawn_watch(vec![keys.leader(), keys.failover()], wake_tx);
-    let kv = Retrying::new(kv, retry);
     let conn_url = format!("postgres://{}:5432/postgres", node_ip(i));
     let api_url = format!("http://{}:8008/patroni", node_ip(i));
     let dcs = Dcs::new(kv, keys, &cfg.name, &conn_url, &api_url);

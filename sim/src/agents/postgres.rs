@@ -141,9 +141,6 @@ impl Postgres for SimPostgres {
                 done(ok)
             }
             Action::Demote { mode } => {
-                if w.pg[i].process == keel_core::PgProcess::RunningPrimary {
-                    w.out.demotions += 1;
-                }
                 let pg = &mut w.pg[i];
                 pg.stop(!matches!(mode, DemoteMode::Immediate));
                 if !matches!(mode, DemoteMode::Offline) {

@@ -43,8 +43,6 @@ pub struct World {
     pub etcd_delay_ms: u64,
     /// etcd loses an answer now and then (runs with faults).
     pub lossy: bool,
-    /// How many of 1000 answers etcd loses while `lossy`.
-    pub lost_answers_per_mille: u64,
     /// The leader key's path.
     pub leader_key: String,
     pub cfg: DynamicConfig,
@@ -87,9 +85,6 @@ pub struct World {
     last_primary: Option<usize>,
     /// The last progress check (ms).
     last_progress_ms: u64,
-    /// Since when no writable primary answers at all (the longest such
-    /// time goes into the outcome).
-    no_primary_since: Option<u64>,
     /// Since when no writable primary answers while a fit candidate and
     /// etcd are there; whether that period was reported.
     leaderless_since: Option<(u64, bool)>,
@@ -164,7 +159,6 @@ impl World {
             etcd_down: false,
             etcd_delay_ms: 0,
             lossy: false,
-            lost_answers_per_mille: 0,
             leader_key,
             cfg,
             next_branch: 1,
@@ -187,7 +181,6 @@ impl World {
             last_primary: None,
             last_progress_ms: 0,
             leaderless_since: None,
-            no_primary_since: None,
             request: None,
             sync_unfit_since: None,
             replica_holds_key_since: None,
@@ -696,12 +689,6 @@ impl World {
         }
         let (ttl, loop_wait, retry) = (self.cfg.ttl_ms, self.cfg.loop_wait_ms, self.cfg.retry_timeout_ms);
         let primary = self.answering_primary();
-        let since = *self.no_primary_since.get_or_insert(now);
-        if primary.is_some() {
-            self.no_primary_since = None;
-        }
-        let without_ms = now - since;
-        self.out.longest_no_primary_ms = self.out.longest_no_primary_ms.max(without_ms);
         let etcd_ok = !self.etcd_down && self.etcd_delay_ms == 0;
         let holder = self.leader();
         let holder_runs = holder
